@@ -1,0 +1,35 @@
+"""User-facing errors.
+
+Anything a user can cause (a typo, a wrong file, a checkpoint that does not fit) raises a
+`StadaptError`. The CLI prints its message on one line and exits non-zero without a traceback;
+library users can catch it. Bugs stay ordinary exceptions so they keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class StadaptError(Exception):
+    """An error caused by the user's input; the message names the problem and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message}; {hint}" if hint else message)
+
+
+class UnknownBackboneError(StadaptError):
+    """A backbone plugin or variant that is not installed."""
+
+
+class PluginError(StadaptError):
+    """A plugin that is broken: fails to import, clashes with another, or breaks the protocol."""
+
+
+class WeightsError(StadaptError):
+    """A weights file that cannot be read or does not fit the backbone."""
+
+
+class CheckpointError(StadaptError):
+    """A checkpoint that cannot be read or does not fit the model."""
