@@ -1,0 +1,43 @@
+"""Backbone plugins: the protocol, entry-point discovery and the conformance suite.
+
+Importing this package does not import torch (FrameBackbone is loaded on first use), so listing
+plugins stays instant.
+"""
+
+from typing import Any
+
+from stadapt.backbones.plugin import CLIP_MEAN, CLIP_STD, BackbonePlugin, VariantInfo
+from stadapt.backbones.layout import TokenLayout
+from stadapt.backbones.registry import (
+    GROUP,
+    PluginEntry,
+    clear_cache,
+    installed_plugins,
+    load_plugin,
+    parse_backbone,
+    resolve_variant,
+)
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "GROUP",
+    "BackbonePlugin",
+    "FrameBackbone",
+    "PluginEntry",
+    "TokenLayout",
+    "VariantInfo",
+    "clear_cache",
+    "installed_plugins",
+    "load_plugin",
+    "parse_backbone",
+    "resolve_variant",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FrameBackbone":
+        from stadapt.backbones.base import FrameBackbone
+
+        return FrameBackbone
+    raise AttributeError(f"module 'stadapt.backbones' has no attribute {name!r}")

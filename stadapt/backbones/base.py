@@ -1,0 +1,63 @@
+"""What a backbone plugin builds: an image model seen as blocks with two residual branches.
+
+The model a plugin builds is a `FrameBackbone`:
+
+    embed(images) -> [transition -> pre_attn adapter -> x + attn_branch(x) -> pre_mlp adapter
+                      -> x + mlp_branch(x)] per block -> frame_features -> (mean over time) -> video_norm
+
+so the core places adapters on each block's residual stream without matching module names.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stadapt.backbones.layout import TokenLayout
+
+
+class FrameBackbone(nn.Module):
+    """A frozen per-frame image model, exposing each block's two residual branches.
+
+    Subclasses implement the methods below; `native_forward` and `native_state_dict` exist for the
+    conformance suite, which checks that the decomposition reproduces the model's own forward pass.
+    """
+
+    #: width of the per-frame features returned by `frame_features`
+    feature_width: int
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) normalised images -> tokens entering block 0."""
+        raise NotImplementedError
+
+    def block_layouts(self) -> list[TokenLayout]:
+        """The token layout entering each block (after its transition); its length is the block count."""
+        raise NotImplementedError
+
+    def transition(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Work between blocks, applied before block `index` (e.g. Swin's patch merging)."""
+        return x
+
+    def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The attention residual branch of block `index`: the block does x = x + attn_branch(x)."""
+        raise NotImplementedError
+
+    def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The MLP residual branch of block `index`: the block does x = x + mlp_branch(x)."""
+        raise NotImplementedError
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens after the last block -> (N, feature_width) per-frame features, before the final norm."""
+        raise NotImplementedError
+
+    def video_norm(self, features: torch.Tensor) -> torch.Tensor:
+        """The final norm, applied to features averaged over time (the reference's CLIP head)."""
+        return features
+
+    def native_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's own forward to the normalised features, for the conformance suite."""
+        raise NotImplementedError
+
+    def native_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights in the plugin's native file layout (what `convert_state_dict` reads)."""
+        return self.state_dict()

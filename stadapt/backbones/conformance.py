@@ -1,0 +1,224 @@
+"""The conformance suite every backbone plugin runs, built-in or third-party alike.
+
+    from stadapt.backbones.conformance import assert_conformant
+    assert_conformant(my_plugin)            # in the plugin's own tests
+
+or `stadapt backbones --check NAME`. It builds the plugin's small test variant and checks what the
+core relies on: the declared token layouts, that the branch decomposition reproduces the model's own
+forward pass, that adapters start as the identity yet learn and mix time without touching prefix
+tokens, that only adapters and head train, and that weights round-trip with loud errors on bad files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
+from stadapt.backbones.layout import TokenLayout
+from stadapt.errors import StadaptError
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class _Failed(Exception):
+    pass
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise _Failed(message)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-4) -> bool:
+    scale = max(1.0, float(b.abs().max()))
+    return a.shape == b.shape and float((a - b).abs().max()) <= tol * scale
+
+
+def _images(info: VariantInfo, count: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(count, 3, info.image_size, info.image_size, generator=generator)
+
+
+def _build(plugin: BackbonePlugin, variant: str, seed: int) -> FrameBackbone:
+    torch.manual_seed(seed)
+    return plugin.build(variant).eval()
+
+
+def _run_blocks(backbone: FrameBackbone, x: torch.Tensor, frames: int) -> torch.Tensor:
+    for index, layout in enumerate(backbone.block_layouts()):
+        x = backbone.transition(index, x)
+        _expect(tuple(x.shape) == layout.shape(frames),
+                f"block {index} input has shape {tuple(x.shape)}, its declared layout says {layout.shape(frames)}")
+        for branch in (backbone.attn_branch, backbone.mlp_branch):
+            out = branch(index, x)
+            _expect(out.shape == x.shape, f"a branch of block {index} changed the shape {tuple(x.shape)} -> "
+                                          f"{tuple(out.shape)}; branches must be residual")
+            x = x + out
+    return x
+
+
+def check_plugin(plugin: BackbonePlugin, variant: str | None = None, *, frames: int = 3) -> list[CheckResult]:
+    """Run every check on `variant` (default: the plugin's test variant); never raises for a failed check."""
+    from stadapt.adapters import AdapterConfig
+    from stadapt.model import VideoClassifier
+
+    results: list[CheckResult] = []
+    state: dict[str, object] = {}
+
+    def check(name: str) -> Callable[[Callable[[], str | None]], None]:
+        def run(fn: Callable[[], str | None]) -> None:
+            try:
+                detail = fn() or ""
+                results.append(CheckResult(name, True, detail))
+            except (_Failed, StadaptError, NotImplementedError, AssertionError) as exc:
+                results.append(CheckResult(name, False, str(exc) or type(exc).__name__))
+            except Exception as exc:  # a plugin bug: report, keep checking
+                results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}"))
+
+        return run
+
+    @check("metadata")
+    def _() -> str:
+        _expect(isinstance(plugin.name, str) and bool(plugin.name), "the plugin has no name")
+        variants = plugin.variants()
+        _expect(isinstance(variants, Mapping) and len(variants) > 0, "variants() is empty")
+        for key, info in variants.items():
+            _expect(isinstance(info, VariantInfo), f"variant {key} is not a VariantInfo")
+            _expect(info.name == key, f"variant {key} calls itself {info.name}")
+            _expect(info.image_size > 0, f"variant {key} has image size {info.image_size}")
+            _expect(len(info.mean) == 3 and len(info.std) == 3 and min(info.std) > 0,
+                    f"variant {key} needs 3 means and 3 positive stds")
+        chosen = variant or plugin.test_variant or next(iter(variants))
+        _expect(chosen in variants, f"the test variant {chosen} is not among the variants")
+        state["info"] = variants[chosen]
+        return f"{len(variants)} variants; checking {chosen}"
+
+    if "info" not in state:
+        return results
+    info: VariantInfo = state["info"]  # type: ignore[assignment]
+
+    @check("build")
+    def _() -> str:
+        backbone = _build(plugin, info.name, seed=0)
+        _expect(isinstance(backbone, FrameBackbone), f"build() returned {type(backbone).__name__}, not a FrameBackbone")
+        layouts = backbone.block_layouts()
+        _expect(len(layouts) > 0 and all(isinstance(t, TokenLayout) for t in layouts),
+                "block_layouts() must list one TokenLayout per block")
+        _expect(isinstance(backbone.feature_width, int) and backbone.feature_width > 0, "feature_width is not set")
+        state["backbone"] = backbone
+        return f"{len(layouts)} blocks, feature width {backbone.feature_width}"
+
+    if "backbone" not in state:
+        return results
+    backbone: FrameBackbone = state["backbone"]  # type: ignore[assignment]
+    images = _images(info, frames, seed=1)
+
+    @check("decomposition matches the model's own forward")
+    def _() -> None:
+        with torch.no_grad():
+            tokens = _run_blocks(backbone, backbone.embed(images), frames)
+            ours = backbone.video_norm(backbone.frame_features(tokens))
+            native = backbone.native_forward(images)
+        _expect(ours.shape == (frames, backbone.feature_width),
+                f"frame features have shape {tuple(ours.shape)}, expected {(frames, backbone.feature_width)}")
+        _expect(_close(ours, native), f"embed -> branches -> features differs from native_forward by "
+                                      f"{float((ours - native).abs().max()):.3g}")
+
+    def video_model(adapter: AdapterConfig | None) -> VideoClassifier:
+        torch.manual_seed(2)
+        return VideoClassifier(backbone, num_classes=5, num_frames=frames, adapter=adapter, dropout=0.0).eval()
+
+    clip = images.transpose(0, 1).unsqueeze(0)  # (1, 3, T, H, W)
+    both = AdapterConfig(bottleneck=8, positions=("pre_attn", "pre_mlp"))
+
+    @check("adapters are the identity at init")
+    def _() -> None:
+        with torch.no_grad():
+            plain = video_model(None).forward_features(clip)
+            adapted = video_model(both).forward_features(clip)
+        _expect(_close(adapted, plain, 1e-6), "a freshly built adapter changed the features")
+
+    @check("only adapters and head train; adapters learn")
+    def _() -> None:
+        model = video_model(both).train()
+        bad = [n for n, p in model.named_parameters() if p.requires_grad != (not n.startswith("backbone."))]
+        _expect(not bad, f"wrong requires_grad on {bad[:3]}")
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        loss = torch.nn.functional.cross_entropy(model(clip), torch.tensor([1]))
+        loss.backward()
+        optimizer.step()
+        changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+        _expect(not any(n.startswith("backbone.") for n in changed), "a backbone tensor changed in training")
+        _expect(any(".conv." in n for n in changed), "no adapter conv moved after one optimizer step")
+
+    @check("adapters mix time within a clip, never across clips, and leave prefix tokens alone")
+    def _() -> None:
+        model = video_model(both)
+        generator = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for p in model.adapters.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+            first = next(iter(model.adapters.values()))
+            adapter = first.pre_attn
+            x = torch.randn(adapter.layout.shape(frames), generator=generator)
+            y = adapter(x)
+            if not adapter.layout.channels_last_grid and adapter.layout.prefix_tokens:
+                p = adapter.layout.prefix_tokens
+                _expect(torch.equal(y[:, :p], x[:, :p]), "an adapter modified the prefix (CLS) tokens")
+            changed = x.clone()
+            changed[1] += 1.0
+            _expect(not torch.equal(adapter(changed)[0], y[0]),
+                    "changing frame 1 did not affect frame 0: the adapter does not mix time")
+            pair = torch.cat([clip, clip.flip(2)], dim=0)
+            other = pair.clone()
+            other[1] += 1.0
+            a, b = model.forward_features(pair), model.forward_features(other)
+        _expect(_close(a[0], b[0], 1e-6) and not torch.equal(a[1], b[1]),
+                "clips of one batch leak into each other: frames of a clip must stay contiguous (b-major)")
+
+    @check("weights round trip; missing keys are errors")
+    def _() -> None:
+        from stadapt.backbones.weights import fingerprint
+        from stadapt.errors import WeightsError
+        from stadapt.model import load_backbone_weights
+
+        source, target = _build(plugin, info.name, seed=10), _build(plugin, info.name, seed=11)
+        _expect(fingerprint(source) != fingerprint(target), "two builds with different seeds are identical")
+        native = source.native_state_dict()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "weights.pt"
+            torch.save(native, path)
+            load_backbone_weights(target, plugin, info.name, path)
+            _expect(fingerprint(source) == fingerprint(target), "weights saved and reloaded differ")
+            partial = dict(native)
+            partial.pop(next(k for k in native if k not in plugin.ignored_keys(info.name)))
+            torch.save(partial, path)
+            try:
+                load_backbone_weights(_build(plugin, info.name, seed=12), plugin, info.name, path)
+            except WeightsError:
+                pass
+            else:
+                raise _Failed("a weights file missing a tensor loaded without an error")
+
+    return results
+
+
+def assert_conformant(plugin: BackbonePlugin, variant: str | None = None) -> list[CheckResult]:
+    """Run the suite and raise AssertionError naming every failed check (for a plugin's own tests)."""
+    results = check_plugin(plugin, variant)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise AssertionError("; ".join(f"{r.name}: {r.detail}" for r in failed))
+    return results

@@ -1,0 +1,77 @@
+"""The backbone plugin protocol.
+
+A plugin knows one family of image models and tells the core what the core cannot guess: its
+variants and their input spec, how to build a randomly initialised model (no I/O), how to convert a
+weights file's keys into the model's own (a pure function), and where the transformer blocks are
+(the `FrameBackbone` it builds). This module imports no torch, so listing plugins is instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from stadapt.backbones.base import FrameBackbone
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """What a user and the data pipeline need to know about one variant."""
+
+    name: str
+    description: str
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    aliases: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BackbonePlugin:
+    """Base class for backbone plugins; a plugin is an instance registered under `stadapt.backbones`.
+
+    Required: `name`, `variants()`, `build()`. The rest have working defaults.
+    """
+
+    #: the name users type before the colon, e.g. "clip" in "clip:ViT-B-16"
+    name: str = ""
+    #: a small variant the conformance suite and tests build quickly
+    test_variant: str | None = None
+
+    def pretrained_tags(self, variant: str) -> tuple[str, ...]:
+        """Hub tags `resolve_pretrained` accepts for `variant` (may import the plugin's library)."""
+        return ()
+
+    def variants(self) -> Mapping[str, VariantInfo]:
+        raise NotImplementedError
+
+    def build(self, variant: str, **options: Any) -> FrameBackbone:
+        """A randomly initialised backbone; no file or network I/O."""
+        raise NotImplementedError
+
+    def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
+        """Pure key conversion from a weights file's state dict to the backbone's own keys."""
+        return dict(state_dict)
+
+    def ignored_keys(self, variant: str) -> frozenset[str]:
+        """Backbone keys a weights file may carry that the video model does not use (not an error)."""
+        return frozenset()
+
+    def options_for_weights(self, variant: str, source: str | Path) -> dict[str, Any]:
+        """Build options implied by a weights source (e.g. OpenAI CLIP weights imply QuickGELU)."""
+        return {}
+
+    def resolve_pretrained(self, variant: str, tag: str) -> Path:
+        """Turn a hub tag into a local file (may download); plugins without a hub keep the default."""
+        from stadapt.errors import WeightsError
+
+        raise WeightsError(f"backbone plugin '{self.name}' has no pretrained tag '{tag}'", "pass a local weights file")

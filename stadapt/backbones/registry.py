@@ -1,0 +1,134 @@
+"""Discovery of backbone plugins through the `stadapt.backbones` entry-point group.
+
+Built-in plugins and third-party ones are found the same way; the core never imports a plugin by
+name. Loading is lazy: listing the installed plugins imports only their small plugin objects.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
+
+from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
+from stadapt.errors import PluginError, UnknownBackboneError
+
+GROUP = "stadapt.backbones"
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """An installed plugin as its package metadata declares it."""
+
+    name: str
+    target: str
+    distribution: str
+
+    @classmethod
+    def from_entry_point(cls, ep: EntryPoint) -> PluginEntry:
+        dist = ep.dist
+        label = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "an unknown distribution"
+        return cls(name=ep.name, target=ep.value, distribution=label)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    if not close:
+        close = [c for c in choices if c.lower() == word.lower()]
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+@lru_cache(maxsize=None)
+def _entry_points() -> dict[str, tuple[EntryPoint, PluginEntry]]:
+    found: dict[str, tuple[EntryPoint, PluginEntry]] = {}
+    for ep in entry_points(group=GROUP):
+        entry = PluginEntry.from_entry_point(ep)
+        if ep.name in found:
+            other = found[ep.name][1]
+            if (other.target, other.distribution) == (entry.target, entry.distribution):
+                continue  # the same distribution seen twice on sys.path
+            raise PluginError(
+                f"two backbone plugins are named '{ep.name}': {other.target} from {other.distribution} "
+                f"and {entry.target} from {entry.distribution}",
+                "uninstall one of the two distributions",
+            )
+        found[ep.name] = (ep, entry)
+    return found
+
+
+def installed_plugins() -> list[PluginEntry]:
+    """Every installed plugin, sorted by name, without importing any of them."""
+    return [entry for _, entry in sorted(_entry_points().values(), key=lambda pair: pair[1].name)]
+
+
+@lru_cache(maxsize=None)
+def load_plugin(name: str) -> BackbonePlugin:
+    """Import the plugin registered as `name`; errors name the distribution that provides it."""
+    eps = _entry_points()
+    if name not in eps:
+        names = sorted(eps)
+        raise UnknownBackboneError(
+            f"unknown backbone plugin '{name}'; installed: {', '.join(names) or 'none'}",
+            f"{_suggest(name, names)}`stadapt backbones` lists plugins and variants; "
+            "a plugin from another package must be pip-installed first",
+        )
+    ep, entry = eps[name]
+    try:
+        plugin = ep.load()
+    except Exception as exc:  # any import failure inside a third party's code
+        raise PluginError(
+            f"backbone plugin '{name}' ({entry.target}) from {entry.distribution} failed to import: "
+            f"{type(exc).__name__}: {exc}",
+            f"reinstall or upgrade {entry.distribution.split()[0]}",
+        ) from exc
+    missing = [attr for attr in ("variants", "build") if not callable(getattr(plugin, attr, None))]
+    if missing:
+        raise PluginError(
+            f"backbone plugin '{name}' from {entry.distribution} lacks {', '.join(missing)}()",
+            "a plugin must follow stadapt.backbones.BackbonePlugin",
+        )
+    if getattr(plugin, "name", name) != name:
+        raise PluginError(
+            f"backbone plugin registered as '{name}' from {entry.distribution} calls itself '{plugin.name}'",
+            "make the entry-point name and the plugin's `name` agree",
+        )
+    return plugin
+
+
+def plugin_distribution(name: str) -> str:
+    """The distribution that provides plugin `name` (e.g. 'stadapt 0.1.0')."""
+    return _entry_points()[name][1].distribution
+
+
+def resolve_variant(plugin: BackbonePlugin, variant: str) -> VariantInfo:
+    """The plugin's variant called `variant` or one of its aliases (case-insensitive)."""
+    variants = plugin.variants()
+    if variant in variants:
+        return variants[variant]
+    lowered = variant.lower()
+    for info in variants.values():
+        if lowered == info.name.lower() or lowered in (a.lower() for a in info.aliases):
+            return info
+    names = list(variants)
+    raise UnknownBackboneError(
+        f"backbone plugin '{plugin.name}' has no variant '{variant}'; variants: {', '.join(names)}",
+        f"{_suggest(variant, names)}use {plugin.name}:VARIANT",
+    )
+
+
+def parse_backbone(spec: str) -> tuple[BackbonePlugin, VariantInfo]:
+    """'clip:ViT-B-16' -> (the clip plugin, the ViT-B-16 variant)."""
+    name, sep, variant = spec.partition(":")
+    if not sep or not name or not variant:
+        raise UnknownBackboneError(
+            f"backbone '{spec}' is not of the form PLUGIN:VARIANT", "e.g. clip:ViT-B-16; `stadapt backbones` lists them"
+        )
+    plugin = load_plugin(name)
+    return plugin, resolve_variant(plugin, variant)
+
+
+def clear_cache() -> None:
+    """Forget discovered plugins (after installing one at run time, and in tests)."""
+    _entry_points.cache_clear()
+    load_plugin.cache_clear()
