@@ -1,0 +1,72 @@
+"""open_clip's VisionTransformer as a stadapt FrameBackbone."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.layout import TokenLayout
+from stadapt.errors import PluginError
+
+
+def build_visual(
+    *, image_size: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int, quick_gelu: bool
+) -> nn.Module:
+    """A randomly initialised open_clip vision tower without the unused `proj`."""
+    from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
+
+    visual = VisionTransformer(
+        image_size=image_size,
+        patch_size=patch_size,
+        width=width,
+        layers=layers,
+        heads=heads,
+        mlp_ratio=4.0,
+        output_dim=output_dim,
+        act_layer=QuickGELU if quick_gelu else nn.GELU,
+        norm_layer=LayerNorm,
+    )
+    if not getattr(visual.transformer, "batch_first", False):
+        raise PluginError("the installed open_clip runs its transformer sequence-first", "pip install -U open_clip_torch")
+    visual.proj = None  # the video head reads the CLS feature before CLIP's image-text projection
+    return visual
+
+
+class ClipBackbone(FrameBackbone):
+    """Tokens (N, 1 + H*W, C): the CLS token, then the patch grid; features = CLS, final norm = ln_post."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+        self.feature_width = visual.transformer.width
+        self._blocks = list(visual.transformer.resblocks)
+        self._layout = TokenLayout(width=self.feature_width, grid=tuple(visual.grid_size), prefix_tokens=1)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        v = self.visual
+        x = v.conv1(images)
+        x = x.flatten(2).transpose(1, 2)  # (N, H*W, C)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        return v.ln_pre(v.patch_dropout(x))
+
+    def block_layouts(self) -> list[TokenLayout]:
+        return [self._layout] * len(self._blocks)
+
+    def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        block = self._blocks[index]
+        return block.ls_1(block.attention(block.ln_1(x)))
+
+    def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        block = self._blocks[index]
+        return block.ls_2(block.mlp(block.ln_2(x)))
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0]
+
+    def video_norm(self, features: torch.Tensor) -> torch.Tensor:
+        return self.visual.ln_post(features)
+
+    def native_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)

@@ -1,0 +1,61 @@
+"""Builders for the weights and checkpoints tests write themselves (no downloads)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+TINY = dict(image_size=32, patch_size=8, width=128, layers=4, heads=4, output_dim=64)
+
+
+def tiny_visual(seed: int = 0, quick_gelu: bool = True) -> nn.Module:
+    """An open_clip vision tower of the clip:tiny shape, with CLIP's `proj`, randomly initialised."""
+    from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
+
+    torch.manual_seed(seed)
+    visual = VisionTransformer(mlp_ratio=4.0, act_layer=QuickGELU if quick_gelu else nn.GELU,
+                               norm_layer=LayerNorm, **TINY)
+    with torch.no_grad():  # make the norms non-trivial so a skipped norm would show
+        for name, p in visual.named_parameters():
+            if name.endswith(("ln_pre.weight", "ln_post.weight", "ln_1.weight", "ln_2.weight")):
+                p.add_(torch.randn_like(p) * 0.2)
+            elif name.endswith(("ln_pre.bias", "ln_post.bias", "ln_1.bias", "ln_2.bias")):
+                p.copy_(torch.randn_like(p) * 0.1)
+    return visual.eval()
+
+
+class _OpenAIStyleCLIP(nn.Module):
+    """Mimics OpenAI's CLIP archive: a `visual` tower beside text-side tensors."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+        self.token_embedding = nn.Embedding(10, 32)
+        self.positional_embedding = nn.Parameter(torch.zeros(7, 32))
+        self.text_projection = nn.Parameter(torch.zeros(32, 64))
+        self.logit_scale = nn.Parameter(torch.ones([]))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.visual(image)
+
+
+def write_openai_archive(visual: nn.Module, path: Path) -> Path:
+    """A TorchScript archive in the shape of OpenAI's ViT-B-16.pt (fp16 weights, as OpenAI ships them)."""
+    model = _OpenAIStyleCLIP(copy.deepcopy(visual)).eval()
+    traced = torch.jit.trace(model, torch.randn(1, 3, 32, 32), check_trace=False)
+    traced = traced.half()
+    torch.jit.save(traced, str(path))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `stadapt` console script as a user would."""
+    exe = Path(sys.executable).with_name("stadapt")
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
