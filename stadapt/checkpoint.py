@@ -1,0 +1,136 @@
+"""stadapt checkpoints: adapters + head as safetensors, beside JSON metadata.
+
+    DIR/adapters.safetensors   the trainable tensors only (adapters, head)
+    DIR/stadapt.json           stadapt version, model config (plugin, variant, options, adapter layout),
+                               classes, backbone-weights source and fingerprint, provenance
+
+The backbone is not copied: it is rebuilt from its plugin and its weights file, whose fingerprint
+must match. A checkpoint directory is written atomically (temp directory + rename) and never
+replaces an existing one unless asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stadapt.errors import CheckpointError
+
+TENSORS_FILE = "adapters.safetensors"
+META_FILE = "stadapt.json"
+FORMAT = "stadapt-checkpoint"
+FORMAT_VERSION = 1
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / META_FILE).is_file()
+
+
+def write_checkpoint(
+    out: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a checkpoint directory atomically; an existing directory is replaced only with `overwrite`."""
+    from safetensors.torch import save_file
+
+    from stadapt import __version__
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise CheckpointError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "stadapt_version": __version__, **meta}
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        save_file(contiguous, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
+        (staging / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=False) + "\n")
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(out, trash)
+            os.replace(staging, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a checkpoint directory, with clear errors for anything else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        hint = "import reference checkpoints first: stadapt import-checkpoint --help" if path.is_file() else \
+            "pass a stadapt checkpoint directory (it holds stadapt.json)"
+        raise CheckpointError(f"{path} is not a stadapt checkpoint directory", hint)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path} is not valid JSON ({exc})", "the checkpoint is damaged") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not stadapt checkpoint metadata")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by stadapt {meta.get('stadapt_version')} in a newer format "
+            f"(v{meta['format_version']})",
+            "upgrade stadapt",
+        )
+    try:
+        tensors = load_file(str(path / TENSORS_FILE), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"could not read {path / TENSORS_FILE}: {exc}", "the checkpoint is damaged") from exc
+    return meta, tensors
+
+
+def load_trainable(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load adapters + head strictly: every trainable tensor present, every shape equal."""
+    own = dict(model.named_parameters())
+    trainable = {k for k, p in own.items() if p.requires_grad}
+    problems = [f"{k} missing" for k in sorted(trainable - set(tensors))]
+    problems += [f"{k} is not a trainable tensor of this model" for k in sorted(set(tensors) - trainable)]
+    problems += [
+        f"{k} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
+        for k, v in tensors.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"{source} does not fit the model: {'; '.join(problems[:3])}{more}")
+    with torch.no_grad():
+        for k, v in tensors.items():
+            own[k].copy_(v)
+
+
+def default_classes(num_classes: int) -> list[str]:
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def model_meta(built: Any, classes: Sequence[str] | None, **extra: Any) -> dict[str, Any]:
+    """The metadata block for a BuiltModel: config, plugin distribution, backbone weights, classes."""
+    from stadapt.backbones.registry import plugin_distribution
+
+    config = built.config
+    return {
+        "model": config.to_dict(),
+        "backbone_plugin": {"name": built.plugin.name, "distribution": plugin_distribution(built.plugin.name)},
+        "backbone_weights": built.weights,
+        "classes": list(classes) if classes is not None else default_classes(config.num_classes),
+        "parameters": built.model.parameter_counts(),
+        **extra,
+    }

@@ -1,0 +1,161 @@
+"""Import checkpoints of the reference ST-Adapter implementation (linziyi96/st-adapter).
+
+The reference saves `{"model": {trainable tensors}, "optimizer": ..., "lr_sched": ..., ...}` with
+torch.save, keys `transformer.resblocks.{i}.adapter_{pre_attn,pre_mlp}.{fc1,conv,fc2}.{weight,bias}`
+and `fc.{weight,bias}`. The adapter layout (positions, bottleneck, kernel, blocks) and the number of
+classes are read from the keys and shapes; nothing is assumed from the file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stadapt.adapters import POSITIONS, AdapterConfig
+from stadapt.backbones.weights import torch_load_safely
+from stadapt.errors import CheckpointError
+from stadapt.model import BuiltModel, ModelConfig
+
+_ADAPTER_KEY = re.compile(r"^transformer\.resblocks\.(\d+)\.adapter_(pre_attn|pre_mlp)\.(fc1|conv|fc2)\.(weight|bias)$")
+_HEAD_KEY = re.compile(r"^fc\.(weight|bias)$")
+
+
+@dataclass(frozen=True)
+class OfficialLayout:
+    """What a reference checkpoint says about its own model."""
+
+    adapter: AdapterConfig
+    num_classes: int
+    width: int
+
+
+def read_official(path: str | Path) -> dict[str, torch.Tensor]:
+    """The `model` tensors of a reference checkpoint, read without executing anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist", "check the path")
+    obj = torch_load_safely(path, "checkpoint", CheckpointError)
+    model = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(model, dict) or not any(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{path} is not a reference ST-Adapter checkpoint (no 'model' tensors)")
+    tensors = {k[len("module."):] if k.startswith("module.") else k: v for k, v in model.items()
+               if isinstance(v, torch.Tensor)}
+    return tensors
+
+
+def infer_layout(tensors: dict[str, torch.Tensor], source: str) -> OfficialLayout:
+    """Adapter positions, bottleneck, kernel, adapted blocks and class count from keys and shapes."""
+    blocks: dict[int, set[str]] = {}
+    unknown = []
+    for key in tensors:
+        match = _ADAPTER_KEY.match(key)
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(match.group(2))
+        elif not _HEAD_KEY.match(key):
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(
+            f"{source} has keys a reference ST-Adapter checkpoint does not have: {', '.join(sorted(unknown)[:4])}"
+            + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""),
+            "is it a full fine-tuning checkpoint or from another model?",
+        )
+    if "fc.weight" not in tensors or "fc.bias" not in tensors:
+        raise CheckpointError(f"{source} has no classifier head (fc.weight, fc.bias)")
+    positions = set().union(*blocks.values()) if blocks else set()
+    uneven = [i for i, p in blocks.items() if p != positions]
+    if uneven:
+        raise CheckpointError(f"{source} places adapters differently in different blocks (block {uneven[0]})")
+    first = next(iter(sorted(blocks))) if blocks else None
+    if first is None:
+        raise CheckpointError(f"{source} has no adapters", "for a linear probe use a stadapt checkpoint")
+    sample = f"transformer.resblocks.{first}.adapter_{sorted(positions)[0]}"
+    fc1 = tensors[f"{sample}.fc1.weight"]
+    conv = tensors[f"{sample}.conv.weight"]
+    if fc1.ndim != 2 or conv.ndim != 5:
+        raise CheckpointError(f"{source}: {sample} tensors do not have adapter shapes")
+    adapter = AdapterConfig(
+        bottleneck=int(fc1.shape[0]),
+        kernel=tuple(int(k) for k in conv.shape[2:]),  # type: ignore[arg-type]
+        positions=tuple(p for p in POSITIONS if p in positions),
+        blocks=tuple(sorted(blocks)),
+    )
+    return OfficialLayout(adapter=adapter, num_classes=int(tensors["fc.weight"].shape[0]), width=int(fc1.shape[1]))
+
+
+def to_stadapt_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Reference names -> VideoClassifier names (adapters.{i}.{position}.*, head.fc.*)."""
+    out = {}
+    for key, value in tensors.items():
+        match = _ADAPTER_KEY.match(key)
+        if match:
+            block, position, layer, kind = match.groups()
+            out[f"adapters.{block}.{position}.{layer}.{kind}"] = value
+        else:
+            out[f"head.{key}"] = value
+    return out
+
+
+def import_official(
+    checkpoint: str | Path,
+    *,
+    backbone: str,
+    backbone_weights: str | Path,
+    out: str | Path,
+    num_frames: int = 8,
+    classes: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Convert a reference checkpoint into a stadapt checkpoint directory that `load_model` reads."""
+    from stadapt.checkpoint import load_trainable, model_meta, write_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if Path(out).exists() and not overwrite:
+        raise CheckpointError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
+    tensors = read_official(checkpoint)
+    layout = infer_layout(tensors, str(checkpoint))
+    if classes is not None and len(classes) != layout.num_classes:
+        raise CheckpointError(
+            f"the class list has {len(classes)} names but {checkpoint} classifies {layout.num_classes} classes"
+        )
+    config = ModelConfig(backbone=backbone, num_classes=layout.num_classes, num_frames=num_frames,
+                         adapter=layout.adapter, dropout=0.5)
+    built = _build_checked(config, backbone_weights, layout, str(checkpoint))
+    load_trainable(built.model, to_stadapt_keys(tensors), str(checkpoint))
+    meta = model_meta(
+        built,
+        classes,
+        imported_from={
+            "format": "official",
+            "path": str(checkpoint.resolve()),
+            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+        },
+    )
+    return write_checkpoint(out, built.model.trainable_state_dict(), meta, overwrite=overwrite)
+
+
+def _build_checked(config: ModelConfig, backbone_weights: str | Path, layout: OfficialLayout, source: str) -> BuiltModel:
+    """Build the model, first checking that the checkpoint's widths and blocks fit the backbone."""
+    from stadapt.backbones.registry import parse_backbone
+    from stadapt.model import build_model
+
+    plugin, variant = parse_backbone(config.backbone)
+    width = variant.extra.get("width")
+    blocks = variant.extra.get("blocks")
+    if width is not None and width != layout.width:
+        raise CheckpointError(
+            f"{source} was trained on a backbone of width {layout.width}, but {plugin.name}:{variant.name} "
+            f"has width {width}",
+            "pass the matching --backbone (ViT-B: 768, ViT-L: 1024)",
+        )
+    if blocks is not None and max(layout.adapter.blocks or (0,)) >= blocks:
+        raise CheckpointError(
+            f"{source} has adapters in block {max(layout.adapter.blocks or (0,))}, but "
+            f"{plugin.name}:{variant.name} has {blocks} blocks",
+            "pass the matching --backbone",
+        )
+    return build_model(config, weights=backbone_weights)
