@@ -1,0 +1,56 @@
+"""The `stadapt` command: a thin Typer layer over the library, one small module per subcommand.
+
+Subcommand modules import torch and plugins inside their functions, so `stadapt --help` is instant.
+User errors (StadaptError) print one line and exit non-zero without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from stadapt import __version__
+from stadapt.cli import backbones, import_checkpoint
+from stadapt.errors import StadaptError
+
+app = typer.Typer(
+    name="stadapt",
+    help="Adapt frozen image foundation models to video with ST-Adapters (Pan et al., NeurIPS 2022).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stadapt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Adapt frozen image foundation models to video with ST-Adapters."""
+
+
+app.command("backbones")(backbones.backbones)
+app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"stadapt: warning: {message}", file=sys.stderr)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    warnings.showwarning = _show_warning
+    try:
+        app()
+    except StadaptError as exc:
+        print(f"stadapt: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None

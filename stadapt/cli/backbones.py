@@ -1,0 +1,78 @@
+"""`stadapt backbones`: installed backbone plugins, their variants and distributions."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+
+def backbones(
+    check: str = typer.Option(None, "--check", metavar="PLUGIN|all",
+                              help="Run the conformance suite on a plugin's test variant."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+) -> None:
+    """List installed backbone plugins and their variants, or check a plugin's conformance."""
+    from stadapt.backbones.registry import installed_plugins, load_plugin
+    from stadapt.errors import StadaptError
+
+    entries = installed_plugins()
+    if check is not None:
+        _check(entries, check)
+        return
+    rows, broken = [], []
+    for entry in entries:
+        try:
+            plugin = load_plugin(entry.name)
+            variants = plugin.variants()
+        except StadaptError as exc:
+            broken.append(f"{entry.name}: {exc}")
+            continue
+        for info in variants.values():
+            rows.append({
+                "backbone": f"{entry.name}:{info.name}",
+                "input": info.image_size,
+                "distribution": entry.distribution,
+                "aliases": list(info.aliases),
+                **({"pretrained_tags": list(plugin.pretrained_tags(info.name))} if as_json else {}),
+                "description": info.description,
+            })
+    if as_json:
+        typer.echo(json.dumps({"backbones": rows, "broken": broken}, indent=2))
+    else:
+        _table(rows)
+        for problem in broken:
+            typer.echo(f"stadapt: error: {problem}", err=True)
+    if broken:
+        raise typer.Exit(1)
+
+
+def _table(rows: list[dict]) -> None:
+    if not rows:
+        typer.echo("no backbone plugins installed (the `stadapt.backbones` entry-point group is empty)")
+        return
+    headers = ("BACKBONE", "INPUT", "DISTRIBUTION", "DESCRIPTION")
+    cells = [(r["backbone"], f"{r['input']}px", r["distribution"],
+              r["description"] + (f" [aka {', '.join(r['aliases'])}]" if r["aliases"] else "")) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers[:-1])]
+    for line in (headers, *cells):
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(line[:-1], widths)) + "  " + line[-1])
+    typer.echo("\nUse as --backbone PLUGIN:VARIANT; weights from a local file, or a pretrained tag where a network exists.")
+
+
+def _check(entries: list, which: str) -> None:
+    from stadapt.backbones.conformance import check_plugin
+    from stadapt.backbones.registry import load_plugin
+
+    names = [e.name for e in entries] if which == "all" else [which]
+    failures = 0
+    for name in names:
+        plugin = load_plugin(name)
+        for result in check_plugin(plugin):
+            failures += not result.ok
+            mark = "PASS" if result.ok else "FAIL"
+            detail = f": {result.detail}" if result.detail else ""
+            typer.echo(f"{mark}  {name}  {result.name}{detail}")
+    if failures:
+        typer.echo(f"{failures} check(s) failed", err=True)
+        raise typer.Exit(1)

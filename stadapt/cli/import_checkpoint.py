@@ -1,0 +1,58 @@
+"""`stadapt import-checkpoint`: convert a reference ST-Adapter checkpoint into a stadapt checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def import_checkpoint(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="The checkpoint file, e.g. checkpoint-11.pth."),
+    backbone_weights: str = typer.Option(..., "--backbone-weights",
+                                         help="The backbone it was trained on: a local file (e.g. OpenAI's "
+                                              "ViT-B-16.pt) or a pretrained tag where a network exists."),
+    backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="PLUGIN:VARIANT, see `stadapt backbones`."),
+    out: Path = typer.Option(..., "--out", help="The stadapt checkpoint directory to write."),
+    fmt: str = typer.Option("official", "--format", help="Checkpoint format: official (linziyi96/st-adapter)."),
+    num_frames: int = typer.Option(8, "--num-frames", min=1, help="Frames per clip the model was trained on."),
+    classes: Path = typer.Option(None, "--classes", help="classes.txt: one class name a line, index = line."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+) -> None:
+    """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it."""
+    from stadapt.errors import StadaptError
+
+    if fmt != "official":
+        raise StadaptError(f"unknown checkpoint format '{fmt}'", "the supported format is: official")
+    names = _read_classes(classes) if classes is not None else None
+
+    from stadapt.checkpoint import read_checkpoint
+    from stadapt.interop.official import import_official
+
+    written = import_official(checkpoint, backbone=backbone, backbone_weights=backbone_weights, out=out,
+                              num_frames=num_frames, classes=names, overwrite=overwrite)
+    meta, _ = read_checkpoint(written)
+    model, counts = meta["model"], meta["parameters"]
+    adapter = model["adapter"]
+    blocks = adapter["blocks"]
+    typer.echo(
+        f"imported {checkpoint} -> {written}\n"
+        f"  backbone   {model['backbone']} {model['backbone_options']}\n"
+        f"  adapters   {'+'.join(adapter['positions'])} in {len(blocks)} blocks, bottleneck {adapter['bottleneck']}, "
+        f"kernel {'x'.join(map(str, adapter['kernel']))}\n"
+        f"  classes    {model['num_classes']}\n"
+        f"  parameters {counts['total']:,} total, {counts['trainable']:,} trainable\n"
+        f"load it with: stadapt.load_model({str(written)!r})"
+    )
+
+
+def _read_classes(path: Path) -> list[str]:
+    from stadapt.errors import StadaptError
+
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StadaptError(f"cannot read class list {path} ({exc})", "pass a UTF-8 text file, one class a line") from exc
+    if len(set(names)) != len(names):
+        raise StadaptError(f"class list {path} names a class twice")
+    return names
