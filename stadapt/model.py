@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -98,6 +99,7 @@ class VideoClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.num_frames = num_frames
+        self.classes: list[str] = []  # names of the outputs, filled in from a checkpoint
         layouts = backbone.block_layouts()
         self.num_blocks = len(layouts)
         self.adapters = nn.ModuleDict()
@@ -190,10 +192,11 @@ def build_model(config: ModelConfig, weights: str | Path | None = None) -> Built
     report = None
     weights_info = None
     if weights is not None:
-        path = Path(plugin.resolve_pretrained(variant.name, str(weights))) if _is_tag(weights) else Path(weights)
+        tag = _is_tag(weights)
+        path = Path(plugin.resolve_pretrained(variant.name, str(weights))) if tag else Path(weights)
         report = load_backbone_weights(backbone, plugin, variant.name, path)
         weights_info = {
-            "source": str(weights) if _is_tag(weights) else str(path.resolve()),
+            "source": str(weights) if tag else str(path.resolve()),
             "fingerprint": fingerprint(backbone),
         }
     model = VideoClassifier(backbone, config.num_classes, config.num_frames, config.adapter, config.dropout)
@@ -205,8 +208,6 @@ def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, varia
     state_dict = plugin.convert_state_dict(read_state_dict(path), variant)
     report = load_into(backbone, state_dict, ignored=plugin.ignored_keys(variant), what=f"weights file {path}")
     if report.unexpected:
-        import warnings
-
         warnings.warn(f"{path}: {report.summary()}", stacklevel=2)
     return report
 

@@ -107,6 +107,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     foreign = tmp_path / "foreign.pth"
     torch.save({"model": {**official, "transformer.resblocks.0.attn.in_proj_weight": torch.zeros(3)}}, foreign)
     cases["full fine-tune"] = ([], foreign, "keys a reference ST-Adapter checkpoint does not have")
+    from open_clip.transformer import VisionTransformer
+
+    narrow = tmp_path / "narrow-vit.pt"  # same family, another size: width 64
+    torch.save(VisionTransformer(32, 8, 64, 4, 4, 4.0, output_dim=64).state_dict(), narrow)
+    cases["weights of another size"] = (["--backbone-weights", str(narrow)], ckpt,
+                                        "visual.class_embedding expects (128,) but the file has (64,)")
+    cut_weights = tmp_path / "cut.pt"
+    cut_weights.write_bytes(archive.read_bytes()[:-3000])
+    cases["truncated weights"] = (["--backbone-weights", str(cut_weights)], ckpt, "cut.pt: it is truncated")
     for name, (extra, path, message) in cases.items():
         result = _import(path, archive, tmp_path / f"out-{name}", *extra)
         assert result.returncode == 2, (name, result.stderr)
