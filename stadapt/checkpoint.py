@@ -29,10 +29,6 @@ FORMAT = "stadapt-checkpoint"
 FORMAT_VERSION = 1
 
 
-def is_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / META_FILE).is_file()
-
-
 def write_checkpoint(
     out: str | Path,
     tensors: Mapping[str, torch.Tensor],

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 
 from stadapt.adapters import POSITIONS, AdapterConfig
+from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import torch_load_safely
+from stadapt.checkpoint import load_trainable, model_meta, write_checkpoint
 from stadapt.errors import CheckpointError
-from stadapt.model import BuiltModel, ModelConfig
+from stadapt.model import BuiltModel, ModelConfig, build_model
 
 _ADAPTER_KEY = re.compile(r"^transformer\.resblocks\.(\d+)\.adapter_(pre_attn|pre_mlp)\.(fc1|conv|fc2)\.(weight|bias)$")
 _HEAD_KEY = re.compile(r"^fc\.(weight|bias)$")
@@ -111,8 +113,6 @@ def import_official(
     overwrite: bool = False,
 ) -> Path:
     """Convert a reference checkpoint into a stadapt checkpoint directory that `load_model` reads."""
-    from stadapt.checkpoint import load_trainable, model_meta, write_checkpoint
-
     checkpoint = Path(checkpoint)
     if Path(out).exists() and not overwrite:
         raise CheckpointError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
@@ -140,9 +140,6 @@ def import_official(
 
 def _build_checked(config: ModelConfig, backbone_weights: str | Path, layout: OfficialLayout, source: str) -> BuiltModel:
     """Build the model, first checking that the checkpoint's widths and blocks fit the backbone."""
-    from stadapt.backbones.registry import parse_backbone
-    from stadapt.model import build_model
-
     plugin, variant = parse_backbone(config.backbone)
     width = variant.extra.get("width")
     blocks = variant.extra.get("blocks")
