@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from stadapt.errors import CheckpointError
+from stadapt.errors import CheckpointError, preview
 
 TENSORS_FILE = "adapters.safetensors"
 META_FILE = "stadapt.json"
@@ -106,8 +106,7 @@ def load_trainable(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], 
         if k in own and tuple(v.shape) != tuple(own[k].shape)
     ]
     if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise CheckpointError(f"{source} does not fit the model: {'; '.join(problems[:3])}{more}")
+        raise CheckpointError(f"{source} does not fit the model: {preview(problems, 3, '; ')}")
     with torch.no_grad():
         for k, v in tensors.items():
             own[k].copy_(v)

@@ -19,6 +19,18 @@ class StadaptError(Exception):
         super().__init__(f"{message}; {hint}" if hint else message)
 
 
+def preview(items: list[str], limit: int = 4, sep: str = ", ") -> str:
+    """The first `limit` items of a list for a one-line message, saying how many were left out."""
+    more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
+    return sep.join(items[:limit]) + more
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for quoting a library's exception inside our own message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class UnknownBackboneError(StadaptError):
     """A backbone plugin or variant that is not installed."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stadapt.errors import StadaptError, WeightsError
+from stadapt.errors import StadaptError, WeightsError, first_line, preview
 
 _WRAPPER_KEYS = ("state_dict", "model", "module", "visual_state_dict")
 
@@ -68,10 +68,8 @@ def torch_load_safely(path: Path, what: str, error: type[StadaptError] = Weights
         raise error(f"could not read {what} {path}: it is truncated, corrupt or not a PyTorch file",
                     "download it again") from exc
     except Exception as exc:  # truncated zips, foreign formats: torch raises RuntimeError and others
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise error(
-            f"could not read {what} {path}: it is truncated, corrupt or not a PyTorch file "
-            f"({type(exc).__name__}: {first_line})",
+            f"could not read {what} {path}: it is truncated, corrupt or not a PyTorch file ({first_line(exc)})",
             "download it again",
         ) from exc
 
@@ -95,9 +93,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 warnings.simplefilter("ignore", FutureWarning)
                 obj = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # damaged archives: safetensors and TorchScript raise various errors
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise WeightsError(
-            f"could not read weights file {path}: it is truncated or corrupt ({type(exc).__name__}: {first_line})",
+            f"could not read weights file {path}: it is truncated or corrupt ({first_line(exc)})",
             "download it again",
         ) from exc
     return _unwrap(obj, path)
@@ -116,13 +113,8 @@ class LoadReport:
         if self.ignored:
             text += f"; unused by the video model: {', '.join(self.ignored)}"
         if self.unexpected:
-            text += f"; {len(self.unexpected)} unexpected keys ignored: {_preview(self.unexpected)}"
+            text += f"; {len(self.unexpected)} unexpected keys ignored: {preview(self.unexpected)}"
         return text
-
-
-def _preview(keys: list[str], limit: int = 4) -> str:
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, ignored: frozenset[str],
@@ -136,14 +128,13 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, igno
     ]
     if mismatched:
         raise WeightsError(
-            f"{what} does not fit this backbone: {'; '.join(mismatched[:3])}"
-            + (f" (and {len(mismatched) - 3} more)" if len(mismatched) > 3 else ""),
+            f"{what} does not fit this backbone: {preview(mismatched, 3, '; ')}",
             "the weights are of another architecture or size: pick the matching variant",
         )
     missing = [k for k in own if k not in state_dict]
     if missing:
         raise WeightsError(
-            f"{what} lacks {len(missing)} of the backbone's {len(own)} tensors: {_preview(missing)}",
+            f"{what} lacks {len(missing)} of the backbone's {len(own)} tensors: {preview(missing)}",
             "the file is incomplete or belongs to another model family",
         )
     unexpected = [k for k in state_dict if k not in own and k not in ignored]

@@ -20,7 +20,7 @@ from stadapt.adapters import POSITIONS, AdapterConfig
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import torch_load_safely
 from stadapt.checkpoint import load_trainable, model_meta, write_checkpoint
-from stadapt.errors import CheckpointError
+from stadapt.errors import CheckpointError, preview
 from stadapt.model import BuiltModel, ModelConfig, build_model
 
 _ADAPTER_KEY = re.compile(r"^transformer\.resblocks\.(\d+)\.adapter_(pre_attn|pre_mlp)\.(fc1|conv|fc2)\.(weight|bias)$")
@@ -62,8 +62,7 @@ def infer_layout(tensors: dict[str, torch.Tensor], source: str) -> OfficialLayou
             unknown.append(key)
     if unknown:
         raise CheckpointError(
-            f"{source} has keys a reference ST-Adapter checkpoint does not have: {', '.join(sorted(unknown)[:4])}"
-            + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""),
+            f"{source} has keys a reference ST-Adapter checkpoint does not have: {preview(sorted(unknown))}",
             "is it a full fine-tuning checkpoint or from another model?",
         )
     if "fc.weight" not in tensors or "fc.bias" not in tensors:
