@@ -45,3 +45,15 @@ class WeightsError(StadaptError):
 
 class CheckpointError(StadaptError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+class RecipeError(StadaptError):
+    """A recipe (YAML + command-line overrides) that does not validate; lists every problem at once."""
+
+
+class DataError(StadaptError):
+    """A prepared data set, list file or class file that is missing or malformed."""
+
+
+class VideoDecodeError(StadaptError):
+    """A video file that cannot be opened or decoded (missing, empty, truncated, no video stream)."""

@@ -1,0 +1,262 @@
+"""The recipe schema: every knob of a run, typed, with the paper's values as defaults.
+
+Models are frozen (a recipe is a value that a run records) and reject unknown keys (a misspelt key
+must not silently fall back to a default). Values are checked here; files and installed plugins are
+checked by the loader, which also turns pydantic's errors into one-line problems.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+Position = Literal["pre_attn", "pre_mlp"]
+RULES = "recipe_rules"  # error type of cross-field rules; ctx["problems"] = [(key, message), ...]
+
+
+def _no_bool(value: Any) -> Any:
+    """Pydantic's lax mode reads `true` as 1; in a recipe that is a mistake, not a number."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_for_number", "expected a number, got {value}", {"value": str(value).lower()})
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _rules(problems: list[tuple[str, str]]) -> None:
+    """Raise every cross-field problem of a section at once (pydantic allows one error per validator)."""
+    if problems:
+        raise PydanticCustomError(RULES, "; ".join(m for _, m in problems), {"problems": problems})
+
+
+class BackboneSection(_Section):
+    """The frozen image model: `plugin:variant`, its weights (a file, a hub tag, or None = random)."""
+
+    name: str
+    weights: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def weights_is_path(weights: str) -> bool:
+    """A weights value is a file path if it looks like one or exists; otherwise it is a hub tag."""
+    return any(c in weights for c in "/\\.") or Path(weights).exists()
+
+
+class AdapterSection(_Section):
+    """ST-Adapter size and placement; defaults are the paper's K400 ViT-B/16 setting (12x384)."""
+
+    bottleneck: Int = Field(384, gt=0)
+    kernel: tuple[Int, Int, Int] = (3, 1, 1)
+    positions: list[Position] = Field(default_factory=lambda: ["pre_mlp"], min_length=1)
+    blocks: list[Int] | None = None
+
+    @field_validator("positions", mode="before")
+    @classmethod
+    def _one_position(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("positions")
+    @classmethod
+    def _unique_positions(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("duplicate", "lists a position twice; use each of pre_attn, pre_mlp at most once")
+        return value
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd_kernel(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(k < 1 or k % 2 == 0 for k in value):
+            raise PydanticCustomError(
+                "odd_kernel", "sizes must be odd and positive (T, H, W), got {kernel}", {"kernel": list(value)}
+            )
+        return value
+
+
+class ModelSection(_Section):
+    """The classifier head."""
+
+    dropout: Float = Field(0.5, ge=0, lt=1)
+
+
+class AugmentSection(_Section):
+    """Training augmentation; flip is off by default because it swaps left/right classes (SSv2)."""
+
+    scale: tuple[Float, Float] = (1.0, 1.15)
+    flip: bool = False
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1]:
+            raise PydanticCustomError(
+                "scale_range", "expected [low, high] with 0 < low <= high, got {scale}", {"scale": list(value)}
+            )
+        return value
+
+
+VIEWS = re.compile(r"^[1-9][0-9]*x(1|3)$")
+
+
+class DataSection(_Section):
+    """A data set made by `stadapt prepare-data`; list files are relative to `root`."""
+
+    format: Literal["prepared"] = "prepared"
+    root: str
+    train_list: str = "train.txt"
+    val_list: str = "val.txt"
+    frames: Int = Field(8, gt=0)
+    sampling: Literal["stride", "segment"] = "stride"
+    stride: Int = Field(16, gt=0)
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+    views: str = "1x1"
+    num_workers: Int = Field(2, ge=0)
+
+    @field_validator("views")
+    @classmethod
+    def _views(cls, value: str) -> str:
+        if not VIEWS.match(value):
+            raise PydanticCustomError(
+                "views",
+                "expected TxS test views like '1x1' or '4x3' (S is 1 or 3), got {value}",
+                {"value": repr(value)},
+            )
+        return value
+
+    @property
+    def train_path(self) -> Path:
+        """The training list as an absolute path (an absolute `train_list` is kept)."""
+        return Path(self.root) / self.train_list
+
+    @property
+    def val_path(self) -> Path:
+        """The validation list as an absolute path (an absolute `val_list` is kept)."""
+        return Path(self.root) / self.val_list
+
+
+class OptimSection(_Section):
+    """AdamW with linear warmup and cosine decay; paper Table 1: lr 5e-4 at batch 128."""
+
+    lr: Float = Field(5e-4, gt=0)
+    weight_decay: Float = Field(1e-2, ge=0)
+    betas: tuple[Float, Float] = (0.9, 0.999)
+    batch_size: Int = Field(128, gt=0)
+    micro_batch: Int | None = Field(None, gt=0)
+    steps: Int = Field(20000, gt=0)
+    warmup_steps: Int = Field(0, ge=0)
+    grad_clip: Float | None = Field(None, gt=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in value):
+            raise PydanticCustomError("betas", "each beta must be in [0, 1), got {betas}", {"betas": list(value)})
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OptimSection:
+        problems = []
+        if self.batch_size % self.resolved_micro_batch:
+            fits = max(d for d in range(1, self.resolved_micro_batch + 1) if self.batch_size % d == 0)
+            problems.append(
+                (
+                    "micro_batch",
+                    f"batch_size {self.batch_size} is not a multiple of micro_batch {self.resolved_micro_batch}; "
+                    f"use a divisor of batch_size, e.g. micro_batch={fits}",
+                )
+            )
+        if self.warmup_steps >= self.steps:
+            problems.append(
+                ("warmup_steps", f"must be less than steps ({self.steps}), got {self.warmup_steps}")
+            )
+        _rules(problems)
+        return self
+
+    @property
+    def resolved_micro_batch(self) -> int:
+        """Clips per forward pass (None in the recipe means the whole batch)."""
+        return self.micro_batch if self.micro_batch is not None else self.batch_size
+
+    @property
+    def accumulation(self) -> int:
+        """Forward passes per optimizer step (gradient accumulation)."""
+        return self.batch_size // self.resolved_micro_batch
+
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+class TrainSection(_Section):
+    """Run mechanics: seed, device, precision, logging, validation and checkpoint cadence."""
+
+    seed: Int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    log_every: Int = Field(10, gt=0)
+    val_every: Int = Field(0, ge=0)
+    save_every: Int = Field(1000, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE.match(value):
+            raise PydanticCustomError(
+                "device", "expected auto, cpu, cuda, cuda:N or mps, got {value}", {"value": repr(value)}
+            )
+        return value
+
+
+class OutputSection(_Section):
+    """Where the run directory goes (the loader fills in runs/<name>)."""
+
+    dir: str | None = None
+
+
+class Recipe(_Section):
+    """A whole training run. `load_recipe` fills `name` and `output.dir` and makes paths absolute."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+    name: str | None = None
+    backbone: BackboneSection
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    tuning: Literal["st_adapter", "linear"] = "st_adapter"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    optim: OptimSection = Field(default_factory=OptimSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (value in ("", ".", "..") or any(c in value for c in "/\\")):
+            raise PydanticCustomError(
+                "run_name",
+                "must be a plain name without / or \\ (it names runs/<name>), got {value}",
+                {"value": repr(value)},
+            )
+        return value
+
+    @property
+    def micro_batch(self) -> int:
+        """Clips per forward pass, resolved (optim.micro_batch or else optim.batch_size)."""
+        return self.optim.resolved_micro_batch
+
+    @property
+    def accumulation(self) -> int:
+        """Forward passes per optimizer step: batch_size // micro_batch."""
+        return self.optim.accumulation
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-able data, every field included (tuples become lists)."""
+        return self.model_dump(mode="json")
