@@ -1,0 +1,103 @@
+"""A torch Dataset of video clips, reproducible per (seed, epoch, index).
+
+Each item draws its randomness from `np.random.default_rng([seed, epoch, index])`, never from a
+worker's global RNG state: resuming mid-epoch replays exactly the same clips, and the number of
+DataLoader workers does not change what a run sees. A video that fails to decode comes back as an
+error item (the caller counts and reports it); another video is never substituted for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from stadapt.data.decode import VideoReader
+from stadapt.data.prepared import VideoEntry
+from stadapt.data.sampling import FrameSampler
+from stadapt.errors import VideoDecodeError
+
+
+class VideoClipDataset(torch.utils.data.Dataset):
+    """Clips of labelled videos: one augmented clip in training, all test views in evaluation.
+
+    `transform` is called as `transform(frames, rng)` in training (-> (3, T, S, S)) and as
+    `transform(frames)` in evaluation (-> (spatial_views, 3, T, S, S), e.g. a `TestTransform`).
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[VideoEntry],
+        sampler: FrameSampler,
+        transform: Callable[..., torch.Tensor],
+        *,
+        train: bool,
+        seed: int = 0,
+        temporal_views: int = 1,
+    ) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if temporal_views < 1:
+            raise ValueError(f"temporal_views must be >= 1, got {temporal_views}")
+        self.entries = list(entries)
+        self.sampler = sampler
+        self.transform = transform
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.temporal_views = int(temporal_views)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation `__getitem__` reproduces (call before each epoch)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        entry = self.entries[index]
+        try:
+            video = self._clip(entry, index) if self.train else self._views(entry)
+        except VideoDecodeError as exc:
+            error = str(exc)
+            return {"video": None, "label": entry.label, "index": index, "path": str(entry.path), "error": error}
+        return {"video": video, "label": entry.label, "index": index}
+
+    def _clip(self, entry: VideoEntry, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        with VideoReader(entry.path) as reader:
+            frames = reader.read(self.sampler.train(reader.num_frames, rng))
+        return self.transform(frames, rng)
+
+    def _views(self, entry: VideoEntry) -> torch.Tensor:
+        """(temporal_views * spatial_views, 3, T, S, S), temporal-major; one decode for all views."""
+        with VideoReader(entry.path) as reader:
+            views = self.sampler.test(reader.num_frames, self.temporal_views)
+            union = sorted({i for view in views for i in view})
+            frames = reader.read(union)
+        row = {frame: r for r, frame in enumerate(union)}
+        out = []
+        for view in views:
+            clip = self.transform(frames[[row[i] for i in view]])
+            out.append(clip if clip.ndim == 5 else clip.unsqueeze(0))
+        return torch.cat(out)
+
+
+def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the decodable items; list the failed ones under "skipped" (index, path, error)."""
+    good = [item for item in batch if item.get("video") is not None]
+    skipped = [
+        {"index": int(item["index"]), "path": str(item.get("path", "")), "error": str(item.get("error", ""))}
+        for item in batch
+        if item.get("video") is None
+    ]
+    return {
+        "video": torch.stack([item["video"] for item in good]) if good else None,
+        "label": torch.tensor([int(item["label"]) for item in good], dtype=torch.long),
+        "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
+        "skipped": skipped,
+    }

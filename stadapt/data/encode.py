@@ -1,0 +1,45 @@
+"""Writing small video files with PyAV (synthetic data sets, test fixtures)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    fps: int = 12,
+    codec: str = "libx264",
+    options: Mapping[str, str] | None = None,
+    pix_fmt: str = "yuv420p",
+) -> Path:
+    """Encode (T, H, W, 3) uint8 RGB frames into `path`; the container follows the suffix.
+
+    H.264 in yuv420p needs even sides. The default options keep quality high (crf 12) so that
+    compression artefacts stay far below the signal that a test or a synthetic class carries.
+    """
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames.shape[1:3]
+    if codec == "libx264" and options is None:
+        options = {"crf": "12", "preset": "veryfast"}
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if options:
+            stream.options = dict(options)
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

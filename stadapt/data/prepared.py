@@ -1,0 +1,326 @@
+"""The "prepared" layout: the one on-disk format that training and evaluation read.
+
+Every dataset converter (synthetic, k400, ssv2, ucf101, hmdb51, a user's own list) writes this layout,
+so the rest of stadapt only ever reads one format:
+
+    classes.txt      one class name a line; the class index is the 0-based line number
+    {split}.txt      `path label` lines (the reference implementation's format); the path may contain
+                     spaces, so the label is the LAST whitespace-separated field; paths are relative to
+                     the prepared directory or absolute
+    quarantine.txt   `path<TAB>reason` lines for unreadable or missing videos (only when there are any)
+    manifest.json    counts and sha256 of the files above; written last, so its presence means complete
+
+Only the standard library is used here: preparing data never needs torch or PyAV imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stadapt.errors import DataError, preview
+
+FORMAT = "stadapt-prepared"
+FORMAT_VERSION = 1
+CLASSES_FILE = "classes.txt"
+QUARANTINE_FILE = "quarantine.txt"
+MANIFEST_FILE = "manifest.json"
+PREPARE_HINT = "make one with `stadapt prepare-data synthetic --out DIR` (or another format)"
+
+_RESERVED_SPLITS = {"classes", "quarantine", "manifest"}
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MANIFEST_KEYS = {"format", "format_version", "stadapt_version", "source", "num_classes", "classes_sha256",
+                  "splits", "quarantine"}
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One labelled video of a split; `path` is absolute so workers need no root to find it."""
+
+    path: Path
+    label: int
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (list files of big datasets run to megabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + os.replace: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file, with one DataError for a missing or undecodable file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist", PREPARE_HINT) from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path} is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} {path} is not UTF-8 text (byte {exc.start})", "re-save it as UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return text.splitlines()
+
+
+def _check_path_field(path: str) -> None:
+    """A path that a `path label` line cannot carry back unchanged is refused when writing."""
+    if not path or path != path.strip() or any(c in path for c in "\r\n\t"):
+        raise DataError(
+            f"cannot write list path {path!r}: empty, or with leading/trailing whitespace, tab or newline",
+            "rename the file; list lines are `path label`",
+        )
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_classes(path: Path) -> list[str]:
+    """Class names in index order; blank lines and duplicates are errors (they would shift labels)."""
+    lines = _read_lines(Path(path), "class file")
+    names = [line.strip() for line in lines]
+    blank = [str(n) for n, name in enumerate(names, 1) if not name]
+    if blank:
+        raise DataError(
+            f"class file {path} has blank lines (line {preview(blank)})",
+            "remove them: the class index is the line number, so a blank line would shift every label",
+        )
+    if not names:
+        raise DataError(f"class file {path} is empty", "write one class name a line")
+    first: dict[str, int] = {}
+    dupes: list[str] = []
+    for n, name in enumerate(names, 1):
+        if name in first:
+            dupes.append(f"{name!r} on lines {first[name]} and {n}")
+        else:
+            first[name] = n
+    if dupes:
+        raise DataError(f"class file {path} repeats class names: {preview(dupes, sep='; ')}",
+                        "each class must appear exactly once")
+    return names
+
+
+def read_list(path: Path, root: Path, num_classes: int) -> list[VideoEntry]:
+    """Parse a `path label` list; all bad lines are reported in one error, blank lines are skipped."""
+    path, root = Path(path), Path(root)
+    lines = _read_lines(path, "list file")
+    entries: list[VideoEntry] = []
+    bad: list[str] = []
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            bad.append(f"{n} (no label)")
+            continue
+        video, label_text = parts
+        try:
+            label = int(label_text)
+        except ValueError:
+            bad.append(f"{n} (label {label_text!r} is not an integer)")
+            continue
+        if not 0 <= label < num_classes:
+            bad.append(f"{n} (label {label} not in 0..{num_classes - 1})")
+            continue
+        video_path = Path(video)
+        entries.append(VideoEntry(video_path if video_path.is_absolute() else root / video_path, label))
+    if bad:
+        raise DataError(
+            f"list file {path} has {len(bad)} bad line(s): line {preview(bad)}",
+            f"each line must be `path label` with an integer label in 0..{num_classes - 1} "
+            f"(the index of the class in {CLASSES_FILE}); fix or remove those lines",
+        )
+    if not entries:
+        raise DataError(f"list file {path} has no entries", "it needs one `path label` line per video")
+    return entries
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def write_list(path: Path, rows: Sequence[tuple[str, int]]) -> None:
+    """Write `path label` lines atomically; refuses paths that would not read back unchanged."""
+    lines = []
+    for video, label in rows:
+        video = str(video)
+        _check_path_field(video)
+        lines.append(f"{video} {int(label)}\n")
+    _atomic_write_text(Path(path), "".join(lines))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def write_prepared(
+    out: Path,
+    classes: Sequence[str],
+    splits: Mapping[str, Sequence[tuple[str, int]]],
+    *,
+    source: str,
+    quarantine: Sequence[tuple[str, str]] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """Write a complete prepared directory and return its manifest.
+
+    The old manifest is removed first and the new one written last, so an interrupted run never leaves
+    a manifest that describes files it did not finish. A stale quarantine.txt is removed too.
+    """
+    import stadapt
+
+    out = Path(out)
+    classes = [str(c) for c in classes]
+    bad_names = [repr(c) for c in classes if not c.strip() or c != c.strip() or "\n" in c or "\r" in c]
+    if bad_names:
+        raise DataError(f"class names must be non-blank single lines without surrounding spaces: "
+                        f"{preview(bad_names)}")
+    if not classes:
+        raise DataError("cannot prepare a data set with no classes")
+    if len(set(classes)) != len(classes):
+        seen: set[str] = set()
+        dupes = [c for c in classes if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+        raise DataError(f"duplicate class names: {preview(sorted(set(dupes)))}")
+    if not splits:
+        raise DataError("cannot prepare a data set with no splits")
+    for name, rows in splits.items():
+        if not _SPLIT_NAME.match(name) or name in _RESERVED_SPLITS:
+            raise DataError(f"bad split name {name!r}", "use letters, digits, '_', '-' or '.', e.g. train, val")
+        for video, _ in rows:
+            _check_path_field(str(video))
+        wrong = [f"{v} {lab}" for v, lab in rows if not 0 <= int(lab) < len(classes)]
+        if wrong:
+            raise DataError(f"split {name!r} has labels outside 0..{len(classes) - 1}: {preview(wrong)}")
+    clash = sorted(set(extra or {}) & _MANIFEST_KEYS)
+    if clash:
+        raise ValueError(f"extra manifest keys clash with the format's own: {clash}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_FILE).unlink(missing_ok=True)
+    _atomic_write_text(out / CLASSES_FILE, "".join(f"{c}\n" for c in classes))
+    split_info: dict[str, dict[str, Any]] = {}
+    for name, rows in splits.items():
+        file = f"{name}.txt"
+        write_list(out / file, rows)
+        split_info[name] = {"file": file, "count": len(rows), "sha256": file_sha256(out / file)}
+    if quarantine:
+        lines = "".join(f"{_one_line(p)}\t{_one_line(r)}\n" for p, r in quarantine)
+        _atomic_write_text(out / QUARANTINE_FILE, lines)
+    else:
+        (out / QUARANTINE_FILE).unlink(missing_ok=True)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "stadapt_version": stadapt.__version__,
+        "source": source,
+        "num_classes": len(classes),
+        "classes_sha256": file_sha256(out / CLASSES_FILE),
+        "splits": split_info,
+        "quarantine": {"file": QUARANTINE_FILE if quarantine else None, "count": len(quarantine)},
+        **(extra or {}),
+    }
+    _atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------- opening
+
+
+@dataclass
+class PreparedData:
+    """An opened prepared directory: class names, the manifest (if any) and access to its lists."""
+
+    root: Path
+    classes: list[str]
+    manifest: dict | None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names from the manifest, else the `*.txt` list files present."""
+        if self.manifest and isinstance(self.manifest.get("splits"), dict):
+            return list(self.manifest["splits"])
+        skip = {CLASSES_FILE, QUARANTINE_FILE}
+        return sorted(p.stem for p in self.root.glob("*.txt") if p.name not in skip)
+
+    def list_path(self, list_file: str | Path) -> Path:
+        """Resolve a list file: relative to the root; a bare split name (`val`) finds `val.txt`."""
+        path = Path(list_file)
+        if not path.is_absolute():
+            path = self.root / path
+        if not path.exists() and not path.suffix and path.with_suffix(".txt").exists():
+            path = path.with_suffix(".txt")
+        if not path.is_file():
+            raise DataError(f"list file {path} does not exist",
+                            f"splits in {self.root}: {preview(self.splits) or 'none'}")
+        return path
+
+    def entries(self, list_file: str | Path) -> list[VideoEntry]:
+        """The labelled videos of one list file, checked against this directory's classes."""
+        return read_list(self.list_path(list_file), self.root, len(self.classes))
+
+    def list_sha256(self, list_file: str | Path) -> str:
+        """The fingerprint a run records, so an evaluation can tell it read the same list."""
+        return file_sha256(self.list_path(list_file))
+
+
+def _read_manifest(path: Path, num_classes: int) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", "prepare the data again") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"{path} is not a stadapt-prepared manifest", "prepare the data again")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataError(f"{path} has format_version {version!r}; this stadapt reads up to {FORMAT_VERSION}",
+                        "upgrade stadapt or prepare the data again with this version")
+    if manifest.get("num_classes") != num_classes:
+        raise DataError(f"{path} says {manifest.get('num_classes')} classes but {CLASSES_FILE} has {num_classes}",
+                        "the directory was edited after preparing; prepare the data again")
+    return manifest
+
+
+def open_prepared(root: str | Path) -> PreparedData:
+    """Open a prepared directory; the manifest is optional so hand-written layouts work too."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise DataError(f"prepared data directory {root} {what}", PREPARE_HINT)
+    if not (root / CLASSES_FILE).is_file():
+        raise DataError(f"{root} has no {CLASSES_FILE}, so it is not a prepared data directory", PREPARE_HINT)
+    root = root.resolve()
+    classes = read_classes(root / CLASSES_FILE)
+    return PreparedData(root=root, classes=classes, manifest=_read_manifest(root / MANIFEST_FILE, len(classes)))
