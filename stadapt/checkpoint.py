@@ -35,8 +35,13 @@ def write_checkpoint(
     meta: Mapping[str, Any],
     *,
     overwrite: bool = False,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically; an existing directory is replaced only with `overwrite`."""
+    """Write a checkpoint directory atomically; an existing directory is replaced only with `overwrite`.
+
+    `extra_files` (name -> bytes) land in the same directory in the same atomic step, e.g. the
+    trainer state that lets a run resume.
+    """
     from safetensors.torch import save_file
 
     from stadapt import __version__
@@ -51,6 +56,8 @@ def write_checkpoint(
         contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         save_file(contiguous, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
         (staging / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=False) + "\n")
+        for name, data in (extra_files or {}).items():
+            (staging / name).write_bytes(data)
         if out.exists():
             trash = out.with_name(f".{out.name}.old")
             shutil.rmtree(trash, ignore_errors=True)

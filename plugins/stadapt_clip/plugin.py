@@ -40,6 +40,10 @@ _ARCHS: dict[str, _Arch] = {
 }
 
 
+# clip:tiny pretrained as an image model on single synthetic frames (stadapt.quickstart.pretrain)
+TINY_SYNTHETIC = "synthetic"
+
+
 class ClipPlugin(BackbonePlugin):
     """OpenAI CLIP / OpenCLIP vision towers.
 
@@ -66,6 +70,8 @@ class ClipPlugin(BackbonePlugin):
         }
 
     def pretrained_tags(self, variant: str) -> tuple[str, ...]:
+        if variant == "tiny":
+            return (TINY_SYNTHETIC,)
         return _pretrained_tags(_ARCHS[variant])
 
     def build(self, variant: str, **options: Any) -> FrameBackbone:
@@ -113,6 +119,8 @@ class ClipPlugin(BackbonePlugin):
         return {"quick_gelu": bool(cfg.get("quick_gelu", False))} if cfg else {}
 
     def resolve_pretrained(self, variant: str, tag: str) -> Path:
+        if variant == "tiny" and tag == TINY_SYNTHETIC:  # shipped with the plugin: no download
+            return Path(__file__).with_name("weights") / "tiny_synthetic.safetensors"
         arch = _ARCHS[variant]
         tags = _pretrained_tags(arch)
         if tag not in tags:

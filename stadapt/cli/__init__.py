@@ -12,7 +12,7 @@ import warnings
 import typer
 
 from stadapt import __version__
-from stadapt.cli import backbones, import_checkpoint
+from stadapt.cli import backbones, evaluate, import_checkpoint, prepare_data, quickstart, train
 from stadapt.errors import StadaptError
 
 app = typer.Typer(
@@ -38,6 +38,10 @@ def _root(
     """Adapt frozen image foundation models to video with ST-Adapters."""
 
 
+app.command("quickstart")(quickstart.quickstart)
+app.add_typer(prepare_data.app, name="prepare-data")
+app.command("train", context_settings={"allow_interspersed_args": True})(train.train)
+app.command("eval")(evaluate.evaluate)
 app.command("backbones")(backbones.backbones)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
 

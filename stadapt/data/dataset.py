@@ -58,17 +58,20 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """`dataset[i]` uses the epoch of `set_epoch`; `dataset[epoch, i]` names it (for samplers that
+        span epochs, so that persistent DataLoader workers need no epoch hand-over)."""
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, int(key))
         entry = self.entries[index]
         try:
-            video = self._clip(entry, index) if self.train else self._views(entry)
+            video = self._clip(entry, index, epoch) if self.train else self._views(entry)
         except VideoDecodeError as exc:
             error = str(exc)
             return {"video": None, "label": entry.label, "index": index, "path": str(entry.path), "error": error}
         return {"video": video, "label": entry.label, "index": index}
 
-    def _clip(self, entry: VideoEntry, index: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def _clip(self, entry: VideoEntry, index: int, epoch: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, epoch, index])
         with VideoReader(entry.path) as reader:
             frames = reader.read(self.sampler.train(reader.num_frames, rng))
         return self.transform(frames, rng)

@@ -40,6 +40,7 @@ class VideoReader:
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self._fresh = False  # the open container is at the start of the stream
+        self._reformatter = None  # created on first use, reused for every frame of this reader
         self._check_file()
         self._open()
         stream = self._stream
@@ -163,10 +164,15 @@ class VideoReader:
         return np.stack([rgb[i] for i in wanted])
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        # One reformatter per reader keeps its swscale context: `frame.to_ndarray(format=...)` builds a
+        # new one per frame, which costs more than decoding small frames (measured 8.5 vs 3.0 ms per
+        # 16-frame 48x48 clip).
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
         width, height = self._size
-        if frame.width != width or frame.height != height:  # mid-stream resolution change
-            return frame.to_ndarray(format="rgb24", width=width, height=height)
-        return frame.to_ndarray(format="rgb24")
+        return self._reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
 
 
 def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:

@@ -1,0 +1,109 @@
+"""A run directory: the resolved recipe, metrics, plots and checkpoints of one training run.
+
+    RUN/recipe.yaml            the fully resolved recipe (what actually ran)
+    RUN/metrics.jsonl          one JSON object per log / validation event
+    RUN/curves.png             training curves, written at the end
+    RUN/checkpoints/last/      adapters + head, metadata, trainer state (what --resume continues)
+    RUN/eval.json              written by `stadapt eval`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from stadapt.errors import StadaptError
+
+RECIPE_FILE = "recipe.yaml"
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunError(StadaptError):
+    """A run directory that cannot be started, resumed or found."""
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    recipe = property(lambda self: self.path / RECIPE_FILE)
+    metrics = property(lambda self: self.path / METRICS_FILE)
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last = property(lambda self: self.path / "checkpoints" / "last")
+    curves = property(lambda self: self.path / "curves.png")
+
+    def is_run(self) -> bool:
+        return self.recipe.is_file()
+
+    def start(self, *, resume: bool, overwrite: bool) -> None:
+        """Make the directory ready: new, resumed or (only when asked) replaced; never silently reused."""
+        occupied = self.path.exists() and any(self.path.iterdir())
+        if resume:
+            if not (self.last / "stadapt.json").is_file():
+                raise RunError(
+                    f"there is no run to resume in {self.path} (no checkpoints/last)",
+                    "drop --resume to start it, or set output.dir=... to the run you mean",
+                )
+            return
+        if occupied and not overwrite:
+            raise RunError(
+                f"{self.path} already holds a run",
+                "pass --resume to continue it, --overwrite to start it again, or set output.dir=... (or name=...)",
+            )
+        if occupied:
+            trash = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}")
+            os.replace(self.path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+
+class MetricsLog:
+    """Append-only JSONL; on resume, events after the resumed step (work that was lost) are dropped."""
+
+    def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
+        self.path = path
+        if resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, event: dict[str, Any]) -> None:
+        self._file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _step_of(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return float("inf")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def latest_run(roots: Iterable[Path]) -> Path:
+    """The run under `roots` whose last checkpoint was written most recently."""
+    found = [
+        (ckpt.stat().st_mtime, run)
+        for root in roots if root.is_dir()
+        for run in root.iterdir()
+        if (ckpt := run / "checkpoints" / "last" / "stadapt.json").is_file()
+    ]
+    if not found:
+        where = ", ".join(str(r) for r in roots)
+        raise RunError(f"found no trained run under {where}", "pass a run directory or a checkpoint, or train one first")
+    return max(found)[1]

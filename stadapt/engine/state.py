@@ -1,0 +1,100 @@
+"""Everything beyond the weights that a run needs to continue exactly: optimizer moments, the grad
+scaler, RNG states and counters, stored without pickle (tensors as safetensors, the rest as JSON).
+
+Files inside a checkpoint directory (beside adapters.safetensors and stadapt.json):
+    trainer_state.safetensors   optimizer tensors (`optim.<param>.<name>`), RNG states (`rng.*`)
+    trainer_state.json          step, counters, optimizer param groups, scaler state
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stadapt.errors import CheckpointError
+
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_META = "trainer_state.json"
+
+
+@dataclass
+class Progress:
+    """Counters of a run; `step` = optimizer steps taken, so the data stream position is step * batch."""
+
+    step: int = 0
+    clips_seen: int = 0
+    skipped: int = 0
+    train_seconds: float = 0.0
+    best: dict[str, Any] = field(default_factory=dict)
+
+
+def _optimizer_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, values in sd["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def state_files(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, progress: Progress
+) -> dict[str, bytes]:
+    """The trainer-state files as bytes, for `write_checkpoint(extra_files=...)` (one atomic write)."""
+    from safetensors.torch import save
+
+    tensors, optim_meta = _optimizer_flat(optimizer)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    meta = {"progress": asdict(progress), "optimizer": optim_meta, "scaler": scaler.state_dict()}
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return {STATE_TENSORS: save(contiguous), STATE_META: (json.dumps(meta, indent=1) + "\n").encode()}
+
+
+def has_state(checkpoint: Path) -> bool:
+    return (checkpoint / STATE_TENSORS).is_file() and (checkpoint / STATE_META).is_file()
+
+
+def restore_state(
+    checkpoint: Path, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> Progress:
+    """Load optimizer, scaler and RNG states written by `state_files`; returns the counters."""
+    from safetensors.torch import load_file
+
+    if not has_state(checkpoint):
+        raise CheckpointError(f"{checkpoint} holds no trainer state", "resume from a run's checkpoints/last")
+    try:
+        tensors = load_file(str(checkpoint / STATE_TENSORS))
+        meta = json.loads((checkpoint / STATE_META).read_text())
+        optimizer.load_state_dict(_optimizer_state_dict(tensors, meta["optimizer"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"the trainer state in {checkpoint} is damaged ({exc})", "start the run again") from exc
+    if meta.get("scaler"):
+        scaler.load_state_dict(meta["scaler"])
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    return Progress(**meta["progress"])

@@ -1,0 +1,234 @@
+"""Multi-view evaluation: softmax per view, probabilities averaged over the views of a video.
+
+Temporal views are spread evenly over the video, spatial views are 1 centre crop or 3 crops along
+the long side. A video that cannot be decoded is reported as skipped, never replaced.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FUSION = "mean of per-view softmax probabilities"
+
+
+@dataclass
+class Predictions:
+    """Fused class probabilities of the evaluated videos, in data set order."""
+
+    probs: torch.Tensor  # (N, C) float32
+    labels: torch.Tensor  # (N,)
+    indices: torch.Tensor  # (N,) positions in the list
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    precision: Any = None,
+    progress: bool = True,
+    desc: str = "eval",
+) -> Predictions:
+    """Run every video's views through `model` and fuse them (dataset items are (V, 3, T, S, S))."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from stadapt.data import collate_clips
+
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips,
+        pin_memory=device.type == "cuda", generator=torch.Generator(),
+    )
+    was_training = model.training
+    model.eval()
+    probs, labels, indices, skipped = [], [], [], []
+    start = time.perf_counter()
+    with tqdm(total=len(dataset), desc=desc, unit="video", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for batch in loader:
+            skipped.extend(batch["skipped"])
+            bar.update(len(batch["label"]) + len(batch["skipped"]))
+            if batch["video"] is None:
+                continue
+            video = batch["video"].to(device, non_blocking=True)
+            b, v = video.shape[:2]
+            context = precision.autocast(device) if precision is not None else torch.autocast(device.type, enabled=False)
+            with context:
+                logits = model(video.flatten(0, 1))
+            fused = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1)
+            probs.append(fused.cpu())
+            labels.append(batch["label"])
+            indices.append(batch["index"])
+    model.train(was_training)
+    num_classes = getattr(getattr(model, "head", None), "fc", None)
+    width = num_classes.out_features if num_classes is not None else 0
+    return Predictions(
+        probs=torch.cat(probs) if probs else torch.zeros(0, width),
+        labels=torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+        indices=torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
+        skipped=skipped,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def summarize(pred: Predictions, classes: list[str]) -> dict[str, Any]:
+    """Top-1, top-5 (top-k for fewer classes), per-class and mean-class accuracy, confusion matrix."""
+    n, c = len(pred.labels), len(classes)
+    confusion = torch.zeros(c, c, dtype=torch.long)
+    if n == 0:
+        return {"videos": 0, "top1": None, "top5": None, "mean_class_accuracy": None,
+                "per_class": {}, "confusion": confusion.tolist()}
+    k = min(5, c)
+    top = pred.probs.topk(k, dim=1).indices
+    top1 = (top[:, 0] == pred.labels).float().mean().item()
+    topk = (top == pred.labels[:, None]).any(dim=1).float().mean().item()
+    confusion.index_put_((pred.labels, top[:, 0]), torch.ones(n, dtype=torch.long), accumulate=True)
+    per_class = {}
+    for i, name in enumerate(classes):
+        total = int(confusion[i].sum())
+        per_class[name] = {"videos": total, "accuracy": (confusion[i, i].item() / total) if total else None}
+    seen = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
+    return {
+        "videos": n,
+        "top1": top1,
+        "top5": topk,
+        "top5_k": k,
+        "mean_class_accuracy": sum(seen) / len(seen),
+        "per_class": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A short, human-readable table of an eval report."""
+    lines = [
+        f"videos {report['videos']}  skipped {report['skipped']}  views {report['views']} ({report['fusion']})",
+        f"top-1 {_pct(report['top1'])}   top-{report.get('top5_k', 5)} {_pct(report['top5'])}   "
+        f"mean class {_pct(report['mean_class_accuracy'])}",
+        "",
+        f"{'class':<32} {'videos':>6} {'top-1':>7}",
+    ]
+    for name, row in report["per_class"].items():
+        lines.append(f"{name[:32]:<32} {row['videos']:>6} {_pct(row['accuracy']):>7}")
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def resolve_target(target: Path | None) -> tuple[Path, Path | None]:
+    """(checkpoint directory, run directory or None) for a run, a checkpoint, or None = latest run."""
+    from stadapt.engine.rundir import RunDir, RunError, latest_run
+
+    if target is None:
+        run = RunDir(latest_run([Path("runs")]))
+        return run.last, run.path
+    target = Path(target)
+    if (target / "stadapt.json").is_file():
+        parent = target.parent.parent
+        return target, parent if RunDir(parent).is_run() else None
+    run = RunDir(target)
+    if (run.last / "stadapt.json").is_file():
+        return run.last, run.path
+    if not target.exists():
+        raise RunError(f"{target} does not exist", "pass a run directory (runs/NAME) or a checkpoint directory")
+    raise RunError(f"{target} is neither a run directory nor a checkpoint", "pass runs/NAME or runs/NAME/checkpoints/last")
+
+
+def run_eval(
+    target: Path | None,
+    *,
+    views: str | None = None,
+    data_list: Path | None = None,
+    root: Path | None = None,
+    batch_size: int = 8,
+    workers: int | None = None,
+    device: str = "auto",
+    backbone_weights: str | None = None,
+    out: Path | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate a checkpoint on a list; write the JSON report and a confusion-matrix PNG beside it."""
+    import json
+
+    from stadapt import __version__
+    from stadapt.api import load_model
+    from stadapt.checkpoint import read_checkpoint
+    from stadapt.data.prepared import open_prepared
+    from stadapt.engine.setup import eval_dataset, parse_views, resolve_device
+    from stadapt.errors import StadaptError
+    from stadapt.plots import confusion_matrix
+
+    checkpoint, run = resolve_target(target)
+    meta, _ = read_checkpoint(checkpoint)
+    recipe = meta.get("recipe") or {}
+    data = recipe.get("data") or {}
+    if root is None and not data:
+        raise StadaptError(f"{checkpoint} records no data set", "pass --root DIR --list FILE")
+    prepared = open_prepared(root if root is not None else data["root"])
+    list_file = data_list if data_list is not None else Path(data.get("val_list", "val.txt"))
+    classes = list(meta.get("classes") or [])
+    if prepared.classes != classes:
+        raise StadaptError(
+            f"{prepared.root}/classes.txt does not match the {len(classes)} classes the model was trained on",
+            "evaluate on a data set prepared with the same classes",
+        )
+    entries = prepared.entries(list_file)
+    view_text = views or data.get("views", "1x1")
+    temporal, spatial = parse_views(view_text)
+    torch_device = resolve_device(device)
+    model = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device)
+    from stadapt.backbones.registry import parse_backbone
+
+    _, variant = parse_backbone(meta["model"]["backbone"])
+    frames = int(meta["model"]["num_frames"])
+    dataset = eval_dataset(entries, variant, frames=frames, sampling=data.get("sampling", "stride"),
+                           stride=int(data.get("stride", 16)), views=(temporal, spatial))
+    pred = predict(model, dataset, batch_size=batch_size,
+                   num_workers=workers if workers is not None else int(data.get("num_workers", 2)),
+                   device=torch_device, progress=progress)
+    summary = summarize(pred, classes)
+    list_path = prepared.list_path(list_file)
+    report = {
+        "stadapt_version": __version__,
+        "checkpoint": str(checkpoint.resolve()),
+        "step": meta.get("step"),
+        "list": str(list_path),
+        "list_sha256": prepared.list_sha256(list_file),
+        "classes_sha256": (prepared.manifest or {}).get("classes_sha256"),
+        "views": f"{temporal}x{spatial}",
+        "temporal_views": temporal,
+        "spatial_views": spatial,
+        "fusion": FUSION,
+        "frames": frames,
+        "sampling": data.get("sampling", "stride"),
+        "stride": data.get("stride"),
+        "crop_size": variant.image_size,
+        "short_side": variant.image_size,
+        "listed": len(entries),
+        "skipped": len(pred.skipped),
+        "skipped_videos": pred.skipped,
+        "seconds": round(pred.seconds, 3),
+        **summary,
+    }
+    if out is None:
+        out = (run if run is not None else checkpoint) / "eval.json"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(out)
+    if summary["videos"]:
+        confusion_matrix(summary["confusion"], classes, out.with_suffix(".confusion.png"),
+                         title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% ({report['views']})")
+    return report, out
