@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test install clean
+.PHONY: test quickstart install clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# synthetic motion clips, ST-Adapter vs linear probe on a frozen tiny image model, on the CPU
+quickstart: $(VENV)/.installed
+	$(VENV)/bin/stadapt quickstart
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -40,6 +40,7 @@ def quickstart_recipe(tuning: str, data_root: Path, runs: Path, *, seed: int = 0
     raw["output"] = {"dir": str(runs / RUN_NAMES[tuning])}
     raw["train"]["seed"] = seed
     raw["optim"]["steps"] = steps or (RECIPE["optim"]["steps"] if tuning == "st_adapter" else LINEAR_STEPS)
+    raw["optim"]["warmup_steps"] = min(raw["optim"]["warmup_steps"], raw["optim"]["steps"] // 10)
     return recipe_from_dict(raw, source="stadapt quickstart")
 
 
@@ -59,8 +60,19 @@ def ensure_data(root: Path, spec: Any, progress: bool) -> str:
     return "written"
 
 
-def run_quickstart(out: Path, *, seed: int = 0, progress: bool = True, summary_file: Path | None = None) -> dict:
-    """Data, two trainings, two evaluations; returns (and writes) the side-by-side summary."""
+def run_quickstart(
+    out: Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    summary_file: Path | None = None,
+    spec: Any = None,
+    steps: int | None = None,
+) -> dict:
+    """Data, two trainings, two evaluations; returns (and writes) the side-by-side summary.
+
+    `spec` (a SyntheticSpec) and `steps` shrink it further, for tests.
+    """
     from stadapt.data.synthetic import SyntheticSpec
     from stadapt.engine.loop import train
     from stadapt.evaluate import run_eval
@@ -69,11 +81,11 @@ def run_quickstart(out: Path, *, seed: int = 0, progress: bool = True, summary_f
     data_root = out / "data" / "synthetic"
     runs = out / "runs"
     start = time.perf_counter()
-    spec = SyntheticSpec(seed=seed)
+    spec = spec if spec is not None else SyntheticSpec(seed=seed)
     data_state = ensure_data(data_root, spec, progress)
     rows = []
     for tuning in ("st_adapter", "linear"):
-        recipe = quickstart_recipe(tuning, data_root, runs, seed=seed)
+        recipe = quickstart_recipe(tuning, data_root, runs, seed=seed, steps=steps)
         began = time.perf_counter()
         result = train(recipe, source="stadapt quickstart", overwrite=True, progress=progress)
         trained = time.perf_counter() - began
@@ -92,7 +104,7 @@ def run_quickstart(out: Path, *, seed: int = 0, progress: bool = True, summary_f
             "eval": str(report_path),
         })
     summary = {
-        "data": {"root": str(data_root), "classes": spec.classes, "state": data_state,
+        "data": {"root": str(data_root.resolve()), "classes": spec.classes, "state": data_state,
                  "train_videos": len(spec.classes) * spec.train_per_class,
                  "val_videos": len(spec.classes) * spec.val_per_class},
         "backbone": f"{RECIPE['backbone']['name']} (weights: {RECIPE['backbone']['weights']})",
