@@ -167,6 +167,7 @@ def run_eval(
     from stadapt.data.prepared import open_prepared
     from stadapt.engine.setup import eval_dataset, parse_views, resolve_device
     from stadapt.errors import StadaptError
+    from stadapt.fileio import atomic_write_text
     from stadapt.plots import confusion_matrix
 
     checkpoint, run = resolve_target(target)
@@ -224,10 +225,7 @@ def run_eval(
     if out is None:
         out = (run if run is not None else checkpoint) / "eval.json"
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     if summary["videos"]:
         confusion_matrix(summary["confusion"], classes, out.with_suffix(".confusion.png"),
                          title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% ({report['views']})")

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stadapt.errors import DataError, preview
+from stadapt.fileio import atomic_write_text
 
 FORMAT = "stadapt-prepared"
 FORMAT_VERSION = 1
@@ -58,21 +57,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
@@ -173,7 +157,7 @@ def write_list(path: Path, rows: Sequence[tuple[str, int]]) -> None:
         video = str(video)
         _check_path_field(video)
         lines.append(f"{video} {int(label)}\n")
-    _atomic_write_text(Path(path), "".join(lines))
+    atomic_write_text(Path(path), "".join(lines))
 
 
 def _one_line(text: str) -> str:
@@ -224,7 +208,7 @@ def write_prepared(
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)
-    _atomic_write_text(out / CLASSES_FILE, "".join(f"{c}\n" for c in classes))
+    atomic_write_text(out / CLASSES_FILE, "".join(f"{c}\n" for c in classes))
     split_info: dict[str, dict[str, Any]] = {}
     for name, rows in splits.items():
         file = f"{name}.txt"
@@ -232,7 +216,7 @@ def write_prepared(
         split_info[name] = {"file": file, "count": len(rows), "sha256": file_sha256(out / file)}
     if quarantine:
         lines = "".join(f"{_one_line(p)}\t{_one_line(r)}\n" for p, r in quarantine)
-        _atomic_write_text(out / QUARANTINE_FILE, lines)
+        atomic_write_text(out / QUARANTINE_FILE, lines)
     else:
         (out / QUARANTINE_FILE).unlink(missing_ok=True)
     manifest: dict[str, Any] = {
@@ -246,7 +230,7 @@ def write_prepared(
         "quarantine": {"file": QUARANTINE_FILE if quarantine else None, "count": len(quarantine)},
         **(extra or {}),
     }
-    _atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
 
 

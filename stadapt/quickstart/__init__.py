@@ -76,6 +76,7 @@ def run_quickstart(
     from stadapt.data.synthetic import SyntheticSpec
     from stadapt.engine.loop import train
     from stadapt.evaluate import run_eval
+    from stadapt.fileio import atomic_write_text
 
     out = Path(out)
     data_root = out / "data" / "synthetic"
@@ -112,7 +113,7 @@ def run_quickstart(
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     target = summary_file if summary_file is not None else Path("quickstart.json")
-    target.write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(target, json.dumps(summary, indent=2) + "\n")
     summary["written_to"] = str(target)
     return summary
 

@@ -12,7 +12,6 @@ import difflib
 import os
 import re
 import shlex
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from stadapt.errors import RecipeError, StadaptError
+from stadapt.fileio import atomic_write_text
 from stadapt.recipe.schema import RULES, Recipe, weights_is_path
 
 Key = Union[str, int]
@@ -524,15 +524,4 @@ def dump_recipe(recipe: Recipe, path: Path, *, source: str | None = None) -> Non
     origin = source or "<recipe>"
     body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
     text = f"# resolved by stadapt {__version__} from {origin}\n{body}"
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
