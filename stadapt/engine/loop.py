@@ -125,8 +125,7 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, ove
         return _validate(model, recipe, val_entries, prepared.classes, built.variant, device, precision, progress)
 
     def save() -> None:
-        meta = model_meta(built, prepared.classes, recipe=recipe.to_dict(), step=state.step,
-                          tuning=recipe.tuning, data={"root": str(prepared.root), "val_list": recipe.data.val_list})
+        meta = model_meta(built, prepared.classes, recipe=recipe.to_dict(), step=state.step, tuning=recipe.tuning)
         write_checkpoint(run.last, model.trainable_state_dict(), meta, overwrite=True,
                          extra_files=state_files(optimizer, scaler, state))
 
