@@ -13,7 +13,6 @@ plugins/stadapt_clip/weights/tiny_synthetic.safetensors.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from stadapt.data.synthetic import make_scene, random_state, render
+from stadapt.engine.schedule import lr_factor
 
 BACKBONE = "clip:tiny"
 # frames are rendered like the synthetic videos, then resized to the model's 32 px
@@ -60,7 +60,7 @@ def pretrain(steps: int = 800, batch: int = 32, lr: float = 2e-3, seed: int = 0,
     warmup = max(1, steps // 20)
     start = time.perf_counter()
     for step in range(steps):
-        scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+        scale = lr_factor(step, warmup, steps)
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
         images, targets = _batch(rng, batch, variant.image_size, mean, std)
