@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,16 @@ def write_video(
     codec: str = "libx264",
     options: Mapping[str, str] | None = None,
     pix_fmt: str = "yuv420p",
+    rotation: int = 0,
+    timestamps: Sequence[float] | None = None,
+    codec_tag: str | None = None,
 ) -> Path:
     """Encode (T, H, W, 3) uint8 RGB frames into `path`; the container follows the suffix.
 
     H.264 in yuv420p needs even sides. The default options keep quality high (crf 12) so that
     compression artefacts stay far below the signal that a test or a synthetic class carries.
+    `rotation` stores a display matrix (counterclockwise degrees, as phones do), `timestamps` gives
+    each frame's time in seconds (variable frame rate), `codec_tag` sets the FourCC (e.g. "XVID").
     """
     import av
 
@@ -37,8 +43,19 @@ def write_video(
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if options:
             stream.options = dict(options)
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+        if codec_tag:
+            stream.codec_tag = codec_tag
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if timestamps is not None:
+            if len(timestamps) != len(frames):
+                raise ValueError(f"{len(timestamps)} timestamps for {len(frames)} frames")
+            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for n, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if timestamps is not None:
+                frame.pts, frame.time_base = round(timestamps[n] * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
