@@ -38,3 +38,134 @@ def synthetic(
     manifest = prepare_synthetic(out, spec, overwrite=overwrite, progress=not quiet)
     splits = ", ".join(f"{name} {info['count']}" for name, info in manifest["splits"].items())
     typer.echo(f"wrote {out}: {manifest['num_classes']} classes; {splits} clips")
+
+
+# ------------------------------------------------------------------------------------ real data sets
+# Each command reads the publisher's own layout (found from --root alone; explicit paths as options)
+# and writes the same prepared layout; the shared options are declared once here.
+
+_ROOT = typer.Option(..., "--root", help="The data set as downloaded and unpacked.", exists=False)
+_OUT = typer.Option(..., "--out", help="Directory to write classes.txt, the lists and manifest.json into "
+                                       "(the videos stay where they are; lists name them by absolute path).")
+_CHECK = typer.Option(False, "--check", help="Also decode the first and last frame of every video; "
+                                             "the ones that fail go to quarantine.txt.")
+_WORKERS = typer.Option(None, "--workers", min=1, help="Processes for --check (default: cores, at most 8).")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace a data set stadapt prepared in --out before.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+_SPLIT = typer.Option(1, "--split", min=1, max=3, help="The official train/test split to write (1, 2 or 3).")
+
+
+def _write(listing, out: Path, check: bool, workers: int | None, overwrite: bool, quiet: bool) -> None:
+    from stadapt.data.prepare import prepare_listing, summary
+
+    manifest = prepare_listing(listing, out, check=check, workers=workers, overwrite=overwrite,
+                               progress=not quiet, log=lambda line: typer.echo(line, err=True))
+    typer.echo(summary(manifest, out))
+
+
+@app.command("k400")
+def k400(
+    root: Path = _ROOT,
+    out: Path = _OUT,
+    annotations: Path = typer.Option(None, "--annotations", help="Directory of the annotation CSVs "
+                                                                 "(default: found under --root)."),
+    train_list: Path = typer.Option(None, "--train-list", help="A `path label` list instead of the CSVs "
+                                                               "(the reference implementation's lists)."),
+    val_list: Path = typer.Option(None, "--val-list", help="The validation `path label` list."),
+    classes: Path = typer.Option(None, "--classes", help="Class names, one a line, for --train-list labels."),
+    check: bool = _CHECK,
+    workers: int = _WORKERS,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = _QUIET,
+) -> None:
+    """Kinetics-400: the official CSVs (label,youtube_id,time_start,time_end,split[,is_cc]) with videos
+    named {youtube_id}_{start:06d}_{end:06d}.mp4, in the CVDF layout (annotations/ beside train/ val/)
+    or in per-class folders. Class indices are the sorted class names."""
+    from stadapt.data.formats.k400 import read_k400
+
+    listing = read_k400(root, annotations=annotations, train_list=train_list, val_list=val_list,
+                        classes_file=classes)
+    _write(listing, out, check, workers, overwrite, quiet)
+
+
+@app.command("ssv2")
+def ssv2(
+    root: Path = _ROOT,
+    out: Path = _OUT,
+    labels: Path = typer.Option(None, "--labels", help="labels.json (default: found under --root)."),
+    train: Path = typer.Option(None, "--train", help="train.json (default: found under --root)."),
+    val: Path = typer.Option(None, "--val", help="validation.json (default: found under --root)."),
+    videos: Path = typer.Option(None, "--videos", help="Directory of the {id}.webm videos."),
+    check: bool = _CHECK,
+    workers: int = _WORKERS,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = _QUIET,
+) -> None:
+    """Something-Something-v2: labels.json, train.json and validation.json (also with the
+    something-something-v2- prefix, or in labels/ beside 20bn-something-something-v2/), videos {id}.webm.
+    The class of an entry is its template without brackets; indices are those of labels.json."""
+    from stadapt.data.formats.ssv2 import read_ssv2
+
+    listing = read_ssv2(root, labels=labels, train=train, val=val, videos=videos)
+    _write(listing, out, check, workers, overwrite, quiet)
+
+
+@app.command("ucf101")
+def ucf101(
+    root: Path = _ROOT,
+    out: Path = _OUT,
+    split: int = _SPLIT,
+    splits_dir: Path = typer.Option(None, "--splits-dir", help="The ucfTrainTestlist directory."),
+    videos: Path = typer.Option(None, "--videos", help="The UCF-101 video directory (per-class folders)."),
+    check: bool = _CHECK,
+    workers: int = _WORKERS,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = _QUIET,
+) -> None:
+    """UCF-101: ucfTrainTestlist/ (classInd.txt, trainlist0N.txt, testlist0N.txt) and the UCF-101/
+    video folders. Writes train.txt and val.txt (the official test list) of split N."""
+    from stadapt.data.formats.ucf101 import read_ucf101
+
+    listing = read_ucf101(root, split=split, splits_dir=splits_dir, videos=videos)
+    _write(listing, out, check, workers, overwrite, quiet)
+
+
+@app.command("hmdb51")
+def hmdb51(
+    root: Path = _ROOT,
+    out: Path = _OUT,
+    split: int = _SPLIT,
+    splits_dir: Path = typer.Option(None, "--splits-dir", help="The testTrainMulti_7030_splits directory."),
+    videos: Path = typer.Option(None, "--videos", help="The video directory (per-class folders)."),
+    check: bool = _CHECK,
+    workers: int = _WORKERS,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = _QUIET,
+) -> None:
+    """HMDB-51: testTrainMulti_7030_splits/<class>_test_split<N>.txt (1 train, 2 test, 0 unused) and
+    per-class video folders. Writes train.txt and val.txt (the official test videos) of split N."""
+    from stadapt.data.formats.hmdb51 import read_hmdb51
+
+    listing = read_hmdb51(root, split=split, splits_dir=splits_dir, videos=videos)
+    _write(listing, out, check, workers, overwrite, quiet)
+
+
+@app.command("list")
+def list_(
+    out: Path = _OUT,
+    train: Path = typer.Option(None, "--train", help="Training list: `path label` lines or a path,label CSV."),
+    val: Path = typer.Option(None, "--val", help="Validation list, same format."),
+    test: Path = typer.Option(None, "--test", help="Test list, same format."),
+    classes: Path = typer.Option(None, "--classes", help="Class names, one a line (line N = label N)."),
+    root: Path = typer.Option(Path("."), "--root", help="Directory that relative video paths start from."),
+    check: bool = _CHECK,
+    workers: int = _WORKERS,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = _QUIET,
+) -> None:
+    """Your own videos: `path label` lists (paths may contain spaces) or CSVs, with integer labels
+    (names from --classes) or class names as labels."""
+    from stadapt.data.formats.listfile import read_list
+
+    listing = read_list(root, train=train, val=val, test=test, classes_file=classes)
+    _write(listing, out, check, workers, overwrite, quiet)

@@ -234,6 +234,46 @@ def write_prepared(
     return manifest
 
 
+def claim_out_dir(out: Path, *, overwrite: bool, owned: Sequence[str] = ()) -> None:
+    """Make `out` ready for a new preparation without ever deleting files stadapt did not write.
+
+    An empty or new directory is used as is. A non-empty one needs `overwrite`, and even then only a
+    directory with a stadapt manifest is touched: the files its manifest names (classes, lists,
+    quarantine, manifest) and the `owned` names (e.g. the synthetic set's `videos/`) are removed,
+    nothing else. The videos of a real data set are never inside what is removed.
+    """
+    import shutil
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a directory", "choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise DataError(f"{out} is not empty", "choose another --out, or pass --overwrite to replace a data set "
+                                               "that stadapt prepared there")
+    manifest_path = out / MANIFEST_FILE
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise DataError(f"--overwrite refused: {out} is not a directory stadapt prepared (no stadapt {MANIFEST_FILE}), "
+                        "so its files may be yours",
+                        "choose a new or empty --out directory, or remove that directory yourself")
+    names = {CLASSES_FILE, QUARANTINE_FILE, *owned}
+    for info in (manifest.get("splits") or {}).values():
+        if isinstance(info, dict) and isinstance(info.get("file"), str) and "/" not in info["file"]:
+            names.add(info["file"])
+    manifest_path.unlink()  # first: an interrupted removal must not leave a manifest behind
+    for name in sorted(names):
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------------------- opening
 
 

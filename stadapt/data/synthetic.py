@@ -243,17 +243,12 @@ def existing_spec(out: str | Path) -> dict[str, Any] | None:
 def prepare_synthetic(out: str | Path, spec: SyntheticSpec, *, overwrite: bool = False, progress: bool = True) -> dict:
     """`write_synthetic` with the checks a command needs: never write into a non-empty directory
     unless asked, and show a progress bar."""
-    import shutil
-
     from tqdm import tqdm
 
+    from stadapt.data.prepared import claim_out_dir
+
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out} exists and is not a directory", "choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"{out} is not empty", "choose another --out, or pass --overwrite to replace it")
-        shutil.rmtree(out)
+    claim_out_dir(out, overwrite=overwrite, owned=("videos", "videos.sha256"))
     total = len(spec.classes) * (spec.train_per_class + spec.val_per_class)
     with tqdm(total=total, desc="synthetic clips", unit="clip", disable=not progress, dynamic_ncols=True) as bar:
         return write_synthetic(out, spec, progress=bar.update)
