@@ -383,17 +383,47 @@ def test_eval_items_hold_all_views_temporal_major(videos):
     assert levels == [[3, 5, 7, 9]] * 3 + [[10, 12, 14, 16]] * 3
 
 
-def test_broken_video_is_reported_not_replaced(prepared):
-    dataset = train_dataset(prepared.entries("train"))
+def test_training_replaces_a_broken_video_and_reports_it(prepared):
+    entries = prepared.entries("train")
+    dataset = train_dataset(entries)
+    item = dataset[2]  # text.mp4: not a video
+    assert item["video"] is not None and item["index"] in (0, 1)
+    assert item["label"] == entries[item["index"]].label
+    assert item["replaced"] == [{"index": 2, "path": str(entries[2].path), "error": item["replaced"][0]["error"]}]
+    assert "cannot decode" in item["replaced"][0]["error"] and "text.mp4" in item["replaced"][0]["error"]
+    again = dataset[2]  # the replacement is drawn from (seed, epoch, index): reproducible
+    assert again["index"] == item["index"] and torch.equal(again["video"], item["video"])
+    batch = collate_clips([dataset[0], item])
+    assert batch["video"].shape == (2, 3, 4, 16, 16) and batch["skipped"] == []
+    assert batch["replaced"] == item["replaced"] and batch["index"].tolist() == [0, item["index"]]
+
+
+def test_training_gives_up_on_an_item_only_when_every_retry_fails(videos):
+    from stadapt.data.dataset import TRAIN_RETRIES
+
+    entries = [VideoEntry(videos["text"], 0), VideoEntry(videos["empty"], 1)]
+    item = train_dataset(entries)[0]
+    assert item["video"] is None and "cannot decode" in item["error"]
+    assert [event["index"] for event in item["replaced"]] == [0]  # each video is tried once
+    batch = collate_clips([item])
+    assert batch["video"] is None and len(batch["skipped"]) == 1 and len(batch["replaced"]) == 1
+    many = [VideoEntry(videos["text"], 0)] * (TRAIN_RETRIES + 5)
+    item = train_dataset(many)[3]
+    assert item["video"] is None and len(item["replaced"]) == TRAIN_RETRIES  # retries are bounded
+
+
+def test_evaluation_reports_a_broken_video_and_never_replaces_it(prepared):
+    entries = prepared.entries("train")
+    transform = TestTransform(16, CLIP_MEAN, CLIP_STD)
+    dataset = VideoClipDataset(entries, StrideSampler(4, 2), transform, train=False)
     broken = dataset[2]
     assert broken["video"] is None and broken["label"] == 1 and broken["index"] == 2
     assert "cannot decode" in broken["error"] and "text.mp4" in broken["error"]
     batch = collate_clips([dataset[0], broken, dataset[1]])
-    assert batch["video"].shape == (2, 3, 4, 16, 16)
+    assert batch["video"].shape == (2, 1, 3, 4, 16, 16)
     assert batch["label"].tolist() == [1, 0] and batch["index"].tolist() == [0, 1]
     assert batch["label"].dtype == torch.long
-    path = str(prepared.entries("train")[2].path)
-    assert batch["skipped"] == [{"index": 2, "path": path, "error": broken["error"]}]
+    assert batch["skipped"] == [{"index": 2, "path": str(entries[2].path), "error": broken["error"]}]
     empty = collate_clips([broken])
     assert empty["video"] is None and empty["label"].tolist() == [] and len(empty["skipped"]) == 1
 
@@ -405,7 +435,8 @@ def test_dataloader_with_workers_matches_the_main_process(prepared):
     assert clone.epoch == 2 and len(clone) == 3
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_clips)
     batches = list(loader)
-    assert [b["index"].tolist() for b in batches] == [[0, 1], []]
-    assert [s["index"] for b in batches for s in b["skipped"]] == [2]
+    assert [len(b["index"]) for b in batches] == [2, 1] and batches[0]["index"].tolist() == [0, 1]
+    assert [s["index"] for b in batches for s in b["replaced"]] == [2]
+    assert torch.equal(batches[1]["video"][0], dataset[2]["video"])
     for row, index in enumerate(batches[0]["index"].tolist()):
         assert torch.equal(batches[0]["video"][row], dataset[index]["video"])

@@ -2,8 +2,9 @@
 
 Each item draws its randomness from `np.random.default_rng([seed, epoch, index])`, never from a
 worker's global RNG state: resuming mid-epoch replays exactly the same clips, and the number of
-DataLoader workers does not change what a run sees. A video that fails to decode comes back as an
-error item (the caller counts and reports it); another video is never substituted for it.
+DataLoader workers does not change what a run sees. A training video that fails to decode is
+replaced by another (drawn from the same stream, so still reproducible) and the failure reported
+with the item; in evaluation nothing is substituted: the item comes back as an error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from stadapt.data.decode import VideoReader
 from stadapt.data.prepared import VideoEntry
 from stadapt.data.sampling import FrameSampler
 from stadapt.errors import VideoDecodeError
+
+TRAIN_RETRIES = 10  # other videos tried in place of one that fails to decode, before giving up on the item
 
 
 class VideoClipDataset(torch.utils.data.Dataset):
@@ -60,18 +63,44 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """`dataset[i]` uses the epoch of `set_epoch`; `dataset[epoch, i]` names it (for samplers that
-        span epochs, so that persistent DataLoader workers need no epoch hand-over)."""
-        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, int(key))
-        entry = self.entries[index]
-        try:
-            video = self._clip(entry, index, epoch) if self.train else self._views(entry)
-        except VideoDecodeError as exc:
-            error = str(exc)
-            return {"video": None, "label": entry.label, "index": index, "path": str(entry.path), "error": error}
-        return {"video": video, "label": entry.label, "index": index}
+        span epochs, so that persistent DataLoader workers need no epoch hand-over).
 
-    def _clip(self, entry: VideoEntry, index: int, epoch: int) -> torch.Tensor:
-        rng = np.random.default_rng([self.seed, epoch, index])
+        In training a video that fails to decode is replaced by another one drawn from the same
+        (seed, epoch, index) stream, up to `TRAIN_RETRIES` times; the failures travel with the item
+        under "replaced" so the loop can log and count them. In evaluation nothing is substituted:
+        the item comes back with `video=None` and the error.
+        """
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (self.epoch, int(key))
+        if not self.train:
+            entry = self.entries[index]
+            try:
+                return {"video": self._views(entry), "label": entry.label, "index": index}
+            except VideoDecodeError as exc:
+                return {"video": None, "label": entry.label, "index": index, "path": str(entry.path),
+                        "error": str(exc)}
+        replaced: list[dict[str, Any]] = []
+        draws = np.random.default_rng([self.seed, epoch, index, 1])  # where replacements come from
+        chosen = index
+        for attempt in range(TRAIN_RETRIES + 1):
+            entry = self.entries[chosen]
+            try:
+                video = self._clip(entry, index, epoch, attempt)
+            except VideoDecodeError as exc:
+                replaced.append({"index": chosen, "path": str(entry.path), "error": str(exc)})
+                failed = {event["index"] for event in replaced}
+                if len(failed) == len(self):
+                    break
+                while chosen in failed:
+                    chosen = int(draws.integers(len(self)))
+                continue
+            return {"video": video, "label": entry.label, "index": chosen, "replaced": replaced}
+        last = replaced[-1]
+        return {"video": None, "label": self.entries[last["index"]].label, "index": last["index"],
+                "path": last["path"], "error": last["error"], "replaced": replaced[:-1]}
+
+    def _clip(self, entry: VideoEntry, index: int, epoch: int, attempt: int = 0) -> torch.Tensor:
+        key = [self.seed, epoch, index] + ([attempt] if attempt else [])  # attempt 0 keeps the old streams
+        rng = np.random.default_rng(key)
         with VideoReader(entry.path) as reader:
             frames = reader.read(self.sampler.train(reader.num_frames, rng))
         return self.transform(frames, rng)
@@ -91,7 +120,8 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
 
 def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the decodable items; list the failed ones under "skipped" (index, path, error)."""
+    """Stack the decodable items; list the failed ones under "skipped" and the videos that training
+    replaced under "replaced" (index, path, error)."""
     good = [item for item in batch if item.get("video") is not None]
     skipped = [
         {"index": int(item["index"]), "path": str(item.get("path", "")), "error": str(item.get("error", ""))}
@@ -103,4 +133,5 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "label": torch.tensor([int(item["label"]) for item in good], dtype=torch.long),
         "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
         "skipped": skipped,
+        "replaced": [event for item in batch for event in item.get("replaced", ())],
     }

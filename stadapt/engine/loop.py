@@ -129,6 +129,20 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, ove
         write_checkpoint(run.last, model.trainable_state_dict(), meta, overwrite=True,
                          extra_files=state_files(optimizer, scaler, state))
 
+    warned: set[str] = set()
+
+    def report_bad_videos(batch: dict[str, Any]) -> None:
+        """Count, log (metrics.jsonl, split "data") and show once per file each video that failed."""
+        for kind, events in (("replaced", batch["replaced"]), ("skipped", batch["skipped"])):
+            for event in events:
+                setattr(state, kind, getattr(state, kind) + 1)
+                metrics.write({"step": state.step + 1, "split": "data", "event": f"bad_video_{kind}",
+                               "path": event["path"], "error": event["error"]})
+                if event["path"] not in warned:
+                    warned.add(event["path"])
+                    action = "replaced by another video" if kind == "replaced" else "skipped"
+                    bar.write(f"warning: {event['error']} ({action})")
+
     final_val = None
     stop_at = o.steps if stop_after is None else min(o.steps, state.step + stop_after)
     window = {"loss": 0.0, "correct": 0, "clips": 0, "seconds": 0.0}
@@ -145,7 +159,7 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, ove
             step_loss, step_correct, step_clips = 0.0, 0, 0
             for _ in range(recipe.accumulation):
                 batch = next(batches)
-                state.skipped += len(batch["skipped"])
+                report_bad_videos(batch)
                 if batch["video"] is None:
                     continue
                 video = batch["video"].to(device, non_blocking=True)
@@ -157,6 +171,12 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, ove
                 step_loss += loss.item()
                 step_correct += int((logits.argmax(dim=1) == labels).sum())
                 step_clips += len(labels)
+            if step_clips == 0:
+                raise TrainingError(
+                    f"no clip of step {state.step + 1} could be decoded, even after trying other videos; "
+                    f"the training list {recipe.data.train_path} names mostly broken videos",
+                    "prepare the data again with `stadapt prepare-data ... --check` so they go to quarantine.txt",
+                )
             if not math.isfinite(step_loss):
                 raise TrainingError(
                     f"the loss became {step_loss} at step {state.step + 1}; the last good checkpoint is {run.last}",
@@ -181,7 +201,8 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, ove
                 clips = max(window["clips"], 1)
                 event = {"step": state.step, "split": "train", "loss": window["loss"] / clips,
                          "acc": window["correct"] / clips, "lr": lr,
-                         "clips_per_s": window["clips"] / max(window["seconds"], 1e-9), "skipped": state.skipped}
+                         "clips_per_s": window["clips"] / max(window["seconds"], 1e-9),
+                         "bad_videos": state.replaced + state.skipped}
                 metrics.write(event)
                 bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['acc']:.2f}",
                                 clips_s=f"{event['clips_per_s']:.1f}", lr=f"{lr:.2e}")

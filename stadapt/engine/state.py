@@ -27,7 +27,8 @@ class Progress:
 
     step: int = 0
     clips_seen: int = 0
-    skipped: int = 0
+    skipped: int = 0  # training items dropped because neither their video nor any replacement decoded
+    replaced: int = 0  # training videos that failed to decode and were replaced by another
     train_seconds: float = 0.0
     best: dict[str, Any] = field(default_factory=dict)
 
