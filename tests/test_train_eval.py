@@ -146,3 +146,23 @@ def test_prepare_synthetic_refuses_a_non_empty_directory(tmp_path: Path) -> None
     result = run_cli("prepare-data", "synthetic", "--out", str(tmp_path), "-q")
     assert result.returncode == 2 and "not empty" in result.stderr and "--overwrite" in result.stderr
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_training_survives_broken_videos_and_logs_them(dataset: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes((dataset / "videos" / "train" / "00_0000.mp4").read_bytes()[:500])
+    listing = tmp_path / "train with broken.txt"
+    listing.write_text((dataset / "train.txt").read_text() + f"{empty} 0\n{cut} 1\n")
+    recipe = write_recipe(tmp_path, dataset)
+    # 4 steps x 4 clips = 16 draws from 10 videos: every video, both broken ones included, is drawn
+    result = run_cli("train", str(recipe), f"data.train_list={listing}", f"output.dir={tmp_path / 'run'}", "-q")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    bad = [e for e in events if e["split"] == "data"]
+    assert {e["path"] for e in bad} == {str(empty), str(cut)}
+    assert all(e["event"] == "bad_video_replaced" and "cannot decode" in e["error"] for e in bad)
+    last_train = [e for e in events if e["split"] == "train"][-1]
+    assert last_train["step"] == 4 and last_train["bad_videos"] == len(bad)
+    assert f"cannot decode {empty}" in result.stdout + result.stderr and "replaced by another video" in result.stdout
