@@ -333,6 +333,29 @@ def test_flip_is_off_unless_asked_and_parameters_are_shared_by_frames():
     assert torch.equal(a, jittered(x_gradient(2, 32, 40), np.random.default_rng(3)))
 
 
+def test_ssv2_pipeline_randaugment_then_resized_crop_one_draw_per_clip():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (1, 40, 56, 3), dtype=np.uint8)
+    frames = np.repeat(frame, 4, axis=0)  # identical frames must stay identical: one draw per clip
+    ssv2 = TrainTransform(16, CLIP_MEAN, CLIP_STD, crop="resized", randaugment="rand-m7-n4-mstd0.5-inc1")
+    outputs = [ssv2(frames, np.random.default_rng(seed)) for seed in range(12)]
+    for out in outputs:
+        assert out.shape == (3, 4, 16, 16) and out.dtype == torch.float32
+        assert all(torch.equal(out[:, 0], out[:, t]) for t in range(1, 4))
+    assert len({out.sum().item() for out in outputs}) == 12  # crops and ops differ between clips
+    assert torch.equal(outputs[3], ssv2(frames, np.random.default_rng(3)))  # reproducible per draw
+    # the crop is RandomResizedCrop: a box of a uniform-colour frame keeps the colour, any box size
+    flat = np.full((2, 40, 56, 3), 200, np.uint8)
+    plain = TrainTransform(16, (0, 0, 0), (1, 1, 1), crop="resized", area=(0.08, 0.1))
+    assert torch.allclose(plain(flat, np.random.default_rng(1)), torch.full((3, 2, 16, 16), 200 / 255), atol=1e-5)
+    # the RandAugment runs on the full decoded frames, before the crop, and is the named policy
+    assert ssv2.randaugment is not None and ssv2.randaugment.num_layers == 4
+    with pytest.raises(DataError, match="RandAugment"):
+        TrainTransform(16, CLIP_MEAN, CLIP_STD, randaugment="rand-m7-n4-x")
+    with pytest.raises(DataError, match="crop"):
+        TrainTransform(16, CLIP_MEAN, CLIP_STD, crop="center")
+
+
 def test_transform_arguments_are_checked():
     with pytest.raises(DataError, match="spatial views must be 1 or 3"):
         TestTransform(16, CLIP_MEAN, CLIP_STD, spatial_views=2)

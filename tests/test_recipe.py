@@ -240,3 +240,16 @@ def test_loading_a_recipe_does_not_import_torch(workdir: Path) -> None:
     path = write(workdir / "r.yaml", MINIMAL)
     code = f"import sys, stadapt.recipe as r; r.load_recipe({str(path)!r}); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=workdir)
+
+
+def test_augmentation_keys_of_the_papers_two_pipelines(workdir: Path) -> None:
+    ssv2 = MINIMAL + "  sampling: segment\n  augment:\n    crop: resized\n    randaugment: rand-m7-n4-mstd0.5-inc1\n"
+    a = load_recipe(write(workdir / "ssv2.yaml", ssv2)).data.augment
+    assert (a.crop, a.randaugment, a.flip, a.area, a.ratio) == ("resized", "rand-m7-n4-mstd0.5-inc1", False,
+                                                                 (0.08, 1.0), (0.75, 4 / 3))
+    bad = MINIMAL + "  augment:\n    randaugment: rand-m7-q3\n    area: [0.5, 2]\n"
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write(workdir / "bad.yaml", bad))
+    lines = problems(exc)
+    assert any(line.startswith("  data.augment.randaugment: ") and "unknown option 'q'" in line for line in lines)
+    assert any(line.startswith("  data.augment.area: ") for line in lines)

@@ -2,8 +2,8 @@
 
 Every frame of a clip gets the same resize, crop and flip: the adapters model motion between frames,
 and per-frame jitter would invent some. Input is (T, H, W, 3) uint8 as decoded; output is float32,
-channels first (3, T, S, S), normalised. Richer training augmentation (RandAugment,
-RandomResizedCrop for SSv2) can replace `TrainTransform` behind the same `(frames, rng)` call.
+channels first (3, T, S, S), normalised. The paper's two training pipelines (Table 1) are both
+`TrainTransform`: K400 = short-side jitter + crop + mirror; SSv2 = RandAugment + RandomResizedCrop.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from stadapt.errors import DataError
 
 INTERPOLATIONS = ("bicubic", "bilinear")
+CROPS = ("jitter", "resized")
 
 
 def _check_common(size: int, mean: Sequence[float], std: Sequence[float], interpolation: str) -> None:
@@ -30,12 +31,17 @@ def _check_common(size: int, mean: Sequence[float], std: Sequence[float], interp
         raise DataError(f"unknown interpolation {interpolation!r}", f"choose one of: {', '.join(INTERPOLATIONS)}")
 
 
-def _to_float_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in 0..255."""
+def _to_uint8_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) uint8, contiguous (what the RandAugment ops take)."""
     clip = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
     if clip.ndim != 4 or clip.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) frames, got shape {tuple(clip.shape)}")
-    return clip.permute(0, 3, 1, 2).to(torch.float32)
+    return clip.permute(0, 3, 1, 2).contiguous()
+
+
+def _to_float_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in 0..255."""
+    return _to_uint8_tchw(frames).to(torch.float32)
 
 
 def resize_short_side(clip: torch.Tensor, short: int, interpolation: str) -> torch.Tensor:
@@ -72,7 +78,10 @@ class _Normalising:
 
 
 class TrainTransform(_Normalising):
-    """Short-side jitter (size x U(scale)), a random size x size crop, optional mirror; one draw a clip."""
+    """One random draw per clip, shared by all its frames, in the reference's order:
+    RandAugment on the decoded frames (optional), then the crop (`jitter`: short side = size x
+    U(scale) and a random size x size crop; `resized`: RandomResizedCrop with `area` and `ratio`),
+    then an optional mirror, then normalisation."""
 
     def __init__(
         self,
@@ -80,20 +89,42 @@ class TrainTransform(_Normalising):
         mean: Sequence[float],
         std: Sequence[float],
         *,
+        crop: str = "jitter",
         scale: tuple[float, float] = (1.0, 1.15),
+        area: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = False,
+        randaugment: str | None = None,
         interpolation: str = "bicubic",
     ) -> None:
+        from stadapt.data.augment import ClipRandAugment, random_resized_crop_box
+
         super().__init__(size, mean, std, interpolation)
+        if crop not in CROPS:
+            raise DataError(f"unknown crop {crop!r}", f"choose one of: {', '.join(CROPS)}")
         lo, hi = float(scale[0]), float(scale[1])
         if not 1.0 <= lo <= hi:
             raise DataError(f"short-side scale must satisfy 1 <= low <= high, got {scale}",
                             "the short side must not fall below the crop size")
+        random_resized_crop_box(8, 8, area, ratio, rng=np.random.default_rng(0))  # validates area and ratio
+        self.crop = crop
         self.scale = (lo, hi)
+        self.area = (float(area[0]), float(area[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
         self.flip = bool(flip)
+        self.randaugment = ClipRandAugment.from_config(randaugment) if randaugment else None
 
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        clip = _to_float_tchw(frames)
+        clip = _to_uint8_tchw(frames)
+        if self.randaugment is not None:
+            clip = self.randaugment(clip, rng)
+        clip = clip.to(torch.float32)
+        clip = self._jitter_crop(clip, rng) if self.crop == "jitter" else self._resized_crop(clip, rng)
+        if self.flip and rng.random() < 0.5:
+            clip = clip.flip(-1)
+        return _normalise(clip, *self._stats())
+
+    def _jitter_crop(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         short = max(self.size, round(self.size * rng.uniform(*self.scale)))
         clip = resize_short_side(clip, short, self.interpolation)
         height, width = clip.shape[-2:]
@@ -101,10 +132,16 @@ class TrainTransform(_Normalising):
             raise ValueError(f"frames of {height}x{width} cannot give a {self.size} crop")
         top = int(rng.integers(0, height - self.size + 1))
         left = int(rng.integers(0, width - self.size + 1))
-        clip = clip[..., top : top + self.size, left : left + self.size]
-        if self.flip and rng.random() < 0.5:
-            clip = clip.flip(-1)
-        return _normalise(clip, *self._stats())
+        return clip[..., top : top + self.size, left : left + self.size]
+
+    def _resized_crop(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        from stadapt.data.augment import random_resized_crop_box
+
+        top, left, h, w = random_resized_crop_box(*clip.shape[-2:], self.area, self.ratio, rng=rng)
+        box = clip[..., top : top + h, left : left + w]
+        out = F.interpolate(box, size=(self.size, self.size), mode=self.interpolation, antialias=True,
+                            align_corners=False)
+        return out.clamp_(0.0, 255.0)
 
 
 class TestTransform(_Normalising):

@@ -103,9 +103,10 @@ def train_dataset(recipe: Recipe, entries: Sequence[Any], variant: VariantInfo):
     from stadapt.data import TrainTransform, VideoClipDataset, make_sampler
 
     d = recipe.data
+    a = d.augment
     transform = TrainTransform(
-        variant.image_size, variant.mean, variant.std, scale=tuple(d.augment.scale), flip=d.augment.flip,
-        interpolation=variant.interpolation,
+        variant.image_size, variant.mean, variant.std, crop=a.crop, scale=tuple(a.scale), area=tuple(a.area),
+        ratio=tuple(a.ratio), flip=a.flip, randaugment=a.randaugment, interpolation=variant.interpolation,
     )
     sampler = make_sampler(d.sampling, d.frames, d.stride)
     return VideoClipDataset(entries, sampler, transform, train=True, seed=recipe.train.seed)

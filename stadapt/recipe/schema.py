@@ -89,18 +89,53 @@ class ModelSection(_Section):
 
 
 class AugmentSection(_Section):
-    """Training augmentation; flip is off by default because it swaps left/right classes (SSv2)."""
+    """Clip-level training augmentation (one draw per clip, shared by all its frames).
 
+    - `crop: jitter` (K400, UCF, HMDB): short side = crop size x U(scale), then a random crop;
+      the paper's 224-256 is `scale: [1.0, 1.143]`, the reference's 224 x [1.0, 1.15] the default.
+    - `crop: resized` (SSv2): RandomResizedCrop with area fraction `area` and aspect ratio `ratio`.
+    - `randaugment`: a timm-style policy such as `rand-m7-n4-mstd0.5-inc1` (SSv2), applied to the
+      decoded frames before cropping, as the reference does; null = none.
+    - `flip`: horizontal mirror with p = 0.5; off by default because it swaps SSv2's left/right classes.
+    """
+
+    crop: Literal["jitter", "resized"] = "jitter"
     scale: tuple[Float, Float] = (1.0, 1.15)
+    area: tuple[Float, Float] = (0.08, 1.0)
+    ratio: tuple[Float, Float] = (0.75, 4 / 3)
     flip: bool = False
+    randaugment: str | None = None
 
-    @field_validator("scale")
+    @field_validator("scale", "ratio")
     @classmethod
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
         if not 0 < value[0] <= value[1]:
             raise PydanticCustomError(
                 "scale_range", "expected [low, high] with 0 < low <= high, got {scale}", {"scale": list(value)}
             )
+        return value
+
+    @field_validator("area")
+    @classmethod
+    def _fraction(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < value[0] <= value[1] <= 1:
+            raise PydanticCustomError(
+                "area_range", "expected [low, high] with 0 < low <= high <= 1, got {area}", {"area": list(value)}
+            )
+        return value
+
+    @field_validator("randaugment")
+    @classmethod
+    def _policy(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from stadapt.data.randaugment_config import parse_config
+        from stadapt.errors import DataError
+
+        try:
+            parse_config(value)
+        except DataError as exc:
+            raise PydanticCustomError("randaugment", "{problem}", {"problem": exc.message}) from None
         return value
 
 
