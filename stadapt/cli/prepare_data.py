@@ -13,7 +13,7 @@ app = typer.Typer(
 )
 
 
-@app.command("synthetic")
+@app.command("synthetic", short_help="Synthetic motion clips (time-reversal class pairs), no download needed.")
 def synthetic(
     out: Path = typer.Option(..., "--out", help="Directory to write (clips in videos/, lists, manifest)."),
     motions: str = typer.Option(",".join(("horizontal", "vertical", "scale")), "--motions",
@@ -44,7 +44,7 @@ def synthetic(
 # Each command reads the publisher's own layout (found from --root alone; explicit paths as options)
 # and writes the same prepared layout; the shared options are declared once here.
 
-_ROOT = typer.Option(..., "--root", help="The data set as downloaded and unpacked.", exists=False)
+_ROOT = typer.Option(..., "--root", help="The data set as downloaded and unpacked.")
 _OUT = typer.Option(..., "--out", help="Directory to write classes.txt, the lists and manifest.json into "
                                        "(the videos stay where they are; lists name them by absolute path).")
 _CHECK = typer.Option(False, "--check", help="Also decode the first and last frame of every video; "
@@ -63,7 +63,7 @@ def _write(listing, out: Path, check: bool, workers: int | None, overwrite: bool
     typer.echo(summary(manifest, out))
 
 
-@app.command("k400")
+@app.command("k400", short_help="Kinetics-400: official CSVs (CVDF or per-class folders) or path-label lists.")
 def k400(
     root: Path = _ROOT,
     out: Path = _OUT,
@@ -88,7 +88,7 @@ def k400(
     _write(listing, out, check, workers, overwrite, quiet)
 
 
-@app.command("ssv2")
+@app.command("ssv2", short_help="Something-Something-v2: labels.json, train/validation.json, {id}.webm.")
 def ssv2(
     root: Path = _ROOT,
     out: Path = _OUT,
@@ -110,7 +110,7 @@ def ssv2(
     _write(listing, out, check, workers, overwrite, quiet)
 
 
-@app.command("ucf101")
+@app.command("ucf101", short_help="UCF-101: ucfTrainTestlist/ and UCF-101/, official split 1, 2 or 3.")
 def ucf101(
     root: Path = _ROOT,
     out: Path = _OUT,
@@ -130,7 +130,7 @@ def ucf101(
     _write(listing, out, check, workers, overwrite, quiet)
 
 
-@app.command("hmdb51")
+@app.command("hmdb51", short_help="HMDB-51: testTrainMulti_7030_splits/ and per-class folders, split 1-3.")
 def hmdb51(
     root: Path = _ROOT,
     out: Path = _OUT,
@@ -150,7 +150,7 @@ def hmdb51(
     _write(listing, out, check, workers, overwrite, quiet)
 
 
-@app.command("list")
+@app.command("list", short_help="Your own videos: path-label lists or CSVs, integer or name labels.")
 def list_(
     out: Path = _OUT,
     train: Path = typer.Option(None, "--train", help="Training list: `path label` lines or a path,label CSV."),
