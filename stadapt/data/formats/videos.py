@@ -30,7 +30,7 @@ def require_dir(root: Path, what: str = "data set root") -> Path:
     path = Path(root).expanduser()
     if not path.is_dir():
         state = "is not a directory" if path.exists() else "does not exist"
-        raise DataError(f"{what} {path} {state}", "pass the folder that holds the data set as ROOT")
+        raise DataError(f"{what} {path} {state}", "pass the folder that holds the data set with --root")
     return path.resolve()
 
 
