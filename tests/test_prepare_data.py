@@ -295,3 +295,24 @@ def test_bench_data_compares_the_decoders_on_the_same_clips(tmp_path):
     assert set(report["decoders"]) == {"seeking", "whole_video"}
     assert all(r["clips_per_s"] > 0 for r in report["decoders"].values())
     assert "speed-up" in result.stdout and "frames identical: yes" in result.stdout
+
+
+def _crash_on_hostile(path: str):
+    """decode_problem, except that the worker process dies on a 'hostile' file (as on a segfault)."""
+    import os
+
+    from stadapt.data.prepare import file_problem
+
+    if "hostile" in path:
+        os._exit(139)
+    return file_problem(Path(path))
+
+
+def test_a_decoder_crash_quarantines_one_video_not_the_preparation(tmp_path, monkeypatch):
+    """A worker process that dies (as FFmpeg can on a hostile file) costs only that video."""
+    import stadapt.data.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "decode_problem", _crash_on_hostile)  # forked workers inherit it
+    paths = [str(video(tmp_path / name)) for name in ("a.mp4", "b.mp4", "hostile.mp4", "c.mp4", "d.mp4")]
+    bad = prepare_module._check_all(paths, workers=2, progress=False)
+    assert bad == {paths[2]: "the decoder crashed on this file"}

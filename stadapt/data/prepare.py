@@ -10,8 +10,9 @@ Every format goes through this one step, so they all treat bad videos alike:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -51,28 +52,41 @@ def decode_problem(path: str) -> str | None:
     return None
 
 
+def _isolated(path: str) -> str | None:
+    """`decode_problem` in a process of its own, so that a decoder crash (a segfault on a hostile
+    file) quarantines that one video instead of ending the preparation."""
+    with ProcessPoolExecutor(max_workers=1) as pool:
+        try:
+            return pool.submit(decode_problem, path).result()
+        except BrokenProcessPool:
+            return "the decoder crashed on this file"
+
+
 def _check_all(paths: list[str], workers: int, progress: bool) -> dict[str, str]:
     """Decode-check `paths`; returns {path: reason} for the bad ones."""
     from tqdm import tqdm
 
     bad: dict[str, str] = {}
+    done = 0
     with tqdm(total=len(paths), desc="checking videos", unit="video", disable=not progress,
               dynamic_ncols=True) as bar:
-        results: Iterable[str | None]
-        if workers <= 1 or len(paths) < 2:
-            results = map(decode_problem, paths)
-            pool = None
-        else:
-            pool = ProcessPoolExecutor(max_workers=workers)
-            results = pool.map(decode_problem, paths, chunksize=max(1, min(64, len(paths) // (8 * workers))))
-        try:
-            for path, reason in zip(paths, results):
-                if reason is not None:
-                    bad[path] = reason
-                bar.update(1)
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+        if workers > 1 and len(paths) > 1:
+            chunk = max(1, min(64, len(paths) // (8 * workers)))
+            try:
+                with ProcessPoolExecutor(max_workers=workers) as pool:
+                    for path, reason in zip(paths, pool.map(decode_problem, paths, chunksize=chunk)):
+                        if reason is not None:
+                            bad[path] = reason
+                        done += 1
+                        bar.update(1)
+            except BrokenProcessPool:  # a worker died: check what is left one process per video
+                pass
+        check = decode_problem if workers <= 1 or len(paths) < 2 else _isolated
+        for path in paths[done:]:
+            reason = check(path)
+            if reason is not None:
+                bad[path] = reason
+            bar.update(1)
     return bad
 
 
