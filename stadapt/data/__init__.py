@@ -19,6 +19,9 @@ _LAZY = {
     "write_list": "stadapt.data.prepared",
     "write_prepared": "stadapt.data.prepared",
     "file_sha256": "stadapt.data.prepared",
+    # published data sets -> prepared layout (standard library; --check decodes with PyAV)
+    "Listing": "stadapt.data.formats.base",
+    "prepare_listing": "stadapt.data.prepare",
     # decoding (PyAV)
     "VideoReader": "stadapt.data.decode",
     "read_frames": "stadapt.data.decode",
@@ -31,6 +34,7 @@ _LAZY = {
     # transforms and dataset (torch)
     "TrainTransform": "stadapt.data.transforms",
     "TestTransform": "stadapt.data.transforms",
+    "ClipRandAugment": "stadapt.data.augment",
     "VideoClipDataset": "stadapt.data.dataset",
     "collate_clips": "stadapt.data.dataset",
 }
