@@ -178,8 +178,21 @@ class DataSection(_Section):
         return Path(self.root) / self.val_list
 
 
+class ScaleSection(_Section):
+    """Multipliers of the learning rate AND weight decay of each part of the model (the paper's
+    baselines: full fine-tuning trains the backbone at 1/100; transfer trains adapters at 1/10)."""
+
+    backbone: Float = Field(1.0, gt=0)
+    adapters: Float = Field(1.0, gt=0)
+    head: Float = Field(1.0, gt=0)
+
+
 class OptimSection(_Section):
-    """AdamW with linear warmup and cosine decay; paper Table 1: lr 5e-4 at batch 128."""
+    """AdamW with linear warmup and cosine decay; paper Table 1: lr 5e-4 at batch 128.
+
+    `batch_size` is the GLOBAL batch (all processes together); `micro_batch` is the most clips one
+    device runs in one forward pass; gradient accumulation makes up the rest.
+    """
 
     lr: Float = Field(5e-4, gt=0)
     weight_decay: Float = Field(1e-2, ge=0)
@@ -189,6 +202,7 @@ class OptimSection(_Section):
     steps: Int = Field(20000, gt=0)
     warmup_steps: Int = Field(0, ge=0)
     grad_clip: Float | None = Field(None, gt=0)
+    scale: ScaleSection = Field(default_factory=ScaleSection)
 
     @field_validator("betas")
     @classmethod
@@ -239,6 +253,12 @@ class TrainSection(_Section):
     log_every: Int = Field(10, gt=0)
     val_every: Int = Field(0, ge=0)
     save_every: Int = Field(1000, ge=0)
+    keep_checkpoints: Int = Field(1, ge=1)  # the newest N step checkpoints are kept
+    # memory and speed
+    backbone_storage: Literal["auto", "fp32", "half"] = "auto"  # auto: half when frozen, on CUDA, with autocast
+    checkpointing: bool = False  # recompute block activations in the backward pass (activation checkpointing)
+    compile: bool = False  # torch.compile the model
+    tensorboard: bool = True  # TensorBoard event files in the run directory
 
     @field_validator("device")
     @classmethod
@@ -264,7 +284,7 @@ class Recipe(_Section):
     name: str | None = None
     backbone: BackboneSection
     adapter: AdapterSection = Field(default_factory=AdapterSection)
-    tuning: Literal["st_adapter", "linear"] = "st_adapter"
+    tuning: Literal["st_adapter", "linear", "full_finetune", "partial_finetune"] = "st_adapter"
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
     optim: OptimSection = Field(default_factory=OptimSection)
