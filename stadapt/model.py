@@ -1,4 +1,12 @@
-"""VideoClassifier: a frozen image backbone + ST-Adapters + temporal pooling + a linear head."""
+"""VideoClassifier: a frozen image backbone + ST-Adapters + temporal pooling + a linear head.
+
+`tuning` says what trains (the paper's method and its baselines):
+
+    st_adapter        adapters + head; the backbone is frozen (the method)
+    linear            head only (a linear probe of the frozen backbone's features)
+    full_finetune     every backbone parameter + head; the backbone runs in train mode
+    partial_finetune  the backbone's last block + head (its final norm stays frozen)
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from stadapt.adapters import AdapterConfig, STAdapter
 from stadapt.backbones.base import FrameBackbone
@@ -17,7 +26,9 @@ from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
-from stadapt.errors import WeightsError
+from stadapt.errors import PluginError, WeightsError
+
+TUNING_MODES = ("st_adapter", "linear", "full_finetune", "partial_finetune")
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,10 @@ class ModelConfig:
     adapter: AdapterConfig | None = field(default_factory=AdapterConfig)  # None: linear probe
     dropout: float = 0.5
     backbone_options: Mapping[str, Any] = field(default_factory=dict)
+    tuning: str = "st_adapter"  # what trains: one of TUNING_MODES
+
+    def __post_init__(self) -> None:
+        _check_tuning(self.tuning, has_adapters=self.adapter is not None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +54,7 @@ class ModelConfig:
             "num_frames": self.num_frames,
             "adapter": None if self.adapter is None else self.adapter.to_dict(),
             "dropout": self.dropout,
+            "tuning": self.tuning,
         }
 
     @classmethod
@@ -51,7 +67,16 @@ class ModelConfig:
             num_frames=int(data.get("num_frames", 8)),
             adapter=None if adapter is None else AdapterConfig.from_dict(adapter),
             dropout=float(data.get("dropout", 0.5)),
+            # checkpoints from before `tuning` was recorded trained adapters + head, or the head alone
+            tuning=str(data.get("tuning") or ("linear" if adapter is None else "st_adapter")),
         )
+
+
+def _check_tuning(tuning: str, *, has_adapters: bool) -> None:
+    if tuning not in TUNING_MODES:
+        raise ValueError(f"tuning must be one of {', '.join(TUNING_MODES)}, got {tuning!r}")
+    if has_adapters and tuning != "st_adapter":
+        raise ValueError(f"tuning={tuning} trains no adapters: build the model without adapters (adapter=None)")
 
 
 class BlockAdapters(nn.Module):
@@ -83,9 +108,11 @@ class ClassifierHead(nn.Module):
 class VideoClassifier(nn.Module):
     """(B, 3, T, H, W) normalised video -> (B, num_classes) logits.
 
-    Frames run through the frozen backbone as a batch of B*T images (frames of one clip contiguous);
+    Frames run through the backbone as a batch of B*T images (frames of one clip contiguous);
     adapters mix information across time inside the blocks; per-frame features are averaged over T,
-    then the backbone's final norm and the head are applied.
+    then the backbone's final norm and the head are applied. `tuning` (see the module docstring)
+    decides which parameters train; `checkpointing = True` recomputes each block's activations in the
+    backward pass instead of keeping them (less memory, about one more forward pass of time).
     """
 
     def __init__(
@@ -95,6 +122,7 @@ class VideoClassifier(nn.Module):
         num_frames: int,
         adapter: AdapterConfig | None = None,
         dropout: float = 0.5,
+        tuning: str = "st_adapter",
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -107,30 +135,83 @@ class VideoClassifier(nn.Module):
             for index in adapter.block_indices(self.num_blocks):
                 self.adapters[str(index)] = BlockAdapters(layouts[index], num_frames, adapter)
         self.head = ClassifierHead(backbone.feature_width, num_classes, dropout)
-        self.backbone_frozen = True
-        self.backbone.requires_grad_(False)
-        self.backbone.eval()
+        self.checkpointing = False
+        self.backbone_dtype = torch.float32  # see store_backbone_as
+        self.set_tuning(tuning)
+
+    def set_tuning(self, mode: str) -> None:
+        """Make exactly the parameters of `mode` trainable (see the module docstring).
+
+        Only full fine-tuning runs the backbone in train mode; otherwise it keeps its inference
+        behaviour (dropout, drop-path off) even while its last block trains (partial fine-tuning).
+        """
+        _check_tuning(mode, has_adapters=len(self.adapters) > 0)
+        self.requires_grad_(False)
+        self.head.requires_grad_(True)
+        if mode == "st_adapter":
+            self.adapters.requires_grad_(True)
+        elif mode == "full_finetune":
+            self.backbone.requires_grad_(True)
+        elif mode == "partial_finetune":
+            for module in self._last_block_modules():
+                module.requires_grad_(True)
+        self.tuning = mode
+        self.backbone_frozen = mode != "full_finetune"
+        self.train(self.training)
+
+    def _last_block_modules(self) -> list[nn.Module]:
+        try:
+            return self.backbone.block_modules(self.num_blocks - 1)
+        except NotImplementedError as exc:
+            raise PluginError(
+                f"tuning=partial_finetune needs the backbone to name the modules of its blocks ({exc})",
+                "use tuning=st_adapter, linear or full_finetune with this backbone",
+            ) from exc
+
+    @property
+    def backbone_trains(self) -> bool:
+        """Whether any backbone parameter trains (full or partial fine-tuning)."""
+        return any(p.requires_grad for p in self.backbone.parameters())
+
+    def store_backbone_as(self, dtype: torch.dtype) -> None:
+        """Keep the frozen backbone's parameters and buffers in `dtype` (e.g. bf16: half the memory);
+        adapters and head stay float32. The forward pass then needs autocast to that dtype."""
+        if dtype != torch.float32 and self.backbone_trains:
+            raise ValueError(f"tuning={self.tuning} trains backbone parameters: they must stay float32, not {dtype}")
+        self.backbone.to(dtype)
+        self.backbone_dtype = dtype
 
     def _block_adapters(self, index: int) -> tuple[nn.Module | None, nn.Module | None]:
         slot = self.adapters[str(index)] if str(index) in self.adapters else None
         return (slot.pre_attn, slot.pre_mlp) if slot is not None else (None, None)
+
+    def _block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Block `index` with its adapters: transition, pre_attn, attention branch, pre_mlp, MLP branch."""
+        x = self.backbone.transition(index, x)
+        pre_attn, pre_mlp = self._block_adapters(index)
+        if pre_attn is not None:
+            x = pre_attn(x)
+        x = x + self.backbone.attn_branch(index, x)
+        if pre_mlp is not None:
+            x = pre_mlp(x)
+        return x + self.backbone.mlp_branch(index, x)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, feature_width) video features after the final norm."""
         batch, channels, frames, height, width = video.shape
         if frames != self.num_frames:
             raise ValueError(f"this model takes clips of {self.num_frames} frames, got {frames}")
+        if self.backbone_dtype != torch.float32 and not torch.is_autocast_enabled(video.device.type):
+            raise RuntimeError(f"the backbone is stored in {self.backbone_dtype} (train.backbone_storage): run the "
+                               f"model under torch.autocast({video.device.type!r}, dtype={self.backbone_dtype})")
         x = video.transpose(1, 2).reshape(batch * frames, channels, height, width)
         x = self.backbone.embed(x)
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
         for index in range(self.num_blocks):
-            x = self.backbone.transition(index, x)
-            pre_attn, pre_mlp = self._block_adapters(index)
-            if pre_attn is not None:
-                x = pre_attn(x)
-            x = x + self.backbone.attn_branch(index, x)
-            if pre_mlp is not None:
-                x = pre_mlp(x)
-            x = x + self.backbone.mlp_branch(index, x)
+            if recompute:
+                x = checkpoint(self._block, index, x, use_reentrant=False)
+            else:
+                x = self._block(index, x)
         features = self.backbone.frame_features(x)
         features = features.reshape(batch, frames, -1).mean(dim=1)
         return self.backbone.video_norm(features)
@@ -145,10 +226,11 @@ class VideoClassifier(nn.Module):
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors that training changes (adapters and head): what a checkpoint stores."""
+        """The tensors that training changes (those of `tuning`): what a checkpoint stores."""
         return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
 
     def parameter_counts(self) -> dict[str, int]:
+        """Parameters in all, and those that train under this model's `tuning`."""
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"total": total, "trainable": trainable}
@@ -199,7 +281,9 @@ def build_model(config: ModelConfig, weights: str | Path | None = None) -> Built
             "source": str(weights) if tag else str(path.resolve()),
             "fingerprint": fingerprint(backbone),
         }
-    model = VideoClassifier(backbone, config.num_classes, config.num_frames, config.adapter, config.dropout)
+    model = VideoClassifier(
+        backbone, config.num_classes, config.num_frames, config.adapter, config.dropout, tuning=config.tuning
+    )
     return BuiltModel(model, config, variant, plugin, weights_info, report)
 
 

@@ -62,6 +62,9 @@ class ClipBackbone(FrameBackbone):
         block = self._blocks[index]
         return block.ls_2(block.mlp(block.ln_2(x)))
 
+    def block_modules(self, index: int) -> list[nn.Module]:
+        return [self._blocks[index]]
+
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, 0]
 

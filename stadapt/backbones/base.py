@@ -46,6 +46,15 @@ class FrameBackbone(nn.Module):
         """The MLP residual branch of block `index`: the block does x = x + mlp_branch(x)."""
         raise NotImplementedError
 
+    def block_modules(self, index: int) -> list[nn.Module]:
+        """The modules that hold block `index`'s parameters (all of them, nothing of another block or of
+        the final norm): what `tuning=partial_finetune` trains for the last block. Optional part of the
+        plugin contract; without it, that tuning mode is unavailable for the backbone."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement FrameBackbone.block_modules(index), the part of the "
+            "backbone plugin contract (stadapt.backbones.base) that names each block's modules"
+        )
+
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens after the last block -> (N, feature_width) per-frame features, before the final norm."""
         raise NotImplementedError

@@ -6,7 +6,8 @@
 or `stadapt backbones --check NAME`. It builds the plugin's small test variant and checks what the
 core relies on: the declared token layouts, that the branch decomposition reproduces the model's own
 forward pass, that adapters start as the identity yet learn and mix time without touching prefix
-tokens, that only adapters and head train, and that weights round-trip with loud errors on bad files.
+tokens, that only adapters and head train, that `block_modules` (optional) names each block's
+parameters, and that weights round-trip with loud errors on bad files.
 """
 
 from __future__ import annotations
@@ -134,6 +135,30 @@ def check_plugin(plugin: BackbonePlugin, variant: str | None = None, *, frames: 
                 f"frame features have shape {tuple(ours.shape)}, expected {(frames, backbone.feature_width)}")
         _expect(_close(ours, native), f"embed -> branches -> features differs from native_forward by "
                                       f"{float((ours - native).abs().max()):.3g}")
+
+    @check("block_modules name each block's parameters (partial fine-tuning)")
+    def _() -> str:
+        fresh = _build(plugin, info.name, seed=0)
+        count = len(fresh.block_layouts())
+        try:
+            named = [{id(p) for m in fresh.block_modules(i) for p in m.parameters()} for i in range(count)]
+        except NotImplementedError:
+            return "not provided (optional): tuning=partial_finetune is unavailable for this backbone"
+        params = list(fresh.parameters())
+        x = fresh.embed(images).detach()
+        for index in range(count):
+            _expect(bool(named[index]), f"block_modules({index}) holds no parameters")
+            _expect(all(not named[index] & named[j] for j in range(index)),
+                    f"block_modules({index}) shares parameters with another block")
+            x = fresh.transition(index, x).detach()
+            y = x + fresh.attn_branch(index, x)
+            out = y + fresh.mlp_branch(index, y)
+            grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
+            used = {id(p) for p, g in zip(params, grads, strict=True) if g is not None}
+            _expect(used <= named[index], f"block {index}'s branches use parameters that block_modules({index}) "
+                                          "does not name")
+            x = out.detach()
+        return f"{count} blocks"
 
     def video_model(adapter: AdapterConfig | None) -> VideoClassifier:
         torch.manual_seed(2)

@@ -15,7 +15,7 @@ import torch
 from stadapt.adapters.config import AdapterConfig
 from stadapt.backbones.plugin import VariantInfo
 from stadapt.errors import StadaptError
-from stadapt.model import BuiltModel, ModelConfig, build_model
+from stadapt.model import BuiltModel, ModelConfig, VideoClassifier, build_model
 from stadapt.recipe import Recipe
 
 
@@ -81,11 +81,60 @@ def model_config(recipe: Recipe, num_classes: int) -> ModelConfig:
         adapter=adapter,
         dropout=recipe.model.dropout,
         backbone_options=dict(recipe.backbone.options),
+        tuning=recipe.tuning,
     )
 
 
-def build_from_recipe(recipe: Recipe, num_classes: int) -> BuiltModel:
-    return build_model(model_config(recipe, num_classes), weights=recipe.backbone.weights)
+def build_from_recipe(recipe: Recipe, num_classes: int, device: torch.device | str | None = None) -> BuiltModel:
+    """The model of `recipe` with its tuning mode and memory options (`train.backbone_storage`,
+    `train.checkpointing`) applied, still on the CPU. `device` (default: the recipe's `train.device`)
+    is where it will train, which decides `backbone_storage: auto`."""
+    built = build_model(model_config(recipe, num_classes), weights=recipe.backbone.weights)
+    device = resolve_device(recipe.train.device) if device is None else torch.device(device)
+    apply_memory_options(
+        built.model,
+        storage=recipe.train.backbone_storage,
+        checkpointing=recipe.train.checkpointing,
+        precision=resolve_precision(recipe.train.precision, device),
+        device=device,
+    )
+    return built
+
+
+def backbone_storage_dtype(storage: str, model: VideoClassifier, precision: Precision, device: torch.device):
+    """The dtype to keep the backbone in, or None for float32.
+
+    `half`: the autocast dtype (bf16, or fp16 on GPUs without bf16), for a frozen backbone only;
+    `auto`: the same where it is safe: on CUDA, with autocast on, the backbone frozen; `fp32`: never.
+    """
+    if storage == "fp32":
+        return None
+    if storage == "auto":
+        safe = device.type == "cuda" and precision.dtype is not None and not model.backbone_trains
+        return precision.dtype if safe else None
+    if model.backbone_trains:
+        raise StadaptError(
+            f"train.backbone_storage=half keeps the backbone in 16 bits, but tuning={model.tuning} trains "
+            "backbone parameters (they need float32)",
+            "set train.backbone_storage=auto (or fp32), or use tuning=st_adapter or linear",
+        )
+    if precision.dtype is None:
+        raise StadaptError(
+            "train.backbone_storage=half needs autocast to run the 16-bit backbone, but this run uses "
+            f"float32 (train.precision={precision.name} on {device})",
+            "set train.precision=bf16 (or fp16 on CUDA), or train.backbone_storage=auto",
+        )
+    return precision.dtype
+
+
+def apply_memory_options(
+    model: VideoClassifier, *, storage: str, checkpointing: bool, precision: Precision, device: torch.device
+) -> None:
+    """`train.backbone_storage` and `train.checkpointing` (activation checkpointing of the blocks)."""
+    dtype = backbone_storage_dtype(storage, model, precision, device)
+    if dtype is not None:
+        model.store_backbone_as(dtype)
+    model.checkpointing = checkpointing
 
 
 def parse_views(text: str) -> tuple[int, int]:
