@@ -1,0 +1,50 @@
+"""`stadapt bench-train`: peak training memory and step time of ST-Adapter vs full fine-tuning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def bench_train(
+    backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="plugin:variant (random weights: no download)."),
+    frames: int = typer.Option(8, "--frames", min=1, help="Frames per clip."),
+    micro_batch: int = typer.Option(4, "--micro-batch", min=1, help="Clips per training step."),
+    steps: int = typer.Option(3, "--steps", min=1, help="Measured steps per mode (after one warm-up step)."),
+    modes: str = typer.Option("st_adapter,full_finetune", "--modes",
+                              help="Comma-separated tuning modes: st_adapter, linear, full_finetune, "
+                                   "partial_finetune."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16 (autocast), as "
+                                                              "train.precision."),
+    backbone_storage: str = typer.Option("auto", "--backbone-storage",
+                                         help="auto, fp32 or half, as train.backbone_storage; half applies to "
+                                              "modes whose backbone is frozen (a trained backbone stays fp32)."),
+    checkpointing: bool = typer.Option(False, "--checkpointing", help="Activation checkpointing of the blocks."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
+) -> None:
+    """Measure training memory and speed per tuning mode: forward + backward + AdamW step on random
+    clips, as `stadapt train` runs them (autocast and backbone storage of train.precision=auto and
+    train.backbone_storage=auto). On the CPU each mode runs in a fresh process and memory is the peak
+    resident-set growth over the built model; on CUDA it is torch.cuda.max_memory_allocated."""
+    from stadapt.bench.train_memory import bench_train_memory, format_report
+    from stadapt.fileio import atomic_write_text
+
+    chosen = [m.strip() for m in modes.split(",") if m.strip()]
+    from stadapt.errors import StadaptError
+
+    if precision not in ("auto", "fp32", "bf16", "fp16") or backbone_storage not in ("auto", "fp32", "half"):
+        raise StadaptError(f"unknown --precision {precision!r} or --backbone-storage {backbone_storage!r}",
+                           "precision: auto, fp32, bf16, fp16; backbone storage: auto, fp32, half")
+    report = bench_train_memory(backbone, frames=frames, micro_batch=micro_batch, steps=steps, modes=chosen,
+                                device=device, precision=precision, backbone_storage=backbone_storage,
+                                checkpointing=checkpointing,
+                                progress=None if quiet else lambda m: typer.echo(m, err=True))
+    typer.echo(format_report(report))
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
+        if not quiet:
+            typer.echo(f"wrote {json_out}")
