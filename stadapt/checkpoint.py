@@ -36,11 +36,13 @@ def write_checkpoint(
     *,
     overwrite: bool = False,
     extra_files: Mapping[str, bytes] | None = None,
+    keep_replaced_as: Path | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically; an existing directory is replaced only with `overwrite`.
 
     `extra_files` (name -> bytes) land in the same directory in the same atomic step, e.g. the
-    trainer state that lets a run resume.
+    trainer state that lets a run resume. `keep_replaced_as` renames the directory being replaced
+    there instead of deleting it (how a run keeps its last N checkpoints without copying).
     """
     from safetensors.torch import save_file
 
@@ -59,11 +61,12 @@ def write_checkpoint(
         for name, data in (extra_files or {}).items():
             (staging / name).write_bytes(data)
         if out.exists():
-            trash = out.with_name(f".{out.name}.old")
+            trash = keep_replaced_as or out.with_name(f".{out.name}.old")
             shutil.rmtree(trash, ignore_errors=True)
             os.replace(out, trash)
             os.replace(staging, out)
-            shutil.rmtree(trash, ignore_errors=True)
+            if keep_replaced_as is None:
+                shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(staging, out)
     finally:

@@ -80,6 +80,41 @@ def predict(
     )
 
 
+def predict_sharded(
+    model: torch.nn.Module,
+    entries: list[Any],
+    make_dataset: Any,
+    world: Any,
+    **kwargs: Any,
+) -> Predictions:
+    """`predict` with the videos split over the processes of `world` (video i goes to process
+    i mod N: no video twice, none dropped), merged on every process in list order.
+
+    `make_dataset(entries)` builds the dataset of a shard; `kwargs` go to `predict`.
+    """
+    if world.size == 1:
+        return predict(model, make_dataset(entries), **kwargs)
+    positions = list(range(world.rank, len(entries), world.size))
+    part = predict(model, make_dataset([entries[i] for i in positions]), **kwargs)
+    local = {
+        "probs": part.probs,
+        "labels": part.labels,
+        "indices": torch.tensor([positions[i] for i in part.indices.tolist()], dtype=torch.long),
+        "skipped": [{**s, "index": positions[s["index"]]} for s in part.skipped],
+        "seconds": part.seconds,
+    }
+    parts = world.gather(local)
+    indices = torch.cat([q["indices"] for q in parts])
+    order = indices.argsort()
+    return Predictions(
+        probs=torch.cat([q["probs"] for q in parts])[order],
+        labels=torch.cat([q["labels"] for q in parts])[order],
+        indices=indices[order],
+        skipped=sorted((s for q in parts for s in q["skipped"]), key=lambda s: s["index"]),
+        seconds=max(q["seconds"] for q in parts),
+    )
+
+
 def summarize(pred: Predictions, classes: list[str]) -> dict[str, Any]:
     """Top-1, top-5 (top-k for fewer classes), per-class and mean-class accuracy, confusion matrix."""
     n, c = len(pred.labels), len(classes)

@@ -12,7 +12,16 @@ import warnings
 import typer
 
 from stadapt import __version__
-from stadapt.cli import backbones, bench_data, evaluate, import_checkpoint, prepare_data, quickstart, train
+from stadapt.cli import (
+    backbones,
+    bench_data,
+    bench_train,
+    evaluate,
+    import_checkpoint,
+    prepare_data,
+    quickstart,
+    train,
+)
 from stadapt.errors import StadaptError
 
 app = typer.Typer(
@@ -43,6 +52,7 @@ app.add_typer(prepare_data.app, name="prepare-data")
 app.command("train", context_settings={"allow_interspersed_args": True})(train.train)
 app.command("eval")(evaluate.evaluate)
 app.command("bench-data")(bench_data.bench_data)
+app.command("bench-train")(bench_train.bench_train)
 app.command("backbones")(backbones.backbones)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
 

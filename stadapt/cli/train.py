@@ -13,26 +13,44 @@ def train(
                                           help="Recipe overrides, e.g. optim.lr=1e-3 data.root=/data/k400."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the recipe's output.dir from its "
                                                         "last checkpoint (same recipe required)."),
+    auto_resume: bool = typer.Option(False, "--auto-resume",
+                                     help="Continue the run if output.dir holds one, else start it (for jobs that "
+                                          "may be preempted and restarted with the same command)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run in output.dir and start again."),
     stop_after: int = typer.Option(None, "--stop-after", min=1, metavar="STEPS",
                                    help="Stop after this many steps (with a checkpoint), e.g. to fit a job's time "
                                         "limit; continue later with --resume."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train ST-Adapters (or a linear probe) on a frozen image backbone, as the recipe says."""
+    """Train ST-Adapters (or a baseline) on a frozen image backbone, as the recipe says.
+
+    Multi-GPU: `torchrun --nproc_per_node N stadapt train RECIPE` (optim.batch_size is the global
+    batch). SIGTERM or Ctrl-C stop after the current step with a checkpoint; --resume continues."""
     from stadapt.errors import StadaptError
     from stadapt.recipe import describe_source, load_recipe
 
-    if resume and overwrite:
-        raise StadaptError("--resume and --overwrite contradict each other", "pass one of them")
+    if (resume or auto_resume) and overwrite:
+        raise StadaptError("--resume/--auto-resume and --overwrite contradict each other", "pass one of them")
     loaded = load_recipe(recipe, overrides or [])
     from stadapt.engine.loop import train as run_training
 
+    import signal
+
+    from stadapt.engine.distributed import world_from_env
+
     result = run_training(loaded, source=describe_source(str(recipe), overrides or []), resume=resume,
-                          overwrite=overwrite, progress=not quiet, stop_after=stop_after)
+                          auto_resume=auto_resume, overwrite=overwrite, progress=not quiet, stop_after=stop_after)
+    main = world_from_env().main
     if not result.extra["finished"]:
-        typer.echo(f"stopped at step {result.steps} of {result.extra['total_steps']}; continue with: "
-                   f"stadapt train {recipe} {' '.join(overrides or [])} --resume".replace("  ", " "))
+        why = f"interrupted by {result.extra['interrupted']}" if result.extra.get("interrupted") else "stopped"
+        if main:
+            typer.echo(f"{why} at step {result.steps} of {result.extra['total_steps']}; continue with: "
+                       f"stadapt train {recipe} {' '.join(overrides or [])} --resume".replace("  ", " "))
+        if result.extra.get("interrupted"):  # the conventional status of a job a signal ended
+            name = result.extra["interrupted"]
+            raise typer.Exit(128 + int(getattr(signal, name, signal.SIGTERM)))
+        return
+    if not main:
         return
     val = result.final_val or {}
     top1 = val.get("top1")

@@ -4,6 +4,8 @@
     RUN/metrics.jsonl          one JSON object per log / validation event
     RUN/curves.png             training curves, written at the end
     RUN/checkpoints/last/      adapters + head, metadata, trainer state (what --resume continues)
+    RUN/checkpoints/step_N/    earlier checkpoints, the newest `train.keep_checkpoints - 1` of them
+    RUN/tensorboard/           TensorBoard event files
     RUN/eval.json              written by `stadapt eval`
 """
 
@@ -41,11 +43,46 @@ class RunDir:
     def is_run(self) -> bool:
         return self.recipe.is_file()
 
+    def step_checkpoints(self) -> list[Path]:
+        """The kept earlier checkpoints, oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.glob("step_*") if (p / "stadapt.json").is_file())
+
+    def resume_checkpoint(self) -> Path | None:
+        """The checkpoint a resume continues from: `last`, or (if a crash hit the instant between
+        renaming it and putting the new one in place) the newest kept step checkpoint."""
+        if (self.last / "stadapt.json").is_file():
+            return self.last
+        kept = self.step_checkpoints()
+        return kept[-1] if kept else None
+
+    def save_checkpoint(self, step: int, tensors: Any, meta: dict[str, Any], extra_files: dict[str, bytes],
+                        keep: int) -> Path:
+        """Write `last` atomically; the one it replaces becomes `step_<its step>` while fewer than
+        `keep` checkpoints exist, and older step checkpoints are removed."""
+        from stadapt.checkpoint import write_checkpoint
+
+        previous = None
+        if keep > 1 and (self.last / "stadapt.json").is_file():
+            try:
+                old_step = int(json.loads((self.last / "stadapt.json").read_text()).get("step", 0))
+            except (OSError, ValueError, TypeError):
+                old_step = -1
+            if 0 <= old_step < step:
+                previous = self.checkpoints / f"step_{old_step:08d}"
+        write_checkpoint(self.last, tensors, meta, overwrite=True, extra_files=extra_files,
+                         keep_replaced_as=previous)
+        kept = self.step_checkpoints()
+        for stale in kept[: max(0, len(kept) - (keep - 1))]:
+            shutil.rmtree(stale, ignore_errors=True)
+        return self.last
+
     def start(self, *, resume: bool, overwrite: bool) -> None:
         """Make the directory ready: new, resumed or (only when asked) replaced; never silently reused."""
         occupied = self.path.exists() and any(self.path.iterdir())
         if resume:
-            if not (self.last / "stadapt.json").is_file():
+            if self.resume_checkpoint() is None:
                 raise RunError(
                     f"there is no run to resume in {self.path} (no checkpoints/last)",
                     "drop --resume to start it, or set output.dir=... to the run you mean",

@@ -58,17 +58,33 @@ def _optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": groups}
 
 
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's RNG states (CPU, and its CUDA devices when CUDA is in use)."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"cuda.{i}"] = rng
+    return states
+
+
 def state_files(
-    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, progress: Progress
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+    rng_states: list[dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, bytes]:
-    """The trainer-state files as bytes, for `write_checkpoint(extra_files=...)` (one atomic write)."""
+    """The trainer-state files as bytes, for `write_checkpoint(extra_files=...)` (one atomic write).
+
+    `rng_states` holds every process's `rng_state()` in rank order (default: this process's), so
+    each process of a distributed run resumes its own random streams (dropout masks).
+    """
     from safetensors.torch import save
 
     tensors, optim_meta = _optimizer_flat(optimizer)
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = rng
+    for rank, states in enumerate(rng_states or [rng_state()]):
+        prefix = "rng" if rank == 0 else f"rng.rank{rank}"
+        for name, value in states.items():
+            tensors[f"{prefix}.{name}"] = value
     meta = {"progress": asdict(progress), "optimizer": optim_meta, "scaler": scaler.state_dict()}
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     return {STATE_TENSORS: save(contiguous), STATE_META: (json.dumps(meta, indent=1) + "\n").encode()}
@@ -79,9 +95,10 @@ def has_state(checkpoint: Path) -> bool:
 
 
 def restore_state(
-    checkpoint: Path, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+    checkpoint: Path, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, rank: int = 0
 ) -> Progress:
-    """Load optimizer, scaler and RNG states written by `state_files`; returns the counters."""
+    """Load optimizer, scaler and RNG states written by `state_files` (process `rank`'s own RNG
+    states when the run was distributed); returns the counters."""
     from safetensors.torch import load_file
 
     if not has_state(checkpoint):
@@ -94,8 +111,10 @@ def restore_state(
         raise CheckpointError(f"the trainer state in {checkpoint} is damaged ({exc})", "start the run again") from exc
     if meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])
-    torch.set_rng_state(tensors["rng.cpu"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    prefix = f"rng.rank{rank}" if rank and f"rng.rank{rank}.cpu" in tensors else "rng"
+    torch.set_rng_state(tensors[f"{prefix}.cpu"])
+    names = [k for k in tensors if k.startswith(f"{prefix}.cuda.")]
+    cuda = [tensors[k] for k in sorted(names, key=lambda k: int(k.rsplit(".", 1)[1]))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
     return Progress(**meta["progress"])
