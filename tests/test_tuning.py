@@ -348,3 +348,22 @@ def test_bench_train_rejects_unknown_modes():
 
     with pytest.raises(StadaptError, match="unknown tuning mode"):
         bench_train_memory("clip:tiny", modes=["st_adapter", "lora"], device="cpu")
+
+
+def test_quick_gelu_keeps_one_tensor_for_backward_and_matches_open_clip():
+    from open_clip.transformer import QuickGELU as OpenClipQuickGELU
+    from stadapt_clip.backbone import QuickGELU
+
+    x = torch.randn(4, 7, 64, dtype=torch.float64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ours = QuickGELU()(x)
+    assert len(saved) == 1  # open_clip's expression keeps two: x and the sigmoid
+    reference = OpenClipQuickGELU()(x)
+    assert torch.equal(ours, reference)
+    grad = torch.randn_like(ours)
+    (mine,) = torch.autograd.grad(ours, x, grad)
+    (theirs,) = torch.autograd.grad(reference, x, grad)
+    assert torch.allclose(mine, theirs, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        assert torch.equal(QuickGELU()(x), reference)
