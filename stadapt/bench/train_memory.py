@@ -17,6 +17,8 @@ Memory, measured from the moment the model is on the device (its weights are the
   RSS (`VmRSS` in /proc/self/status) and resets its high-water mark (writing 5 to
   /proc/self/clear_refs); after the steps it reads the high-water mark (`VmHWM`).
   `peak_increase` = VmHWM - that RSS; `peak` = VmHWM (the whole process: Python, libraries, model).
+  The subprocess runs with glibc's MALLOC_MMAP_THRESHOLD_ fixed at 128 KiB (unless set), so that
+  freed tensors return to the system instead of staying in the allocator's heap and in RSS.
   Where the mark cannot be reset, VmHWM covers the process's whole life (model building included;
   the report's `memory_method` says so); without /proc, `resource.getrusage` gives the peak alone.
 """
@@ -180,6 +182,10 @@ def _measure_in_subprocess(options: dict[str, Any]) -> dict[str, Any]:
     its last line of output."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same imports as this process
+    # glibc keeps freed large blocks (its mmap threshold grows as they are freed), so RSS would count
+    # memory the allocator holds but no tensor uses; a fixed threshold returns it, making RSS track
+    # live memory as torch.cuda.max_memory_allocated does on a GPU
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", "131072")
     done = subprocess.run(
         [sys.executable, "-m", "stadapt.bench.train_memory", json.dumps(options)],
         capture_output=True, text=True, env=env,
