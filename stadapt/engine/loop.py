@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from stadapt.checkpoint import model_meta
-from stadapt.engine.distributed import BatchPlan, World, init_world, plan_batches, process_device, shutdown
+from stadapt.engine.distributed import (
+    BatchPlan,
+    World,
+    init_world,
+    plan_batches,
+    process_device,
+    shutdown,
+    world_from_env,
+)
 from stadapt.engine.optim import build_optimizer, set_lr
 from stadapt.engine.reporting import RunLog, peak_memory_mb
 from stadapt.engine.rundir import RunDir, read_metrics
@@ -91,19 +99,13 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, aut
     `stop_after` ends this invocation after that many steps with a checkpoint. Under torchrun every
     process calls this; only the first writes.
     """
-    device = resolve_device(recipe.train.device)
-    world = init_world(process_device(device, _env_world()))
+    device = process_device(resolve_device(recipe.train.device), world_from_env())  # this process's GPU
+    world = init_world(device)
     try:
-        return _train(recipe, world, process_device(device, world), source=source, resume=resume,
-                      auto_resume=auto_resume, overwrite=overwrite, progress=progress, stop_after=stop_after)
+        return _train(recipe, world, device, source=source, resume=resume, auto_resume=auto_resume,
+                      overwrite=overwrite, progress=progress, stop_after=stop_after)
     finally:
         shutdown(world)
-
-
-def _env_world() -> World:
-    from stadapt.engine.distributed import world_from_env
-
-    return world_from_env()
 
 
 def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, resume: bool, auto_resume: bool,
