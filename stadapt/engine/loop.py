@@ -115,8 +115,18 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     from stadapt.data.prepared import open_prepared
     from stadapt.recipe import load_recipe
 
+    # everything that can refuse the run is checked before the run directory is touched
+    precision = resolve_precision(recipe.train.precision, device)
+    plan = plan_batches(recipe.optim.batch_size, recipe.micro_batch, world.size)
+    prepared = open_prepared(recipe.data.root)
+    train_entries = prepared.entries(recipe.data.train_list)
+    val_entries = prepared.entries(recipe.data.val_list)
+
     run = RunDir(recipe.output.dir)
-    resume = resume or (auto_resume and run.resume_checkpoint() is not None)  # decided before anyone writes
+    found = run.resume_checkpoint()  # decided by every process before any of them writes
+    resume = resume or (auto_resume and found is not None)
+    # --auto-resume restarts a run that died before its first checkpoint: it has nothing to lose
+    overwrite = overwrite or (auto_resume and found is None and run.is_run())
     if world.main:
         run.start(resume=resume, overwrite=overwrite)
         if resume:
@@ -125,12 +135,6 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
             dump_recipe(recipe, run.recipe, source=source)
     world.barrier()
     progress = progress and world.main
-
-    precision = resolve_precision(recipe.train.precision, device)
-    plan = plan_batches(recipe.optim.batch_size, recipe.micro_batch, world.size)
-    prepared = open_prepared(recipe.data.root)
-    train_entries = prepared.entries(recipe.data.train_list)
-    val_entries = prepared.entries(recipe.data.val_list)
 
     torch.manual_seed(recipe.train.seed)
     built = build_from_recipe(recipe, len(prepared.classes), device=device)
