@@ -38,8 +38,13 @@ def predict(
     precision: Any = None,
     progress: bool = True,
     desc: str = "eval",
+    max_clips: int | None = None,
 ) -> Predictions:
-    """Run every video's views through `model` and fuse them (dataset items are (V, 3, T, S, S))."""
+    """Run every video's views through `model` and fuse them (dataset items are (V, 3, T, S, S)).
+
+    `max_clips` bounds the clips (views) per forward pass: a batch's views run in chunks of that size,
+    so memory does not grow with T x S.
+    """
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
@@ -62,8 +67,10 @@ def predict(
             video = batch["video"].to(device, non_blocking=True)
             b, v = video.shape[:2]
             context = precision.autocast(device) if precision is not None else torch.autocast(device.type, enabled=False)
+            clips = video.flatten(0, 1)
+            step = max_clips or len(clips)
             with context:
-                logits = model(video.flatten(0, 1))
+                logits = torch.cat([model(clips[i : i + step]) for i in range(0, len(clips), step)])
             fused = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1)
             probs.append(fused.cpu())
             labels.append(batch["label"])
@@ -192,8 +199,11 @@ def run_eval(
     backbone_weights: str | None = None,
     out: Path | None = None,
     progress: bool = True,
+    max_clips: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Evaluate a checkpoint on a list; write the JSON report and a confusion-matrix PNG beside it."""
+    """Evaluate a checkpoint on a list; write the JSON report, a per-video predictions CSV and a
+    confusion-matrix PNG beside it. Under torchrun the videos are split over the processes (none
+    twice, none dropped) and only the first process writes."""
     import json
 
     from stadapt import __version__
@@ -222,17 +232,23 @@ def run_eval(
     entries = prepared.entries(list_file)
     view_text = views or data.get("views", "1x1")
     temporal, spatial = parse_views(view_text)
-    torch_device = resolve_device(device)
+    from stadapt.engine.distributed import init_world, process_device, world_from_env
+
+    torch_device = process_device(resolve_device(device), world_from_env())
+    world = init_world(torch_device)
     model = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device)
     from stadapt.backbones.registry import parse_backbone
 
     _, variant = parse_backbone(meta["model"]["backbone"])
     frames = int(meta["model"]["num_frames"])
-    dataset = eval_dataset(entries, variant, frames=frames, sampling=data.get("sampling", "stride"),
-                           stride=int(data.get("stride", 16)), views=(temporal, spatial))
-    pred = predict(model, dataset, batch_size=batch_size,
-                   num_workers=workers if workers is not None else int(data.get("num_workers", 2)),
-                   device=torch_device, progress=progress)
+
+    def dataset(part: list[Any]) -> Any:
+        return eval_dataset(part, variant, frames=frames, sampling=data.get("sampling", "stride"),
+                            stride=int(data.get("stride", 16)), views=(temporal, spatial))
+
+    pred = predict_sharded(model, entries, dataset, world, batch_size=batch_size,
+                           num_workers=workers if workers is not None else int(data.get("num_workers", 2)),
+                           device=torch_device, progress=progress and world.main, max_clips=max_clips)
     summary = summarize(pred, classes)
     list_path = prepared.list_path(list_file)
     report = {
@@ -251,6 +267,7 @@ def run_eval(
         "stride": data.get("stride"),
         "crop_size": variant.image_size,
         "short_side": variant.image_size,
+        "processes": world.size,
         "listed": len(entries),
         "skipped": len(pred.skipped),
         "skipped_videos": pred.skipped,
@@ -260,8 +277,36 @@ def run_eval(
     if out is None:
         out = (run if run is not None else checkpoint) / "eval.json"
     out = Path(out)
+    if not world.main:
+        return report, out
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".predictions.csv"), predictions_csv(pred, entries, classes))
     if summary["videos"]:
         confusion_matrix(summary["confusion"], classes, out.with_suffix(".confusion.png"),
                          title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% ({report['views']})")
     return report, out
+
+
+def predictions_csv(pred: Predictions, entries: list[Any], classes: list[str]) -> str:
+    """One row per listed video: its label, the fused top-1 (and top-5) prediction, or why it was skipped."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "path", "label", "label_name", "status", "prediction", "prediction_name",
+                     "probability", "correct", "top5", "error"])
+    k = min(5, len(classes))
+    rows: dict[int, list[Any]] = {}
+    for row, index in enumerate(pred.indices.tolist()):
+        probs = pred.probs[row]
+        top = probs.topk(k).indices.tolist()
+        label = int(pred.labels[row])
+        rows[index] = [label, classes[label], "ok", top[0], classes[top[0]], f"{float(probs[top[0]]):.6f}",
+                       int(top[0] == label), "|".join(classes[i] for i in top), ""]
+    for skipped in pred.skipped:
+        label = entries[skipped["index"]].label
+        rows[skipped["index"]] = [label, classes[label], "skipped", "", "", "", "", "", skipped["error"]]
+    for index in sorted(rows):
+        writer.writerow([index, str(entries[index].path), *rows[index]])
+    return buffer.getvalue()

@@ -356,9 +356,22 @@ def test_ssv2_pipeline_randaugment_then_resized_crop_one_draw_per_clip():
         TrainTransform(16, CLIP_MEAN, CLIP_STD, crop="center")
 
 
+def test_any_number_of_spatial_views_spreads_crops_along_the_long_side():
+    unit = dict(mean=(0, 0, 0), std=(1, 1, 1))
+    assert TestTransform(16, **unit, spatial_views=2).crop_offsets(16, 40) == [(0, 0), (0, 24)]
+    assert TestTransform(16, **unit, spatial_views=3).crop_offsets(16, 40) == [(0, 0), (0, 12), (0, 24)]
+    assert TestTransform(16, **unit, spatial_views=5).crop_offsets(40, 16) == [(0, 0), (6, 0), (12, 0), (18, 0),
+                                                                              (24, 0)]
+    assert TestTransform(16, **unit, spatial_views=4).crop_offsets(16, 16) == [(0, 0)] * 4  # square: one place
+    views = TestTransform(16, **unit, spatial_views=4)(x_gradient(2, 16, 40))
+    assert views.shape == (4, 3, 2, 16, 16)
+    means = [float(v.mean()) for v in views]
+    assert means == sorted(means) and len(set(means)) == 4
+
+
 def test_transform_arguments_are_checked():
-    with pytest.raises(DataError, match="spatial views must be 1 or 3"):
-        TestTransform(16, CLIP_MEAN, CLIP_STD, spatial_views=2)
+    with pytest.raises(DataError, match="spatial views must be >= 1"):
+        TestTransform(16, CLIP_MEAN, CLIP_STD, spatial_views=0)
     with pytest.raises(DataError, match="unknown interpolation"):
         TrainTransform(16, CLIP_MEAN, CLIP_STD, interpolation="nearest")
     with pytest.raises(DataError, match="scale"):

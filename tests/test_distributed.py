@@ -175,3 +175,29 @@ def test_checkpoints_kept_tensorboard_and_auto_resume_of_a_fresh_run(data: Path,
     assert all(e["peak_memory_mb"] > 0 for e in train)
     again = run_cli("train", str(path), f"output.dir={run}", "--auto-resume", "-q")  # finished: nothing to do
     assert again.returncode == 0, again.stderr
+
+
+def test_torchrun_eval_splits_videos_without_duplicates(data: Path, tmp_path: Path) -> None:
+    path = recipe(tmp_path, data, steps=2)
+    run = tmp_path / "run"
+    assert run_cli("train", str(path), f"output.dir={run}", "-q").returncode == 0
+    single = run_cli("eval", str(run), "--views", "2x3", "--out", str(tmp_path / "one.json"), "-q")
+    assert single.returncode == 0, single.stderr
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", "stadapt", "eval", str(run),
+         "--views", "2x3", "--out", str(tmp_path / "two.json"), "-q"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1  # one process prints and writes
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["processes"] == 2 and one["processes"] == 1
+    assert two["videos"] == one["videos"] == 6 and two["top1"] == one["top1"]
+    import csv
+
+    rows = {n: list(csv.DictReader((tmp_path / f"{n}.predictions.csv").open())) for n in ("one", "two")}
+    keys = ("index", "path", "label", "status", "prediction")
+    assert [[r[k] for k in keys] for r in rows["two"]] == [[r[k] for k in keys] for r in rows["one"]]
+    assert [r["index"] for r in rows["two"]] == [str(i) for i in range(6)]  # each video once, in list order

@@ -140,7 +140,7 @@ def test_three_mistakes_are_one_error_in_file_order(workdir: Path) -> None:
         ("adapter:\n  positions: [pre_mlp, pre_mlp]\n", "adapter.positions", "twice"),
         ("adapter:\n  kernel: [2, 1, 1]\n", "adapter.kernel", "odd"),
         ("adapter:\n  kernel: [3, 1]\n", "adapter.kernel", "expected a list of 3 whole numbers, got 2 items"),
-        ("data:\n  root: data\n  views: 2x2\n", "data.views", "'2x2'"),
+        ("data:\n  root: data\n  views: 2x0\n", "data.views", "'2x0'"),
         ("model:\n  dropout: 1.0\n", "model.dropout", "must be < 1"),
         ("optim:\n  warmup_steps: 10\n  steps: 10\n", "optim.warmup_steps", "less than steps"),
         ("lr: 1\n", "lr", "did you mean optim.lr?"),

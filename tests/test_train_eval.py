@@ -166,3 +166,30 @@ def test_training_survives_broken_videos_and_logs_them(dataset: Path, tmp_path: 
     last_train = [e for e in events if e["split"] == "train"][-1]
     assert last_train["step"] == 4 and last_train["bad_videos"] == len(bad)
     assert f"cannot decode {empty}" in result.stdout + result.stderr and "replaced by another video" in result.stdout
+
+
+def test_eval_chunks_views_and_writes_per_video_predictions(dataset: Path, tmp_path: Path) -> None:
+    import csv
+
+    recipe = write_recipe(tmp_path, dataset)
+    run = tmp_path / "run"
+    assert run_cli("train", str(recipe), "optim.steps=2", f"output.dir={run}", "-q").returncode == 0
+    whole = run_cli("eval", str(run), "--views", "3x2", "--out", str(tmp_path / "whole.json"), "-q")
+    assert whole.returncode == 0, whole.stderr
+    chunked = run_cli("eval", str(run), "--views", "3x2", "--max-clips", "4", "--out", str(tmp_path / "chunk.json"),
+                      "-q")
+    assert chunked.returncode == 0, chunked.stderr
+    rows = list(csv.DictReader((tmp_path / "chunk.predictions.csv").open()))
+    assert len(rows) == 7 and [int(r["index"]) for r in rows] == list(range(7))  # every listed video, in order
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    assert len(skipped) == 1 and skipped[0]["path"].endswith("broken.mp4") and "cannot decode" in skipped[0]["error"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    report = json.loads((tmp_path / "chunk.json").read_text())
+    assert report["views"] == "3x2" and report["videos"] == len(ok) == 6
+    assert sum(int(r["correct"]) for r in ok) == round(report["top1"] * 6)
+    assert all(r["prediction_name"] == r["top5"].split("|")[0] for r in ok)
+    # chunking the views changes the memory, not the answer
+    whole_rows = list(csv.DictReader((tmp_path / "whole.predictions.csv").open()))
+    for a, b in zip(rows, whole_rows, strict=True):
+        assert a["prediction"] == b["prediction"]
+        assert abs(float(a["probability"] or 0) - float(b["probability"] or 0)) < 1e-5

@@ -159,20 +159,23 @@ class TestTransform(_Normalising):
         interpolation: str = "bicubic",
     ) -> None:
         super().__init__(size, mean, std, interpolation)
-        if spatial_views not in (1, 3):
-            raise DataError(f"spatial views must be 1 or 3, got {spatial_views}",
+        if int(spatial_views) < 1:
+            raise DataError(f"spatial views must be >= 1, got {spatial_views}",
                             "1 = centre crop, 3 = start/centre/end crops along the long side")
         self.spatial_views = int(spatial_views)
 
     def crop_offsets(self, height: int, width: int) -> list[tuple[int, int]]:
-        """(top, left) of each crop in a frame already resized to short side `size`."""
+        """(top, left) of each crop in a frame already resized to short side `size`: 1 view = the centre
+        crop; S views = S crops evenly spaced along the long side, first and last at its ends (3 =
+        start, centre, end: the paper's 3 spatial views)."""
         s = self.size
         centre = ((height - s) // 2, (width - s) // 2)
         if self.spatial_views == 1:
             return [centre]
+        n = self.spatial_views
         if width >= height:
-            return [(centre[0], left) for left in (0, (width - s) // 2, width - s)]
-        return [(top, centre[1]) for top in (0, (height - s) // 2, height - s)]
+            return [(centre[0], (k * (width - s)) // (n - 1) if k < n - 1 else width - s) for k in range(n)]
+        return [((k * (height - s)) // (n - 1) if k < n - 1 else height - s, centre[1]) for k in range(n)]
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         clip = resize_short_side(_to_float_tchw(frames), self.size, self.interpolation)

@@ -143,8 +143,8 @@ def parse_views(text: str) -> tuple[int, int]:
         temporal, spatial = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise StadaptError(f"views '{text}' is not TxS", "write temporal x spatial views, e.g. --views 1x3") from None
-    if temporal < 1 or spatial not in (1, 3):
-        raise StadaptError(f"views '{text}': need T >= 1 and S = 1 or 3", "e.g. --views 3x1 or 1x3")
+    if temporal < 1 or spatial < 1:
+        raise StadaptError(f"views '{text}': need T >= 1 and S >= 1", "e.g. --views 3x1 or 1x3")
     return temporal, spatial
 
 

@@ -139,7 +139,7 @@ class AugmentSection(_Section):
         return value
 
 
-VIEWS = re.compile(r"^[1-9][0-9]*x(1|3)$")
+VIEWS = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*$")
 
 
 class DataSection(_Section):
@@ -162,7 +162,7 @@ class DataSection(_Section):
         if not VIEWS.match(value):
             raise PydanticCustomError(
                 "views",
-                "expected TxS test views like '1x1' or '4x3' (S is 1 or 3), got {value}",
+                "expected TxS test views like '1x1', '3x1' or '1x3' (T, S >= 1), got {value}",
                 {"value": repr(value)},
             )
         return value
