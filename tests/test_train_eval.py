@@ -193,3 +193,32 @@ def test_eval_chunks_views_and_writes_per_video_predictions(dataset: Path, tmp_p
     for a, b in zip(rows, whole_rows, strict=True):
         assert a["prediction"] == b["prediction"]
         assert abs(float(a["probability"] or 0) - float(b["probability"] or 0)) < 1e-5
+
+
+def test_predict_prints_parseable_top_k_and_reports_bad_videos(dataset: Path, tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, dataset)
+    run = tmp_path / "run"
+    assert run_cli("train", str(recipe), "optim.steps=2", f"output.dir={run}", "-q").returncode == 0
+    videos = [dataset / "videos" / "val" / "00_0000.mp4", dataset / "videos" / "val" / "01_0001.mp4"]
+    result = run_cli("predict", *map(str, videos), "--checkpoint", str(run), "--top-k", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["video"] for line in lines] == [str(v) for v in videos]
+    for line in lines:
+        assert [t["class"] for t in line["top"]] and len(line["top"]) == 2
+        assert {t["class"] for t in line["top"]} == {"moving right", "moving left"}
+        assert abs(sum(t["probability"] for t in line["top"]) - 1) < 1e-4  # 2 classes: top-2 covers all
+        assert line["top"][0]["probability"] >= line["top"][1]["probability"]
+    # the same probabilities as stadapt eval's per-video predictions for those videos (1x1 views)
+    evaluated = run_cli("eval", str(run), "--views", "1x1", "-q")
+    assert evaluated.returncode == 0, evaluated.stderr
+    import csv
+
+    rows = {r["path"]: r for r in csv.DictReader((run / "eval.predictions.csv").open())}
+    for video, line in zip(videos, lines):
+        row = rows[str(video)]
+        assert row["prediction_name"] == line["top"][0]["class"]
+        assert abs(float(row["probability"]) - line["top"][0]["probability"]) < 1e-4
+    broken = run_cli("predict", str(dataset / "videos" / "broken.mp4"), str(videos[0]), "--checkpoint", str(run))
+    assert broken.returncode == 1 and "error: cannot decode" in broken.stdout and str(videos[0]) in broken.stdout
+    assert "Traceback" not in broken.stderr

@@ -18,6 +18,7 @@ from stadapt.cli import (
     bench_train,
     evaluate,
     import_checkpoint,
+    predict,
     prepare_data,
     quickstart,
     train,
@@ -53,6 +54,7 @@ app.command("train", context_settings={"allow_interspersed_args": True})(train.t
 app.command("eval")(evaluate.evaluate)
 app.command("bench-data")(bench_data.bench_data)
 app.command("bench-train")(bench_train.bench_train)
+app.command("predict")(predict.predict)
 app.command("backbones")(backbones.backbones)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
 
