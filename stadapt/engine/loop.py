@@ -143,6 +143,8 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     optimizer = build_optimizer(model, o, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scale_loss)
     state = Progress()
+    if recipe.model.init_from and not resume:
+        _init_adapters(model, Path(recipe.model.init_from))
     if resume:
         from stadapt.checkpoint import load_trainable, read_checkpoint
 
@@ -297,6 +299,26 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     return TrainResult(run.path, state.step, state.train_seconds, final_val, counts,
                        extra={"finished": state.step == o.steps, "total_steps": o.steps, "interrupted": interrupted,
                               "processes": world.size})
+
+
+def _init_adapters(model: torch.nn.Module, checkpoint: Path) -> None:
+    """Start from another run's adapters (model.init_from), strictly: every adapter tensor of this model
+    present with its shape; the source's head is left out (its classes are not this run's)."""
+    from stadapt.checkpoint import read_checkpoint
+    from stadapt.errors import CheckpointError, preview
+
+    _, tensors = read_checkpoint(checkpoint)
+    own = {k: p for k, p in model.named_parameters() if p.requires_grad and k.startswith("adapters.")}
+    problems = [f"{k} missing" for k in sorted(set(own) - set(tensors))]
+    problems += [f"{k}: {tuple(tensors[k].shape)} != {tuple(p.shape)}" for k, p in own.items()
+                 if k in tensors and tuple(tensors[k].shape) != tuple(p.shape)]
+    if problems or not own:
+        raise CheckpointError(f"model.init_from {checkpoint} does not fit this model's adapters: "
+                              f"{preview(problems, 3, '; ') or 'this model has no adapters'}",
+                              "start from a checkpoint of the same backbone and adapter layout")
+    with torch.no_grad():
+        for k, p in own.items():
+            p.copy_(tensors[k])
 
 
 def _wrap(model: torch.nn.Module, world: World, device: torch.device, *, compile_model: bool) -> torch.nn.Module:

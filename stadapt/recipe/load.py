@@ -338,6 +338,9 @@ def _resolve(data: dict[str, Any], default_name: str | None) -> None:
     backbone = data.get("backbone")
     if isinstance(backbone, dict) and isinstance(backbone.get("weights"), str) and weights_is_path(backbone["weights"]):
         backbone["weights"] = _absolute(backbone["weights"])
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("init_from"), str):
+        model["init_from"] = _absolute(model["init_from"])
 
 
 def _environment_problems(data: dict[str, Any], bad: set[KeyPath], check_files: bool) -> list[Problem]:
@@ -361,6 +364,11 @@ def _environment_problems(data: dict[str, Any], bad: set[KeyPath], check_files: 
             problems.append((("backbone", "weights"), f"file {weights} does not exist; {fix}"))
         elif not os.path.isfile(weights):
             problems.append((("backbone", "weights"), f"{weights} is a directory, not a weights file; {fix}"))
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    init = model.get("init_from")
+    if isinstance(init, str) and ("model", "init_from") not in bad and not os.path.isfile(os.path.join(init, "stadapt.json")):
+        problems.append((("model", "init_from"), f"{init} is not a stadapt checkpoint directory (no stadapt.json); "
+                                                 "pass runs/NAME/checkpoints/last"))
     section = data.get("data") if isinstance(data.get("data"), dict) else {}
     root = section.get("root")
     if not isinstance(root, str) or ("data", "root") in bad:

@@ -83,9 +83,14 @@ class AdapterSection(_Section):
 
 
 class ModelSection(_Section):
-    """The classifier head."""
+    """The classifier head, and where the adapters start from.
+
+    `init_from`: a stadapt checkpoint (e.g. of a Kinetics-400 run) whose adapters initialise this
+    run's; its head is not used (the classes differ). How finetune-transfer starts.
+    """
 
     dropout: Float = Field(0.5, ge=0, lt=1)
+    init_from: str | None = None
 
 
 class AugmentSection(_Section):

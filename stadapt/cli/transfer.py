@@ -1,0 +1,38 @@
+"""`stadapt finetune-transfer --from RUN --dataset ucf101|hmdb51 --root DIR`: K400 -> UCF/HMDB, all splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def finetune_transfer(
+    source: Path = typer.Option(None, "--from", help="The Kinetics-400 ST-Adapter run (or checkpoint) to start "
+                                                     "from; default: the latest run under ./runs."),
+    dataset: str = typer.Option(..., "--dataset", help="ucf101 or hmdb51."),
+    root: Path = typer.Option(..., "--root", help="The data set as published (ucfTrainTestlist/ + UCF-101/, or "
+                                                  "testTrainMulti_7030_splits/ + per-class folders)."),
+    splits: str = typer.Option("1,2,3", "--splits", help="Official splits to run, e.g. 1,2,3 or 1."),
+    out: Path = typer.Option(None, "--out", help="Directory for the prepared splits, runs and transfer.json; "
+                                                 "default: runs/<source>_to_<dataset>."),
+    overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...",
+                                          help="Recipe overrides for every split, e.g. optim.micro_batch=16."),
+    check: bool = typer.Option(False, "--check", help="Decode-check every video while preparing (quarantine)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace split runs that already exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Transfer a Kinetics-400 ST-Adapter model to UCF-101 or HMDB-51 as the paper does: new head,
+    backbone fixed, adapters at 1/10 learning rate and weight decay, 500 steps at batch 128, stride 8,
+    2x3 test views; prints per-split and mean top-1 and writes transfer.json."""
+    from stadapt.errors import StadaptError
+    from stadapt.transfer import finetune_transfer as run_transfer
+    from stadapt.transfer import format_summary
+
+    try:
+        chosen = [int(s) for s in splits.split(",") if s.strip()]
+    except ValueError:
+        raise StadaptError(f"--splits {splits!r} is not a comma-separated list of numbers", "e.g. --splits 1,2,3") from None
+    summary = run_transfer(source, dataset=dataset, root=root, splits=chosen, out=out, overrides=overrides or [],
+                           check=check, progress=not quiet, overwrite=overwrite)
+    typer.echo(format_summary(summary))
