@@ -23,6 +23,7 @@ from stadapt.cli import (
     quickstart,
     train,
     transfer,
+    visualize,
 )
 from stadapt.errors import StadaptError
 
@@ -56,6 +57,7 @@ app.command("eval")(evaluate.evaluate)
 app.command("bench-data")(bench_data.bench_data)
 app.command("bench-train")(bench_train.bench_train)
 app.command("predict")(predict.predict)
+app.command("visualize")(visualize.visualize)
 app.command("finetune-transfer", context_settings={"allow_interspersed_args": True})(transfer.finetune_transfer)
 app.command("backbones")(backbones.backbones)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)

@@ -1,0 +1,30 @@
+"""`stadapt visualize VIDEO --checkpoint RUN`: [CLS] attention before and after adaptation, as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def visualize(
+    video: Path = typer.Argument(..., help="The video file to show."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A run directory or a checkpoint directory; "
+                                                               "default: the latest run under ./runs."),
+    out: Path = typer.Option(None, "--out", help="The PNG to write; default: VIDEO_STEM.attention.png here."),
+    backbone_weights: str = typer.Option(None, "--backbone-weights",
+                                         help="Where the backbone weights are now, if they moved."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the PNG if it exists."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+) -> None:
+    """Show where the last block's [CLS] token looks, before adaptation (the plain image model: the same
+    backbone without adapters) and after (the adapted model), overlaid on the clip's frames (the
+    paper's Figure 1): rows = frame / before / after, one column per frame; the title names the
+    predicted class."""
+    from stadapt.visualize import visualize as run_visualize
+
+    written = run_visualize(video, checkpoint, out, backbone_weights=backbone_weights, device=device,
+                            overwrite=overwrite)
+    if not quiet:
+        typer.echo(f"wrote {written}")
