@@ -14,6 +14,7 @@ import typer
 from stadapt import __version__
 from stadapt.cli import (
     backbones,
+    bench,
     bench_data,
     bench_train,
     evaluate,
@@ -54,6 +55,7 @@ app.command("quickstart")(quickstart.quickstart)
 app.add_typer(prepare_data.app, name="prepare-data")
 app.command("train", context_settings={"allow_interspersed_args": True})(train.train)
 app.command("eval")(evaluate.evaluate)
+app.command("bench")(bench.bench)
 app.command("bench-data")(bench_data.bench_data)
 app.command("bench-train")(bench_train.bench_train)
 app.command("predict")(predict.predict)

@@ -1,0 +1,219 @@
+"""`stadapt bench`: the paper's Table 4: parameters, latency and throughput with and without adapters.
+
+Two models are built from the SAME random backbone (no download; the adapted model's backbone module
+is shared by the other): "without adapters" is the frozen backbone + linear head (a linear probe,
+tuning=linear) and "with adapters" adds the ST-Adapters (tuning=st_adapter). Both run in eval mode
+under `torch.inference_mode()` on random normalised clips (standard normal values, as after the
+data pipeline's normalisation), under the precision's autocast (`auto`: bf16 on CUDA GPUs that have
+it, fp16 on older ones, float32 on the CPU); `compile=True` wraps each model in `torch.compile`.
+
+- latency: wall-clock time of one forward pass of ONE clip (batch 1), median over the runs, in ms;
+- throughput: clips per second of one forward pass of `batch` clips, median over the runs.
+
+After `warmup` untimed passes of each model at each batch size, the measured runs ALTERNATE between
+the two models (and which goes first alternates from run to run), so that slow drifts of the machine
+(frequency, other processes) hit both alike. On CUDA every timed pass is bracketed by
+`torch.cuda.synchronize()`.
+
+Defaults follow the device: on CUDA batch 32 (the paper's), 5 warm-up passes, 30 latency and 10
+throughput runs; on the CPU batch 4, one warm-up pass, 5 latency and 3 throughput runs: ViT-B/16 at 8 frames costs
+about 6 s per clip-batch of 1 and 5 s per extra clip on a 2-core CPU, so the whole benchmark takes a
+few minutes there (`batch` and the run counts scale it).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from stadapt.bench.train_memory import _cpu_name
+from stadapt.errors import StadaptError
+
+MODELS = ("without_adapters", "with_adapters")
+LABELS = {"without_adapters": "w/o adapters", "with_adapters": "w/ adapters"}
+GPU_DEFAULTS = {"batch": 32, "warmup": 5, "latency_runs": 30, "throughput_runs": 10}
+CPU_DEFAULTS = {"batch": 4, "warmup": 1, "latency_runs": 5, "throughput_runs": 3}
+
+
+def defaults_for(device_type: str) -> dict[str, int]:
+    """Batch size, warm-up passes and run counts used when not given, for a device type."""
+    return dict(GPU_DEFAULTS if device_type == "cuda" else CPU_DEFAULTS)
+
+
+def build_pair(backbone: str, *, frames: int, num_classes: int, bottleneck: int, positions: Sequence[str],
+               seed: int = 0) -> dict[str, Any]:
+    """The two models of the benchmark, {name: VideoClassifier}, sharing one random backbone module."""
+    import torch
+
+    from stadapt.adapters import AdapterConfig
+    from stadapt.model import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    adapted = build_model(ModelConfig(backbone, num_classes, frames,
+                                      AdapterConfig(bottleneck=bottleneck, positions=tuple(positions)),
+                                      tuning="st_adapter"))
+    torch.manual_seed(seed)
+    plain = build_model(ModelConfig(backbone, num_classes, frames, None, tuning="linear"))
+    plain.model.backbone = adapted.model.backbone  # the very same weights (and memory)
+    plain.model.head.load_state_dict(adapted.model.head.state_dict())
+    return {"without_adapters": plain.model, "with_adapters": adapted.model, "image_size": adapted.variant.image_size,
+            "backbone": f"{adapted.plugin.name}:{adapted.variant.name}"}
+
+
+def bench_inference(
+    backbone: str = "clip:ViT-B-16",
+    *,
+    frames: int = 8,
+    num_classes: int = 400,
+    bottleneck: int = 384,
+    positions: Sequence[str] = ("pre_mlp",),
+    batch: int | None = None,
+    latency_runs: int | None = None,
+    throughput_runs: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    warmup: int | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Table 4 of the paper on `device`: per model (without / with adapters) the parameter counts, the
+    median latency at batch 1 and the median throughput at `batch`; their ratios under `ratio`.
+    None for `batch`, `warmup` or the run counts takes the device's default (see `defaults_for`)."""
+    import torch
+
+    from stadapt.engine.setup import resolve_device, resolve_precision
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    chosen = defaults_for(dev.type)
+    given = {"batch": batch, "warmup": warmup, "latency_runs": latency_runs, "throughput_runs": throughput_runs}
+    chosen.update({k: v for k, v in given.items() if v is not None})
+    for name, value in (("frames", frames), ("num_classes", num_classes), ("bottleneck", bottleneck)):
+        if value < 1:
+            raise StadaptError(f"{name} must be at least 1, got {value}")
+    for name, value in chosen.items():
+        if value < (0 if name == "warmup" else 1):
+            raise StadaptError(f"{name} must be at least {0 if name == 'warmup' else 1}, got {value}")
+    batch, warmup = chosen["batch"], chosen["warmup"]
+    latency_runs, throughput_runs = chosen["latency_runs"], chosen["throughput_runs"]
+
+    pair = build_pair(backbone, frames=frames, num_classes=num_classes, bottleneck=bottleneck,
+                      positions=positions, seed=seed)
+    size = pair["image_size"]
+    models = {}
+    results: dict[str, dict[str, Any]] = {}
+    for name in MODELS:
+        model = pair[name].to(dev).eval()
+        counts = model.parameter_counts()
+        adapters = sum(p.numel() for p in model.adapters.parameters())
+        head = sum(p.numel() for p in model.head.parameters())
+        results[name] = {
+            "tuning": model.tuning,
+            "total_parameters": counts["total"],
+            "trainable_parameters": counts["trainable"],
+            "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
+            "adapter_parameters": adapters,
+            "head_parameters": head,
+        }
+        models[name] = torch.compile(model, dynamic=False) if compile else model
+    generator = torch.Generator().manual_seed(seed)
+    inputs = {n: torch.randn(n, 3, frames, size, size, generator=generator).to(dev) for n in sorted({1, batch})}
+    cuda = dev.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    def timed(name: str, n: int) -> float:
+        sync()
+        tick = time.perf_counter()
+        models[name](inputs[n])
+        sync()
+        return time.perf_counter() - tick
+
+    def say(message: str) -> None:
+        if progress is not None:
+            progress(message)
+
+    times: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in MODELS}
+    with torch.inference_mode(), prec.autocast(dev):
+        say(f"warming up ({warmup} pass(es) per model and batch size on {dev}, {prec.name}"
+            f"{', compiling' if compile else ''})...")
+        for name in MODELS:
+            for n in inputs:
+                for _ in range(warmup):
+                    timed(name, n)
+        for what, n, runs in (("latency", 1, latency_runs), ("throughput", batch, throughput_runs)):
+            say(f"measuring {what} (batch {n}): {runs} run(s), alternating the two models...")
+            for run in range(runs):
+                order = MODELS if run % 2 == 0 else MODELS[::-1]
+                for name in order:
+                    times[name][what].append(timed(name, n))
+    for name in MODELS:
+        latency = times[name]["latency"]
+        per_batch = times[name]["throughput"]
+        throughput_all = [batch / t for t in per_batch]
+        results[name].update({
+            "latency_ms": 1000 * statistics.median(latency),
+            "latency_ms_all": [1000 * t for t in latency],
+            "throughput": statistics.median(throughput_all),
+            "throughput_all": throughput_all,
+            "batch_seconds": statistics.median(per_batch),
+        })
+    plain, adapted = results["without_adapters"], results["with_adapters"]
+    report: dict[str, Any] = {
+        "backbone": pair["backbone"],
+        "frames": frames,
+        "image_size": size,
+        "num_classes": num_classes,
+        "adapter": {"bottleneck": bottleneck, "positions": list(positions)},
+        "batch": batch,
+        "latency_runs": latency_runs,
+        "throughput_runs": throughput_runs,
+        "warmup": warmup,
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if cuda else _cpu_name(),
+        "cpu_threads": torch.get_num_threads(),
+        "precision": prec.name,
+        "compile": compile,
+        "torch": torch.__version__,
+        "models": results,
+        "ratio": {
+            "of": "with_adapters / without_adapters",
+            "throughput": adapted["throughput"] / plain["throughput"],
+            "latency": adapted["latency_ms"] / plain["latency_ms"],
+            "total_parameters": adapted["total_parameters"] / plain["total_parameters"],
+        },
+    }
+    models.clear()
+    inputs.clear()
+    pair.clear()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as the paper's Table 4, plus the with/without ratio line."""
+    lines = [
+        f"{report['backbone']}, {report['frames']} frames x {report['image_size']} px, {report['num_classes']} "
+        f"classes, adapters {len(report['adapter']['positions'])} per block x {report['adapter']['bottleneck']}; "
+        f"{report['device']} ({report['device_name']}, {report['precision']}"
+        f"{', compiled' if report['compile'] else ''}); medians of {report['latency_runs']} latency and "
+        f"{report['throughput_runs']} throughput runs after {report['warmup']} warm-up",
+        f"{'model':<14} {'params (total)':>15} {'trainable':>11} {'latency (b=1)':>14} "
+        f"{'throughput (b=' + str(report['batch']) + ')':>18}",
+    ]
+    for name, r in report["models"].items():
+        lines.append(f"{LABELS.get(name, name):<14} {r['total_parameters'] / 1e6:>14.1f}M "
+                     f"{r['trainable_parameters'] / 1e6:>10.2f}M {r['latency_ms']:>11.1f} ms "
+                     f"{r['throughput']:>10.2f} videos/s")
+    ratio = report["ratio"]
+    lines.append(f"with / without adapters: throughput {ratio['throughput']:.3f}x, latency {ratio['latency']:.3f}x, "
+                 f"parameters {ratio['total_parameters']:.3f}x")
+    return "\n".join(lines)

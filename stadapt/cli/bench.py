@@ -1,0 +1,46 @@
+"""`stadapt bench`: the paper's Table 4: parameters, latency and throughput with and without adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def bench(
+    backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="plugin:variant (random weights: no download)."),
+    frames: int = typer.Option(8, "--frames", min=1, help="Frames per clip."),
+    bottleneck: int = typer.Option(384, "--bottleneck", min=1, help="Adapter bottleneck width (one adapter per "
+                                                                      "block, before the MLP, as for K400)."),
+    batch: int = typer.Option(None, "--batch", min=1, help="Clips per forward pass for the throughput. Default: "
+                                                           "32 (the paper's) on CUDA, 4 on the CPU."),
+    runs: int = typer.Option(None, "--runs", min=1, help="Measured runs per model for latency and for "
+                                                         "throughput (medians reported). Default: 30 latency + "
+                                                         "10 throughput runs on CUDA, 5 + 3 on the CPU."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 or fp16 autocast on CUDA, fp32 on the "
+                                                              "CPU), fp32, bf16 or fp16."),
+    compile: bool = typer.Option(False, "--compile", help="Run both models through torch.compile."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
+) -> None:
+    """Measure inference cost with and without ST-Adapters (the paper's Table 4): total parameters,
+    latency of one clip and throughput (videos/s) at --batch, for the frozen backbone + head and for the
+    same backbone with adapters, in eval mode on random clips (400 classes). The runs of the two models
+    alternate so machine noise hits both alike. On the CPU the defaults keep ViT-B/16 to a few minutes;
+    --batch and --runs scale the work."""
+    from stadapt.bench.inference import bench_inference, format_report
+    from stadapt.errors import StadaptError
+    from stadapt.fileio import atomic_write_text
+
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise StadaptError(f"unknown --precision {precision!r}", "choose auto, fp32, bf16 or fp16")
+    report = bench_inference(backbone, frames=frames, bottleneck=bottleneck, batch=batch, latency_runs=runs,
+                             throughput_runs=runs, device=device, precision=precision, compile=compile,
+                             progress=None if quiet else lambda m: typer.echo(m, err=True))
+    typer.echo(format_report(report))
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
+        if not quiet:
+            typer.echo(f"wrote {json_out}")
