@@ -18,6 +18,7 @@ from stadapt.cli import (
     bench_data,
     bench_train,
     evaluate,
+    export,
     import_checkpoint,
     predict,
     prepare_data,
@@ -58,6 +59,7 @@ app.command("eval")(evaluate.evaluate)
 app.command("bench")(bench.bench)
 app.command("bench-data")(bench_data.bench_data)
 app.command("bench-train")(bench_train.bench_train)
+app.command("export")(export.export)
 app.command("predict")(predict.predict)
 app.command("visualize")(visualize.visualize)
 app.command("finetune-transfer", context_settings={"allow_interspersed_args": True})(transfer.finetune_transfer)
