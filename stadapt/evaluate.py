@@ -208,8 +208,8 @@ def run_eval(
 
     from stadapt import __version__
     from stadapt.api import load_model
-    from stadapt.checkpoint import read_checkpoint
-    from stadapt.data.prepared import open_prepared
+    from stadapt.checkpoint import TENSORS_FILE, read_checkpoint
+    from stadapt.data.prepared import file_sha256, open_prepared
     from stadapt.engine.setup import eval_dataset, parse_views, resolve_device
     from stadapt.errors import StadaptError
     from stadapt.fileio import atomic_write_text
@@ -254,6 +254,7 @@ def run_eval(
     report = {
         "stadapt_version": __version__,
         "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_sha256": file_sha256(checkpoint / TENSORS_FILE),
         "step": meta.get("step"),
         "list": str(list_path),
         "list_sha256": prepared.list_sha256(list_file),

@@ -48,8 +48,8 @@ def test_stream_resumes_at_any_position_and_reshuffles_each_epoch() -> None:
 
 
 def test_views_are_parsed_with_clear_errors() -> None:
-    assert parse_views("2x3") == (2, 3) and parse_views("1x1") == (1, 1)
-    for bad in ("3", "2x2", "0x1", "ax1"):
+    assert parse_views("2x3") == (2, 3) and parse_views("1x1") == (1, 1) and parse_views("2x2") == (2, 2)
+    for bad in ("3", "2x0", "0x1", "ax1", "1x2x3"):
         with pytest.raises(StadaptError):
             parse_views(bad)
 

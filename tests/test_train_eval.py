@@ -96,6 +96,7 @@ def test_train_stop_resume_equals_uninterrupted_then_eval_2x3(dataset: Path, tmp
     assert (report["views"], report["temporal_views"], report["spatial_views"]) == ("2x3", 2, 3)
     assert report["fusion"] == "mean of per-view softmax probabilities"
     assert report["list_sha256"] == file_sha256(dataset / "val.txt")
+    assert report["checkpoint_sha256"] == file_sha256(run / "checkpoints" / "last" / "adapters.safetensors")
     assert report["step"] == 4
     for key in ("top1", "top5", "mean_class_accuracy"):
         assert math.isfinite(report[key]) and 0 <= report[key] <= 1
