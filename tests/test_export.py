@@ -7,14 +7,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
 import torch
 from helpers import run_cli
 
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
 
 RECIPE = """\
 backbone:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -32,15 +31,11 @@ def bench(
     --batch and --runs scale the work."""
     from stadapt.bench.inference import bench_inference, format_report
     from stadapt.errors import StadaptError
-    from stadapt.fileio import atomic_write_text
+    from stadapt.cli.reports import show_report
 
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise StadaptError(f"unknown --precision {precision!r}", "choose auto, fp32, bf16 or fp16")
     report = bench_inference(backbone, frames=frames, bottleneck=bottleneck, batch=batch, latency_runs=runs,
                              throughput_runs=runs, device=device, precision=precision, compile=compile,
                              progress=None if quiet else lambda m: typer.echo(m, err=True))
-    typer.echo(format_report(report))
-    if json_out is not None:
-        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
-        if not quiet:
-            typer.echo(f"wrote {json_out}")
+    show_report(format_report(report), report, json_out, announce=not quiet)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -29,7 +28,7 @@ def bench_data(
     from stadapt.data.prepared import open_prepared
     from stadapt.data.sampling import make_sampler
     from stadapt.errors import StadaptError
-    from stadapt.fileio import atomic_write_text
+    from stadapt.cli.reports import show_report
 
     if (data is None) == (synthetic is None):
         raise StadaptError("give either a prepared DATA directory or --synthetic DIR (not both)",
@@ -43,10 +42,7 @@ def bench_data(
                             progress=not quiet)
     report["clip"] = f"{frames} frames, {sampling}" + (f" {stride}" if sampling == "stride" else "")
     report["data"] = str(prepared.root)
-    typer.echo(format_report(report))
-    if json_out is not None:
-        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
-        typer.echo(f"wrote {json_out}")
+    show_report(format_report(report), report, json_out, announce=True)
     if not report["identical_frames"]:
         raise StadaptError(f"the decoders disagreed on {report['mismatched_clips']} clips",
                            "please report this with the video files")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -31,7 +30,7 @@ def bench_train(
     train.backbone_storage=auto). On the CPU each mode runs in a fresh process and memory is the peak
     resident-set growth over the built model; on CUDA it is torch.cuda.max_memory_allocated."""
     from stadapt.bench.train_memory import bench_train_memory, format_report
-    from stadapt.fileio import atomic_write_text
+    from stadapt.cli.reports import show_report
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     from stadapt.errors import StadaptError
@@ -43,8 +42,4 @@ def bench_train(
                                 device=device, precision=precision, backbone_storage=backbone_storage,
                                 checkpointing=checkpointing,
                                 progress=None if quiet else lambda m: typer.echo(m, err=True))
-    typer.echo(format_report(report))
-    if json_out is not None:
-        atomic_write_text(json_out, json.dumps(report, indent=2) + "\n")
-        if not quiet:
-            typer.echo(f"wrote {json_out}")
+    show_report(format_report(report), report, json_out, announce=not quiet)
