@@ -86,7 +86,9 @@ class BlockAdapters(nn.Module):
         super().__init__()
         for position in ("pre_attn", "pre_mlp"):
             adapter = (
-                STAdapter(layout, num_frames, config.bottleneck, config.kernel) if position in config.positions else None
+                STAdapter(layout, num_frames, config.bottleneck_for(layout.width), config.kernel)
+                if position in config.positions
+                else None
             )
             setattr(self, position, adapter)
 
@@ -289,7 +291,8 @@ def build_model(config: ModelConfig, weights: str | Path | None = None) -> Built
 
 def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, variant: str, path: Path) -> LoadReport:
     """Read `path`, convert its keys with the plugin and load it; mismatches are errors naming keys."""
-    state_dict = plugin.convert_state_dict(read_state_dict(path), variant)
+    raw = plugin.read_weights(path, variant)
+    state_dict = plugin.convert_state_dict(read_state_dict(path) if raw is None else raw, variant)
     report = load_into(backbone, state_dict, ignored=plugin.ignored_keys(variant), what=f"weights file {path}")
     if report.unexpected:
         warnings.warn(f"{path}: {report.summary()}", stacklevel=2)

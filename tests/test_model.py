@@ -89,3 +89,14 @@ def test_logits_match_the_reference_formulation(positions, tmp_path):
         ours = model(video)
         theirs = reference_logits(video, visual.state_dict(), trained, heads=4, patch=8)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_bottleneck_ratio_sizes_each_adapter_from_its_token_width():
+    config = AdapterConfig(bottleneck=999, bottleneck_ratio=0.25, positions=("pre_attn", "pre_mlp"))
+    model = _tiny(config)  # clip:tiny is 128 wide: round(0.25 * 128) = 32, the fixed 999 is overridden
+    assert {a.bottleneck for slot in model.adapters.values() for a in (slot.pre_attn, slot.pre_mlp)} == {32}
+    assert config.bottleneck_for(1024) == 256 and config.bottleneck_for(2) == 1  # never zero
+    assert AdapterConfig.from_dict(config.to_dict()) == config
+    assert "bottleneck_ratio" not in AdapterConfig().to_dict()  # checkpoints without it read as before
+    with pytest.raises(ValueError, match="bottleneck_ratio"):
+        AdapterConfig(bottleneck_ratio=0.0)

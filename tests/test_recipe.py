@@ -253,3 +253,13 @@ def test_augmentation_keys_of_the_papers_two_pipelines(workdir: Path) -> None:
     lines = problems(exc)
     assert any(line.startswith("  data.augment.randaugment: ") and "unknown option 'q'" in line for line in lines)
     assert any(line.startswith("  data.augment.area: ") for line in lines)
+
+
+def test_adapter_bottleneck_ratio_reaches_the_model_config(workdir: Path) -> None:
+    from stadapt.engine.setup import model_config
+
+    text = MINIMAL + "adapter:\n  bottleneck_ratio: 0.5\n"
+    recipe = load_recipe(write(workdir / "ratio.yaml", text))
+    assert model_config(recipe, 5).adapter.bottleneck_for(256) == 128
+    with pytest.raises(RecipeError, match="adapter.bottleneck_ratio"):
+        load_recipe(write(workdir / "bad.yaml", MINIMAL + "adapter:\n  bottleneck_ratio: -1\n"))

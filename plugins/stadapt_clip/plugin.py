@@ -64,6 +64,7 @@ class ClipPlugin(BackbonePlugin):
                 std=CLIP_STD,
                 interpolation="bicubic",
                 aliases=arch.aliases,
+                family="CLIP (OpenAI / OpenCLIP ViT)",
                 extra={"patch_size": arch.patch_size, "width": arch.width, "blocks": arch.layers},
             )
             for name, arch in _ARCHS.items()

@@ -33,6 +33,8 @@ class VariantInfo:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     aliases: tuple[str, ...] = ()
+    #: the model family users know it by ("CLIP ViT", "Swin", ...), shown by `stadapt backbones`
+    family: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -57,6 +59,12 @@ class BackbonePlugin:
     def build(self, variant: str, **options: Any) -> FrameBackbone:
         """A randomly initialised backbone; no file or network I/O."""
         raise NotImplementedError
+
+    def read_weights(self, path: Path, variant: str) -> Mapping[str, torch.Tensor] | None:
+        """Read a weights file in a format only this plugin knows (e.g. JAX .npz), or return None to let
+        the core read it (.safetensors, PyTorch pickles with weights_only=True, TorchScript archives).
+        The result then goes through `convert_state_dict` like any other. Never unpickle code here."""
+        return None
 
     def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
         """Pure key conversion from a weights file's state dict to the backbone's own keys."""

@@ -117,6 +117,12 @@ class LoadReport:
         return text
 
 
+def _shapes(keys: list[str], tensors: Mapping[str, torch.Tensor], count: int = 3) -> str:
+    """'a (768, 3, 16, 16), b (768,), ... (+N more)': keys with their shapes, for error messages."""
+    shown = ", ".join(f"{k} {tuple(tensors[k].shape)}" for k in keys[:count])
+    return shown + (f" (+{len(keys) - count} more)" if len(keys) > count else "")
+
+
 def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, ignored: frozenset[str],
               what: str) -> LoadReport:
     """Copy `state_dict` into `module`; any missing key or shape mismatch is an error naming the keys."""
@@ -133,9 +139,12 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, igno
         )
     missing = [k for k in own if k not in state_dict]
     if missing:
+        unknown = [k for k in state_dict if k not in own and k not in ignored]
+        found = f"; the file has instead e.g. {_shapes(unknown, state_dict)}" if unknown else ""
         raise WeightsError(
-            f"{what} lacks {len(missing)} of the backbone's {len(own)} tensors: {preview(missing)}",
-            "the file is incomplete or belongs to another model family",
+            f"{what} lacks {len(missing)} of the backbone's {len(own)} tensors, expected e.g. "
+            f"{_shapes(missing, own)}{found}",
+            "the file is incomplete or belongs to another model family: pick the matching plugin and variant",
         )
     unexpected = [k for k in state_dict if k not in own and k not in ignored]
     used = {k: v for k, v in state_dict.items() if k in own}

@@ -31,6 +31,7 @@ def backbones(
         for info in variants.values():
             rows.append({
                 "backbone": f"{entry.name}:{info.name}",
+                "family": info.family or entry.name,
                 "input": info.image_size,
                 "distribution": entry.distribution,
                 "aliases": list(info.aliases),
@@ -51,8 +52,8 @@ def _table(rows: list[dict]) -> None:
     if not rows:
         typer.echo("no backbone plugins installed (the `stadapt.backbones` entry-point group is empty)")
         return
-    headers = ("BACKBONE", "INPUT", "DISTRIBUTION", "DESCRIPTION")
-    cells = [(r["backbone"], f"{r['input']}px", r["distribution"],
+    headers = ("BACKBONE", "FAMILY", "INPUT", "DISTRIBUTION", "DESCRIPTION")
+    cells = [(r["backbone"], r["family"], f"{r['input']}px", r["distribution"],
               r["description"] + (f" [aka {', '.join(r['aliases'])}]" if r["aliases"] else "")) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers[:-1])]
     for line in (headers, *cells):

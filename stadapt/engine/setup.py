@@ -73,6 +73,7 @@ def model_config(recipe: Recipe, num_classes: int) -> ModelConfig:
             kernel=tuple(a.kernel),
             positions=tuple(a.positions),
             blocks=tuple(a.blocks) if a.blocks is not None else None,
+            bottleneck_ratio=a.bottleneck_ratio,
         )
     return ModelConfig(
         backbone=recipe.backbone.name,

@@ -56,6 +56,8 @@ class AdapterSection(_Section):
     """ST-Adapter size and placement; defaults are the paper's K400 ViT-B/16 setting (12x384)."""
 
     bottleneck: Int = Field(384, gt=0)
+    # per-adapter bottleneck = round(ratio x token width), for backbones whose width changes (Swin)
+    bottleneck_ratio: float | None = Field(None, gt=0, le=4)
     kernel: tuple[Int, Int, Int] = (3, 1, 1)
     positions: list[Position] = Field(default_factory=lambda: ["pre_mlp"], min_length=1)
     blocks: list[Int] | None = None
