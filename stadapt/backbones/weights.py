@@ -34,7 +34,7 @@ def is_torchscript_archive(path: str | Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
-def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     """Find the tensor dict inside common checkpoint wrappers, dropping a DDP `module.` prefix."""
     if hasattr(obj, "state_dict") and not isinstance(obj, Mapping):
         obj = obj.state_dict()  # a TorchScript module
@@ -82,7 +82,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise WeightsError(f"weights file {path} is empty (0 bytes)", "download it again")
     if path.suffix != ".safetensors" and not is_torchscript_archive(path):
-        return _unwrap(torch_load_safely(path, "weights file"), path)
+        return unwrap_state_dict(torch_load_safely(path, "weights file"), path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -97,7 +97,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"could not read weights file {path}: it is truncated or corrupt ({first_line(exc)})",
             "download it again",
         ) from exc
-    return _unwrap(obj, path)
+    return unwrap_state_dict(obj, path)
 
 
 @dataclass

@@ -1,0 +1,90 @@
+"""classy-vision's VisionTransformer (the architecture of SWAG's ViTs) as a stadapt FrameBackbone."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.layout import TokenLayout
+from stadapt.errors import PluginError
+
+
+def build_vit(*, image_size: int, patch_size: int, layers: int, heads: int, width: int, mlp_dim: int) -> nn.Module:
+    """A randomly initialised classy-vision VisionTransformer without a head (SWAG's trunk), no dropout."""
+    try:
+        from classy_vision.models.vision_transformer import VisionTransformer
+    except ImportError as exc:
+        raise PluginError(f"swag backbones need classy-vision ({exc})", "pip install classy-vision") from exc
+    vit = VisionTransformer(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=width,
+        mlp_dim=mlp_dim,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        classifier="token",
+    )
+    # ClassyModel's metaclass hands out a non-Module wrapper (for its head machinery); keep the module.
+    vit = getattr(vit, "classy_model", vit)
+    if not isinstance(vit, nn.Module) or type(vit).__name__ != "VisionTransformer":
+        raise PluginError("the installed classy-vision builds no plain VisionTransformer module",
+                          "pip install classy-vision==0.7.0")
+    return vit
+
+
+class SwagBackbone(FrameBackbone):
+    """Tokens (N, 1 + H*W, C) batch-first: the class token, then the patch grid.
+
+    classy-vision runs its encoder sequence-first (S, N, C); the branches transpose around the attention
+    only, so each computes exactly what the EncoderBlock computes. Features = the class token before the
+    encoder's final LayerNorm, which `video_norm` applies after the mean over time.
+    """
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+        self.feature_width = int(vit.hidden_dim)
+        self._blocks = list(vit.encoder.layers)
+        side = vit.image_size // vit.patch_size
+        self._layout = TokenLayout(width=self.feature_width, grid=(side, side), prefix_tokens=1)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        v = self.vit
+        x = v.conv_proj(images)  # (N, C, n_h, n_w)
+        x = x.reshape(x.shape[0], v.hidden_dim, -1).transpose(1, 2)  # (N, n_h * n_w, C)
+        cls = v.class_token.expand(x.shape[0], -1, -1)  # (1, 1, C) -> (N, 1, C)
+        x = torch.cat([cls, x], dim=1)
+        x = x + v.encoder.pos_embedding.transpose(0, 1)  # (S, 1, C) -> (1, S, C)
+        return v.encoder.dropout(x)
+
+    def block_layouts(self) -> list[TokenLayout]:
+        return [self._layout] * len(self._blocks)
+
+    def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        block = self._blocks[index]
+        y = block.ln_1(x).transpose(0, 1)  # the attention is sequence-first
+        y, _ = block.self_attention(query=y, key=y, value=y, need_weights=False)
+        return block.dropout(y.transpose(0, 1))
+
+    def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        block = self._blocks[index]
+        return block.mlp(block.ln_2(x))
+
+    def block_modules(self, index: int) -> list[nn.Module]:
+        return [self._blocks[index]]
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0]
+
+    def video_norm(self, features: torch.Tensor) -> torch.Tensor:
+        return self.vit.encoder.ln(features)
+
+    def native_forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vit(images)  # classy-vision's forward: the class token after encoder.ln (trunk output)
+
+    def native_state_dict(self) -> dict[str, torch.Tensor]:
+        """SWAG's release layout: the VisionTransformer's own keys (what vit_b16.torch holds)."""
+        return dict(self.vit.state_dict())
