@@ -10,12 +10,25 @@ import typer
 def backbones(
     check: str = typer.Option(None, "--check", metavar="PLUGIN|all",
                               help="Run the conformance suite on a plugin's test variant."),
+    params: str = typer.Option(None, "--params", metavar="PLUGIN:VARIANT",
+                               help="Count a backbone's parameters with and without ST-Adapters."),
+    bottleneck: int = typer.Option(384, "--bottleneck", min=1, help="With --params: adapter bottleneck."),
+    bottleneck_ratio: float = typer.Option(None, "--bottleneck-ratio", min=0.0,
+                                           help="With --params: bottleneck = ratio x token width, per block "
+                                                "(for Swin's stages; overrides --bottleneck)."),
+    positions: str = typer.Option("pre_mlp", "--positions", help="With --params: pre_mlp, pre_attn or both, "
+                                                                  "comma-separated."),
+    classes: int = typer.Option(400, "--classes", min=1, help="With --params: classifier outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
-    """List installed backbone plugins and their variants, or check a plugin's conformance."""
+    """List installed backbone plugins and their variants, check a plugin's conformance, or count a
+    backbone's parameters with and without adapters (`--params`, instant: no weights are allocated)."""
     from stadapt.backbones.registry import installed_plugins, load_plugin
     from stadapt.errors import StadaptError
 
+    if params is not None:
+        _params(params, bottleneck, bottleneck_ratio, positions, classes, as_json)
+        return
     entries = installed_plugins()
     if check is not None:
         _check(entries, check)
@@ -59,6 +72,20 @@ def _table(rows: list[dict]) -> None:
     for line in (headers, *cells):
         typer.echo("  ".join(v.ljust(w) for v, w in zip(line[:-1], widths)) + "  " + line[-1])
     typer.echo("\nUse as --backbone PLUGIN:VARIANT; weights from a local file, or a pretrained tag where a network exists.")
+
+
+def _params(spec: str, bottleneck: int, ratio: float | None, positions: str, classes: int, as_json: bool) -> None:
+    from stadapt.adapters import AdapterConfig
+    from stadapt.bench.params import format_parameter_report, parameter_report
+    from stadapt.errors import StadaptError
+
+    try:
+        adapter = AdapterConfig(bottleneck=bottleneck, bottleneck_ratio=ratio,
+                                positions=tuple(p.strip() for p in positions.split(",") if p.strip()))
+    except ValueError as exc:
+        raise StadaptError(str(exc), "e.g. --positions pre_attn,pre_mlp --bottleneck-ratio 0.5") from exc
+    report = parameter_report(spec, adapter=adapter, num_classes=classes)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_parameter_report(report))
 
 
 def _check(entries: list, which: str) -> None:
