@@ -9,8 +9,6 @@ from stadapt.backbones import installed_plugins, load_plugin, parse_backbone
 from stadapt.backbones.conformance import assert_conformant, check_plugin
 from stadapt.errors import PluginError, UnknownBackboneError
 
-THIRD_PARTY = Path(__file__).parent / "fixtures" / "thirdparty"
-
 
 def _fake_distribution(root: Path, dist: str, version: str, entry: str, module: str = "", source: str = "") -> None:
     info = root / f"{dist}-{version}.dist-info"
@@ -31,32 +29,33 @@ def test_built_in_clip_is_found_through_its_entry_point():
     assert clip.target == "stadapt_clip:plugin" and clip.distribution.startswith("stadapt ")
 
 
-def test_third_party_plugin_is_discovered_from_package_metadata_and_conforms(monkeypatch):
-    monkeypatch.syspath_prepend(str(THIRD_PARTY))
+def test_third_party_plugin_is_discovered_from_package_metadata_and_conforms(example_plugin, monkeypatch):
+    monkeypatch.syspath_prepend(str(example_plugin))
     entries = {e.name: e for e in installed_plugins()}
-    assert entries["toyvit"].distribution == "toyvit-stadapt 0.3"
-    plugin, variant = parse_backbone("toyvit:SMALL")
-    assert variant.name == "small" and type(plugin).__module__ == "toyvit_plugin"
-    assert_conformant(plugin)
-    assert_conformant(plugin, "wide")
+    assert entries["regvit"].distribution == "stadapt-plugin-example 0.1.0"
+    plugin, variant = parse_backbone("regvit:TINY")
+    assert variant.name == "tiny" and type(plugin).__module__ == "stadapt_regvit.plugin"
+    assert parse_backbone("regvit:vit-s-16-reg4")[1].name == "small"
+    assert_conformant(plugin)  # two prefix tokens (CLS + a register), mean-pooled features
+    assert_conformant(plugin, "small")
 
 
-def test_conformance_catches_a_wrong_decomposition(monkeypatch):
-    monkeypatch.syspath_prepend(str(THIRD_PARTY))
-    import toyvit_plugin
+def test_conformance_catches_a_wrong_decomposition(example_plugin, monkeypatch):
+    monkeypatch.syspath_prepend(str(example_plugin))
+    from stadapt_regvit.backbone import RegViTBackbone
 
-    monkeypatch.setattr(toyvit_plugin.ToyBackbone, "video_norm", lambda self, f: f)  # forgets the final norm
-    failed = [r.name for r in check_plugin(load_plugin("toyvit")) if not r.ok]
+    monkeypatch.setattr(RegViTBackbone, "video_norm", lambda self, f: f)  # forgets the final norm
+    failed = [r.name for r in check_plugin(load_plugin("regvit")) if not r.ok]
     assert failed == ["decomposition matches the model's own forward"]
 
 
-def test_cli_lists_third_party_plugins_with_their_distribution():
-    result = run_cli("backbones", env={"PYTHONPATH": str(THIRD_PARTY)})
+def test_cli_lists_third_party_plugins_with_their_distribution(example_plugin):
+    result = run_cli("backbones", env={"PYTHONPATH": str(example_plugin)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert any(line.startswith("toyvit:small") and "toyvit-stadapt 0.3" in line for line in lines)
+    assert any(line.startswith("regvit:tiny") and "stadapt-plugin-example 0.1.0" in line for line in lines)
     assert any(line.startswith("clip:ViT-B-16") and "stadapt 0.1.0" in line for line in lines)
-    checked = run_cli("backbones", "--check", "toyvit", env={"PYTHONPATH": str(THIRD_PARTY)})
+    checked = run_cli("backbones", "--check", "regvit", env={"PYTHONPATH": str(example_plugin)})
     assert checked.returncode == 0 and "FAIL" not in checked.stdout and checked.stdout.count("PASS") >= 7
 
 
