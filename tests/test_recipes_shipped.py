@@ -1,5 +1,5 @@
-"""Every shipped recipe: it loads (or fails only because its backbone plugin is not installed yet), its
-header says how to run it, and the paper's recipes carry the paper's values exactly (no torch, no models).
+"""Every shipped recipe: it loads with its backbone plugin, its header says how to run it, and the
+paper's recipes carry the paper's values exactly (no torch, no models).
 """
 
 from __future__ import annotations
@@ -11,17 +11,11 @@ from typing import Any
 import pytest
 import yaml
 
-from stadapt.backbones import installed_plugins
-from stadapt.errors import RecipeError
 from stadapt.recipe import Recipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SHIPPED = sorted(RECIPES.glob("*.yaml"))
 IDS = [p.stem for p in SHIPPED]
-
-# Recipes whose backbone plugin lands in a later issue: recipe -> the plugin it needs. Once the plugin
-# is installed, the load test below demands that the recipe loads like any other.
-PENDING = {"k400_swag_vitb": "swag", "k400_swin_b": "timm"}
 
 # ---------------------------------------------------------------- the paper's values (Table 1, appendix)
 
@@ -117,14 +111,6 @@ def header(path: Path) -> str:
     return "\n".join(lines)
 
 
-def plugin_of(path: Path) -> str:
-    return str(raw(path)["backbone"]["name"]).partition(":")[0]
-
-
-def plugin_installed(name: str) -> bool:
-    return name in {entry.name for entry in installed_plugins()}
-
-
 def load(name: str) -> Recipe:
     return load_recipe(path_of(name), check_files=False)
 
@@ -161,22 +147,11 @@ def test_the_papers_recipes_are_shipped() -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=IDS)
-def test_recipe_loads_or_names_its_missing_plugin(path: Path) -> None:
+def test_recipe_loads_and_validates(path: Path) -> None:
     assert raw(path).get("name", path.stem) == path.stem, "name: must be the file stem"
-    plugin = plugin_of(path)
-    if plugin_installed(plugin):
-        recipe = load_recipe(path, check_files=False)
-        assert recipe.name == path.stem
-        return
-    # only the recipes known to wait for a plugin may fail, and only for that reason (a typo in a
-    # plugin name must not pass as "not installed yet")
-    assert PENDING.get(path.stem) == plugin, f"{path.name}: backbone plugin '{plugin}' is not installed"
-    with pytest.raises(RecipeError) as exc:
-        load_recipe(path, check_files=False)
-    message = exc.value.message
-    assert "has 1 problem:" in message, message  # everything else in the recipe is valid
-    assert f"backbone.name: unknown backbone plugin '{plugin}'" in message, message
-    assert f"needs the stadapt_{plugin} plugin" in header(path)
+    recipe = load_recipe(path, check_files=False)  # the backbone's plugin is installed and knows the variant
+    assert recipe.name == path.stem
+    assert "NOT RUNNABLE" not in header(path)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=IDS)
@@ -238,8 +213,10 @@ def test_baselines_differ_from_k400_vitb_only_in_what_trains(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(OTHER_BACKBONES))
 def test_other_backbones_use_the_k400_vitb_setting(name: str) -> None:
-    # checked against the schema alone, so it runs before their plugins exist
-    recipe = Recipe.model_validate(raw(path_of(name)))
-    base = Recipe.model_validate(raw(path_of("k400_vitb")))
+    recipe, base = load(name), load("k400_vitb")
     assert recipe.backbone.name == OTHER_BACKBONES[name]
-    assert differing(recipe, base) <= {"name", "backbone.name", "backbone.weights"}
+    # Swin's stages differ in width: its adapters are sized from each stage (half of it, ViT-B's 384/768)
+    sized = {"adapter.bottleneck_ratio"} if name == "k400_swin_b" else set()
+    assert differing(recipe, base) == {"name", "output.dir", "backbone.name", "backbone.weights"} | sized
+    if sized:
+        assert recipe.adapter.bottleneck_ratio == 0.5
