@@ -216,8 +216,7 @@ def _filter_swin(tensors: dict[str, torch.Tensor], variant: str) -> dict[str, to
     except Exception as exc:  # a foreign layout the filter cannot read
         raise WeightsError(f"timm's Swin checkpoint filter cannot read this file for timm:{variant} "
                            f"({first_line(exc)})", "pass a timm or Microsoft Swin checkpoint of this variant") from exc
-    out.update(kept)
-    return out
+    return {**kept, **out}  # the file's first tensors first: errors name the patch embedding
 
 
 def _check_npz_shapes(path: Path, model: nn.Module, variant: str) -> None:
