@@ -151,6 +151,9 @@ class TimmPlugin(BackbonePlugin):
             raise WeightsError(f"weights file {path} does not exist", "check the path")
         model = create_timm_model(variant)
         _check_npz_shapes(Path(path), model, variant)
+        import zipfile
+        import zlib
+
         from timm.models.vision_transformer import _load_weights
 
         try:
@@ -158,7 +161,8 @@ class TimmPlugin(BackbonePlugin):
         except KeyError as exc:
             raise WeightsError(f"the JAX checkpoint {path} lacks {exc} that timm:{variant} needs",
                                "the file is incomplete or of another architecture: pick the matching variant") from exc
-        except (ValueError, RuntimeError) as exc:
+        except (ValueError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, zlib.error) as exc:
+            # a damaged member (bad CRC, cut deflate stream) surfaces only when timm reads it
             raise WeightsError(f"could not load the JAX checkpoint {path} into timm:{variant} ({first_line(exc)})",
                                "the file is damaged or of another architecture or size") from exc
         return {k: v.detach() for k, v in model.state_dict().items()}
@@ -220,13 +224,19 @@ def _filter_swin(tensors: dict[str, torch.Tensor], variant: str) -> dict[str, to
 
 
 def _check_npz_shapes(path: Path, model: nn.Module, variant: str) -> None:
-    """timm's .npz loader resamples a patch or position embedding of another size to fit; refuse instead."""
+    """timm's .npz loader resamples a patch or position embedding of another size to fit, and reads only
+    the model's first blocks of a deeper file; refuse instead."""
+    import re
+
     import numpy as np
 
     try:
         with np.load(path, allow_pickle=False) as archive:
             shapes = {k: tuple(archive[k].shape) for k in archive.files
                       if k.endswith(("embedding/kernel", "pos_embedding")) and "MAPHead" not in k}
+            found = [int(m.group(1)) + 1 for k in archive.files if (m := re.search(r"encoderblock_(\d+)/", k))]
+            found += [archive[k].shape[0] for k in archive.files  # big_vision: blocks stacked on axis 0
+                      if k.endswith("Transformer/encoderblock/LayerNorm_0/scale")]
     except Exception as exc:  # not a zip, damaged members
         raise WeightsError(f"could not read the JAX checkpoint {path}: it is truncated, corrupt or not an .npz "
                            f"({first_line(exc)})", "download it again") from exc
@@ -235,6 +245,9 @@ def _check_npz_shapes(path: Path, model: nn.Module, variant: str) -> None:
                 "pos_embedding": tuple(model.pos_embed.shape)}
     wrong = [f"{k} expects {want} but the file has {found}"
              for k, found in shapes.items() for end, want in expected.items() if k.endswith(end) and found != want]
+    depth = len(model.blocks)
+    if found and max(found) != depth:
+        wrong.append(f"the model has {depth} encoder blocks but the file has {max(found)}")
     if wrong:
         raise WeightsError(f"weights file {path} does not fit timm:{variant}: {'; '.join(wrong[:3])}",
                            "the weights are of another architecture or size: pick the matching variant")
