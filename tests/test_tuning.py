@@ -279,14 +279,15 @@ def _loss_and_grads(model: VideoClassifier) -> tuple[torch.Tensor, dict[str, tor
     return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}, len(calls)
 
 
+@pytest.mark.parametrize("what", [True, "mlp"])
 @pytest.mark.parametrize("tuning", ["st_adapter", "full_finetune"])
-def test_checkpointing_gives_the_same_loss_and_gradients(tuning):
+def test_checkpointing_gives_the_same_loss_and_gradients(tuning, what):
     plain = _model(tuning).train()
-    recomputed = _model(tuning, train={"checkpointing": True}).train()
-    assert recomputed.checkpointing and not plain.checkpointing
+    recomputed = _model(tuning, train={"checkpointing": what}).train()
+    assert recomputed.checkpointing == what and not plain.checkpointing
     loss, grads, calls = _loss_and_grads(plain)
     loss_c, grads_c, calls_c = _loss_and_grads(recomputed)
-    assert calls == 4 and calls_c == 8  # each block ran again in the backward pass
+    assert calls == 4 and calls_c == 8  # each block's MLP branch ran again in the backward pass
     assert torch.allclose(loss, loss_c, rtol=0, atol=1e-7)
     assert grads.keys() == grads_c.keys()
     for name in grads:
@@ -305,8 +306,9 @@ def _loss_and_grads_forward_calls(model: VideoClassifier) -> int:
     return len(calls)
 
 
-def test_checkpointed_model_compiles_as_one_graph():
-    model = _model("st_adapter", train={"checkpointing": True}).train()
+@pytest.mark.parametrize("what", [True, "mlp"])
+def test_checkpointed_model_compiles_as_one_graph(what):
+    model = _model("st_adapter", train={"checkpointing": what}).train()
     reference = copy.deepcopy(model)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     video, labels = _video()

@@ -129,9 +129,10 @@ def backbone_storage_dtype(storage: str, model: VideoClassifier, precision: Prec
 
 
 def apply_memory_options(
-    model: VideoClassifier, *, storage: str, checkpointing: bool, precision: Precision, device: torch.device
+    model: VideoClassifier, *, storage: str, checkpointing: bool | str, precision: Precision, device: torch.device
 ) -> None:
-    """`train.backbone_storage` and `train.checkpointing` (activation checkpointing of the blocks)."""
+    """`train.backbone_storage` and `train.checkpointing` (activation checkpointing of the blocks, or of
+    their MLP branches only with "mlp")."""
     dtype = backbone_storage_dtype(storage, model, precision, device)
     if dtype is not None:
         model.store_backbone_as(dtype)
