@@ -21,6 +21,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FAMILY = "SWAG ViT"
 RELEASE_URL = "https://dl.fbaipublicfiles.com/SWAG/{name}.torch"
+DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, not for the whole file
 
 
 @dataclass(frozen=True)
@@ -152,12 +153,18 @@ class SwagPlugin(BackbonePlugin):
         target = Path(get_dir()) / "checkpoints" / "swag" / f"{stem}.torch"
         if target.is_file():
             return target
+        import socket
+
         target.parent.mkdir(parents=True, exist_ok=True)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torch.hub sets none: a silent network would hang forever
         try:
-            download_url_to_file(url, str(target), progress=True)
-        except Exception as exc:  # no network, HTTP errors
+            download_url_to_file(url, str(target), progress=True)  # to a temporary file, moved into place
+        except Exception as exc:  # no network, HTTP errors, timeouts
             raise WeightsError(f"could not download swag:{variant} weights '{tag}' ({first_line(exc)})",
                                f"without a network, download {url} elsewhere and pass the local path") from exc
+        finally:
+            socket.setdefaulttimeout(previous)
         return target
 
 
