@@ -59,3 +59,15 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> sub
     exe = Path(sys.executable).with_name("stadapt")
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
+
+
+def perturb_layer_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial LayerNorms (weights around 1, biases around 0), so that a skipped or misplaced norm
+    shows in a model's outputs; returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.add_(torch.randn(module.weight.shape, generator=generator) * 0.3)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
+    return model.eval()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import perturb_layer_norms
 from torch import nn
 
 from stadapt.adapters import AdapterConfig
@@ -30,28 +31,17 @@ def plugin():
     return load_plugin("swag")  # through the entry point, as users get it
 
 
-def _perturb_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial LayerNorms, so a skipped or misplaced norm shows in the outputs."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.weight.add_(torch.randn(module.weight.shape, generator=generator) * 0.3)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-    return model.eval()
-
-
 def _torchvision_tiny(seed: int = 0, **changes: int) -> nn.Module:
     from torchvision.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(seed)
-    return _perturb_norms(VisionTransformer(num_classes=10, **{**TINY, **changes}), seed)
+    return perturb_layer_norms(VisionTransformer(num_classes=10, **{**TINY, **changes}), seed)
 
 
 def _swag_tiny(plugin, seed: int = 0) -> nn.Module:
     """A classy-vision VisionTransformer of the tiny shape: the source of SWAG-format files."""
     torch.manual_seed(seed)
-    return _perturb_norms(plugin.build("tiny").vit, seed)
+    return perturb_layer_norms(plugin.build("tiny").vit, seed)
 
 
 def _images(count: int = 2) -> torch.Tensor:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import perturb_layer_norms
 from torch import nn
 
 from stadapt.adapters import AdapterConfig
@@ -51,13 +52,7 @@ def _timm_model(variant: str, seed: int = 0, **overrides) -> nn.Module:
     name, kwargs = ARCH[variant]
     torch.manual_seed(seed)
     model = timm.create_model(name, pretrained=False, num_classes=7, **{**kwargs, **overrides})
-    generator = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.LayerNorm):
-                module.weight.add_(torch.randn(module.weight.shape, generator=generator) * 0.3)
-                module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
-    return model.eval()
+    return perturb_layer_norms(model, seed + 100)
 
 
 def _features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
