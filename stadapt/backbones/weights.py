@@ -138,15 +138,14 @@ def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, igno
             "the weights are of another architecture or size: pick the matching variant",
         )
     missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own and k not in ignored]
     if missing:
-        unknown = [k for k in state_dict if k not in own and k not in ignored]
-        found = f"; the file has instead e.g. {_shapes(unknown, state_dict)}" if unknown else ""
+        found = f"; the file has instead e.g. {_shapes(unexpected, state_dict)}" if unexpected else ""
         raise WeightsError(
             f"{what} lacks {len(missing)} of the backbone's {len(own)} tensors, expected e.g. "
             f"{_shapes(missing, own)}{found}",
             "the file is incomplete or belongs to another model family: pick the matching plugin and variant",
         )
-    unexpected = [k for k in state_dict if k not in own and k not in ignored]
     used = {k: v for k, v in state_dict.items() if k in own}
     module.load_state_dict(used, strict=True)
     return LoadReport(
