@@ -113,11 +113,15 @@ class VideoClassifier(nn.Module):
     Frames run through the backbone as a batch of B*T images (frames of one clip contiguous);
     adapters mix information across time inside the blocks; per-frame features are averaged over T,
     then the backbone's final norm and the head are applied. `tuning` (see the module docstring)
-    decides which parameters train; `checkpointing = True` recomputes each block's activations in the
-    backward pass instead of keeping them (less memory, about one more forward pass of time);
-    `checkpointing = "mlp"` recomputes only the MLP branches, whose 4x-wide hidden activations are
-    the largest part of what a block keeps (the extra time is the MLP's forward, about two thirds of a
-    ViT block's).
+    decides which parameters train. `checkpointing` trades time for memory by recomputing activations
+    in the backward pass instead of keeping them, in growing steps:
+
+    - "adapters": each adapter keeps only its input (instead of a copy of its patch tokens and two
+      bottleneck-wide tensors); the extra time is the adapters' forward, a few % of a step;
+    - "mlp": the adapters and each pre_mlp adapter + MLP branch together, whose 4x-wide hidden
+      activations are the largest part of what a block keeps (extra time: the MLP's forward, about
+      two thirds of a ViT block's);
+    - True: whole blocks (about one more forward pass of time).
     """
 
     def __init__(
@@ -140,7 +144,7 @@ class VideoClassifier(nn.Module):
             for index in adapter.block_indices(self.num_blocks):
                 self.adapters[str(index)] = BlockAdapters(layouts[index], num_frames, adapter)
         self.head = ClassifierHead(backbone.feature_width, num_classes, dropout)
-        self.checkpointing: bool | str = False  # True: whole blocks; "mlp": the MLP branches only
+        self.checkpointing: bool | str = "adapters"  # False, "adapters", "mlp" or True (whole blocks)
         self.backbone_dtype = torch.float32  # see store_backbone_as
         self.set_tuning(tuning)
 
@@ -191,16 +195,23 @@ class VideoClassifier(nn.Module):
         return (slot.pre_attn, slot.pre_mlp) if slot is not None else (None, None)
 
     def _block(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Block `index` with its adapters: transition, pre_attn, attention branch, pre_mlp, MLP branch."""
+        """Block `index` with its adapters: transition, pre_attn, attention branch, pre_mlp, MLP branch.
+        Parts named by `checkpointing` ("adapters", "mlp") keep only their input for the backward pass."""
         x = self.backbone.transition(index, x)
-        pre_attn, pre_mlp = self._block_adapters(index)
+        pre_attn, _ = self._block_adapters(index)
+        level = self.checkpointing if self.training and torch.is_grad_enabled() else False
         if pre_attn is not None:
-            x = pre_attn(x)
+            x = checkpoint(pre_attn, x, use_reentrant=False) if level in ("adapters", "mlp") else pre_attn(x)
         x = x + self.backbone.attn_branch(index, x)
+        if level == "mlp":
+            return checkpoint(self._mlp_part, index, x, False, use_reentrant=False)
+        return self._mlp_part(index, x, level == "adapters")
+
+    def _mlp_part(self, index: int, x: torch.Tensor, recompute_adapter: bool) -> torch.Tensor:
+        """pre_mlp adapter (recomputed in the backward pass if asked), then x + MLP branch."""
+        _, pre_mlp = self._block_adapters(index)
         if pre_mlp is not None:
-            x = pre_mlp(x)
-        if self.checkpointing == "mlp" and self.training and torch.is_grad_enabled():
-            return x + checkpoint(self.backbone.mlp_branch, index, x, use_reentrant=False)
+            x = checkpoint(pre_mlp, x, use_reentrant=False) if recompute_adapter else pre_mlp(x)
         return x + self.backbone.mlp_branch(index, x)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:

@@ -265,9 +265,11 @@ def test_adapter_bottleneck_ratio_reaches_the_model_config(workdir: Path) -> Non
         load_recipe(write(workdir / "bad.yaml", MINIMAL + "adapter:\n  bottleneck_ratio: -1\n"))
 
 
-@pytest.mark.parametrize(("value", "expected"), [("mlp", "mlp"), ("true", True), ("false", False)])
-def test_checkpointing_takes_true_false_or_mlp(workdir: Path, value: str, expected: object) -> None:
+@pytest.mark.parametrize(("value", "expected"),
+                         [("mlp", "mlp"), ("adapters", "adapters"), ("true", True), ("false", False)])
+def test_checkpointing_takes_false_adapters_mlp_or_true(workdir: Path, value: str, expected: object) -> None:
     recipe = load_recipe(write(workdir / "ckpt.yaml", MINIMAL + f"train:\n  checkpointing: {value}\n"))
     assert recipe.train.checkpointing == expected
-    with pytest.raises(RecipeError, match="train.checkpointing: expected true, false or mlp, got 'blocks'"):
+    assert load_recipe(write(workdir / "default.yaml", MINIMAL)).train.checkpointing == "adapters"
+    with pytest.raises(RecipeError, match="train.checkpointing: expected false, adapters, mlp or true, got 'blocks'"):
         load_recipe(write(workdir / "bad.yaml", MINIMAL + "train:\n  checkpointing: blocks\n"))

@@ -268,26 +268,41 @@ def test_half_storage_without_autocast_is_an_error():
 # --- activation checkpointing ---------------------------------------------------------------------------
 
 
-def _loss_and_grads(model: VideoClassifier) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
-    calls = []
+def _loss_and_grads(model: VideoClassifier) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, int]:
+    """Loss, gradients, and how often MLP branches and adapters ran in the forward and backward passes."""
+    calls, adapter_calls = [], []
     original = model.backbone.mlp_branch
     model.backbone.mlp_branch = lambda index, x: calls.append(index) or original(index, x)
+    adapters = [m for m in model.adapters.modules() if type(m).__name__ == "STAdapter"]
+    for adapter in adapters:  # (forward hooks do not fire when checkpoint recomputes a module)
+        adapter.forward = lambda x, forward=adapter.forward: adapter_calls.append(1) or forward(x)
     video, labels = _video()
     loss = F.cross_entropy(model(video), labels)
     loss.backward()
     del model.backbone.mlp_branch
-    return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}, len(calls)
+    for adapter in adapters:
+        del adapter.forward
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads, len(calls), len(adapter_calls)
 
 
-@pytest.mark.parametrize("what", [True, "mlp"])
+# what each level runs again in the backward pass: (MLP branches, adapters) of the 4 blocks' 4 + 4
+RECOMPUTED = {True: (4, 8), "mlp": (4, 8), "adapters": (0, 8)}
+
+
+@pytest.mark.parametrize("what", [True, "mlp", "adapters"])
 @pytest.mark.parametrize("tuning", ["st_adapter", "full_finetune"])
 def test_checkpointing_gives_the_same_loss_and_gradients(tuning, what):
-    plain = _model(tuning).train()
+    plain = _model(tuning, train={"checkpointing": False}).train()
     recomputed = _model(tuning, train={"checkpointing": what}).train()
-    assert recomputed.checkpointing == what and not plain.checkpointing
-    loss, grads, calls = _loss_and_grads(plain)
-    loss_c, grads_c, calls_c = _loss_and_grads(recomputed)
-    assert calls == 4 and calls_c == 8  # each block's MLP branch ran again in the backward pass
+    assert recomputed.checkpointing == what and plain.checkpointing is False
+    loss, grads, calls, adapter_calls = _loss_and_grads(plain)
+    loss_c, grads_c, calls_c, adapter_calls_c = _loss_and_grads(recomputed)
+    again_mlp, again_adapters = RECOMPUTED[what]
+    if tuning == "full_finetune":  # no adapters: "adapters" recomputes nothing
+        again_adapters = 0
+    assert calls == 4 and calls_c == 4 + again_mlp
+    assert adapter_calls == (8 if tuning == "st_adapter" else 0) and adapter_calls_c == adapter_calls + again_adapters
     assert torch.allclose(loss, loss_c, rtol=0, atol=1e-7)
     assert grads.keys() == grads_c.keys()
     for name in grads:
@@ -295,6 +310,22 @@ def test_checkpointing_gives_the_same_loss_and_gradients(tuning, what):
     recomputed.eval()
     with torch.no_grad():
         assert _loss_and_grads_forward_calls(recomputed) == 4  # off in evaluation
+
+
+def _kept_for_backward(model: VideoClassifier) -> list[torch.Tensor]:
+    """The tensors autograd keeps from one training forward pass outside recomputed regions."""
+    kept: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        model(_video()[0])
+    return kept
+
+
+def test_checkpointing_adapters_keeps_nothing_of_bottleneck_width():
+    plain, recomputed = (_model(train={"checkpointing": what}).train() for what in (False, "adapters"))
+    bottleneck = 16  # _recipe's adapters; clip:tiny is 64 wide
+    assert any(t.shape[-1] == bottleneck or t.shape[1:2] == (bottleneck,) for t in _kept_for_backward(plain))
+    kept = _kept_for_backward(recomputed)
+    assert kept and not any(t.shape[-1] == bottleneck or t.shape[1:2] == (bottleneck,) for t in kept)
 
 
 def _loss_and_grads_forward_calls(model: VideoClassifier) -> int:
@@ -306,7 +337,7 @@ def _loss_and_grads_forward_calls(model: VideoClassifier) -> int:
     return len(calls)
 
 
-@pytest.mark.parametrize("what", [True, "mlp"])
+@pytest.mark.parametrize("what", [True, "mlp", "adapters"])
 def test_checkpointed_model_compiles_as_one_graph(what):
     model = _model("st_adapter", train={"checkpointing": what}).train()
     reference = copy.deepcopy(model)

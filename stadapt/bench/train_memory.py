@@ -85,7 +85,7 @@ def measure_mode(
     device: str = "cpu",
     precision: str = "auto",
     backbone_storage: str = "auto",
-    checkpointing: bool | str = False,
+    checkpointing: bool | str = "adapters",
     num_classes: int = 400,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def bench_train_memory(
     device: str = "auto",
     precision: str = "auto",
     backbone_storage: str = "auto",
-    checkpointing: bool | str = False,
+    checkpointing: bool | str = "adapters",
     num_classes: int = 400,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -292,7 +292,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['backbone']}, {report['frames']} frames x {report['image_size']} px, micro-batch "
         f"{report['micro_batch']}, {report['device']} ({report['device_name']}, {report['precision']}), "
         f"median of {report['steps']} steps after {report['warmup']} warm-up"
-        + {True: ", blocks recomputed", "mlp": ", MLP branches recomputed"}.get(report.get("checkpointing"), ""),
+        + {True: ", blocks recomputed", "mlp": ", adapters and MLP branches recomputed",
+           "adapters": ", adapters recomputed"}.get(report.get("checkpointing"), ""),
         f"{'mode':<17} {'trainable':>12} {'peak increase':>14} {'peak':>11} {'step (median)':>14}",
     ]
     for mode, r in report["modes"].items():

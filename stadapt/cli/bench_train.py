@@ -21,9 +21,9 @@ def bench_train(
     backbone_storage: str = typer.Option("auto", "--backbone-storage",
                                          help="auto, fp32 or half, as train.backbone_storage; half applies to "
                                               "modes whose backbone is frozen (a trained backbone stays fp32)."),
-    checkpointing: bool = typer.Option(False, "--checkpointing", help="Activation checkpointing of the blocks."),
-    checkpointing_mlp: bool = typer.Option(False, "--checkpointing-mlp",
-                                           help="Recompute only the blocks' MLP branches (train.checkpointing=mlp)."),
+    checkpointing: str = typer.Option("adapters", "--checkpointing",
+                                      help="false, adapters, mlp or true (whole blocks), as train.checkpointing: "
+                                           "what is recomputed in the backward pass; the same in every mode."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
 ) -> None:
@@ -37,14 +37,14 @@ def bench_train(
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     from stadapt.errors import StadaptError
 
-    if checkpointing and checkpointing_mlp:
-        raise StadaptError("--checkpointing and --checkpointing-mlp exclude each other",
-                           "--checkpointing recomputes whole blocks, --checkpointing-mlp their MLP branches only")
+    levels = {"false": False, "adapters": "adapters", "mlp": "mlp", "true": True}
+    if checkpointing.lower() not in levels:
+        raise StadaptError(f"unknown --checkpointing {checkpointing!r}", "choose false, adapters, mlp or true")
     if precision not in ("auto", "fp32", "bf16", "fp16") or backbone_storage not in ("auto", "fp32", "half"):
         raise StadaptError(f"unknown --precision {precision!r} or --backbone-storage {backbone_storage!r}",
                            "precision: auto, fp32, bf16, fp16; backbone storage: auto, fp32, half")
     report = bench_train_memory(backbone, frames=frames, micro_batch=micro_batch, steps=steps, modes=chosen,
                                 device=device, precision=precision, backbone_storage=backbone_storage,
-                                checkpointing="mlp" if checkpointing_mlp else checkpointing,
+                                checkpointing=levels[checkpointing.lower()],
                                 progress=None if quiet else lambda m: typer.echo(m, err=True))
     show_report(format_report(report), report, json_out, announce=not quiet)
