@@ -116,11 +116,11 @@ class VideoClassifier(nn.Module):
     decides which parameters train. `checkpointing` trades time for memory by recomputing activations
     in the backward pass instead of keeping them, in growing steps:
 
-    - "adapters": each adapter keeps only its input (instead of a copy of its patch tokens and two
-      bottleneck-wide tensors); the extra time is the adapters' forward, a few % of a step;
-    - "mlp": the adapters and each pre_mlp adapter + MLP branch together, whose 4x-wide hidden
-      activations are the largest part of what a block keeps (extra time: the MLP's forward, about
-      two thirds of a ViT block's);
+    - "adapters" (the default): each adapter keeps only its input (instead of a copy of its patch tokens and
+      two bottleneck-wide tensors); the extra time is the adapters' forward, about 1% of a step on the CPU;
+    - "mlp": also the MLP branches (each recomputed together with its pre_mlp adapter, so that only
+      the input of the pair is kept), whose 4x-wide hidden activations are the largest part of what a
+      block keeps (extra time: the MLP's forward, about two thirds of a ViT block's);
     - True: whole blocks (about one more forward pass of time).
     """
 
