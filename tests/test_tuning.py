@@ -402,10 +402,24 @@ def test_quick_gelu_keeps_one_tensor_for_backward_and_matches_open_clip():
         assert torch.equal(QuickGELU()(x), reference)
 
 
-def test_clip_attention_branch_equals_open_clip_without_a_broadcast_weight():
-    from stadapt_clip.backbone import _plain_self_attention
+def _native_attention(backbone_name: str, block: torch.nn.Module):
+    """The library's own attention branch of a block, the reference for ours."""
+    if backbone_name == "clip:tiny":
+        return lambda t: block.ls_1(block.attention(block.ln_1(t)))
 
-    backbone = _model("st_adapter").train().backbone  # frozen: the case where open_clip broadcasts its weight
+    def swag(t: torch.Tensor) -> torch.Tensor:  # classy-vision's attention is sequence-first
+        y = block.ln_1(t).transpose(0, 1)
+        return block.dropout(block.self_attention(y, y, y, need_weights=False)[0].transpose(0, 1))
+
+    return swag
+
+
+@pytest.mark.parametrize("backbone_name", ["clip:tiny", "swag:tiny"])
+def test_attention_branch_equals_the_library_without_a_broadcast_weight(backbone_name):
+    from stadapt.backbones.attention import is_plain_self_attention
+
+    # frozen: the case where nn.MultiheadAttention broadcasts its weight
+    backbone = _model("st_adapter", backbone={"name": backbone_name}).train().backbone
     assert all(backbone._plain_attention)
     block = backbone._blocks[1]
     x = torch.randn(3, 17, backbone.feature_width, requires_grad=True)
@@ -418,11 +432,12 @@ def test_clip_attention_branch_equals_open_clip_without_a_broadcast_weight():
         return y, grad, [t for t in kept if 0 in t.stride()]
 
     ours, our_grad, our_broadcast = run(lambda t: backbone.attn_branch(1, t))
-    theirs, their_grad, their_broadcast = run(lambda t: block.ls_1(block.attention(block.ln_1(t))))
+    theirs, their_grad, their_broadcast = run(_native_attention(backbone_name, block))
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(our_grad, their_grad, rtol=1e-5, atol=1e-6)
-    # nn.MultiheadAttention's (L, N, C) layout makes the in-projection a bmm over the weight broadcast
-    # to every token, which the CPU copies in bf16 (0.7 GB per ViT-B block); ours keeps no broadcast
+    # the (L, N, C) layout makes the in-projection a bmm over the weight broadcast to every token,
+    # which the CPU copies in bf16 (0.7 GB per ViT-B block); ours keeps no broadcast
     assert their_broadcast and not our_broadcast
-    block.attn.add_zero_attn = True  # attention this path does not compute: open_clip's own forward runs
-    assert not _plain_self_attention(block)
+    attn = block.attn if backbone_name == "clip:tiny" else block.self_attention
+    attn.add_zero_attn = True  # attention this path does not compute: the library's own forward runs
+    assert not is_plain_self_attention(attn)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from stadapt.backbones.attention import is_plain_self_attention, self_attention
 from stadapt.backbones.base import FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError
@@ -61,28 +61,6 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-def _plain_self_attention(block: nn.Module) -> bool:
-    """Whether the block's attention is a plain nn.MultiheadAttention (one packed in-projection with a
-    bias, no bias_k/v or zero attention), which `_self_attention` computes the same way. The vision
-    tower passes it no mask."""
-    attn = getattr(block, "attn", None)
-    return (type(attn) is nn.MultiheadAttention and attn.batch_first and attn._qkv_same_embed_dim
-            and attn.in_proj_bias is not None and attn.bias_k is None and not attn.add_zero_attn)
-
-
-def _self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """attn(x, x, x, need_weights=False)[0] for batch-first x (N, L, C), with the input projection
-    applied to x as it lies. nn.MultiheadAttention first transposes x to (L, N, C), which makes the
-    projection a batched matmul over a broadcast weight (on the CPU in bf16 a 0.7 GB copy of it per
-    ViT-B block) and splits q, k, v with copies whose backward pass fills three zero tensors."""
-    n, length, width = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if attn.training else 0.0)
-    return attn.out_proj(out.transpose(1, 2).reshape(n, length, width))
-
-
 def build_visual(
     *, image_size: int, patch_size: int, width: int, layers: int, heads: int, output_dim: int, quick_gelu: bool
 ) -> nn.Module:
@@ -114,7 +92,7 @@ class ClipBackbone(FrameBackbone):
         self.visual = visual
         self.feature_width = visual.transformer.width
         self._blocks = list(visual.transformer.resblocks)
-        self._plain_attention = [_plain_self_attention(block) for block in self._blocks]
+        self._plain_attention = [is_plain_self_attention(block.attn) for block in self._blocks]
         self._layout = TokenLayout(width=self.feature_width, grid=tuple(visual.grid_size), prefix_tokens=1)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -131,7 +109,7 @@ class ClipBackbone(FrameBackbone):
     def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
         y = block.ln_1(x)
-        return block.ls_1(_self_attention(block.attn, y) if self._plain_attention[index] else block.attention(y))
+        return block.ls_1(self_attention(block.attn, y) if self._plain_attention[index] else block.attention(y))
 
     def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stadapt.backbones.attention import is_plain_self_attention, self_attention
 from stadapt.backbones.base import FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError
@@ -48,6 +49,7 @@ class SwagBackbone(FrameBackbone):
         self.vit = vit
         self.feature_width = int(vit.hidden_dim)
         self._blocks = list(vit.encoder.layers)
+        self._plain_attention = [is_plain_self_attention(block.self_attention) for block in self._blocks]
         side = vit.image_size // vit.patch_size
         self._layout = TokenLayout(width=self.feature_width, grid=(side, side), prefix_tokens=1)
 
@@ -65,7 +67,10 @@ class SwagBackbone(FrameBackbone):
 
     def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
-        y = block.ln_1(x).transpose(0, 1)  # the attention is sequence-first
+        y = block.ln_1(x)
+        if self._plain_attention[index]:
+            return block.dropout(self_attention(block.self_attention, y))
+        y = y.transpose(0, 1)  # the module is sequence-first
         y, _ = block.self_attention(query=y, key=y, value=y, need_weights=False)
         return block.dropout(y.transpose(0, 1))
 
