@@ -141,3 +141,18 @@ def test_a_list_whose_every_row_is_rejected_is_an_error(clips: Path, tmp_path: P
                                   "--out", str(out), "-q"))
     assert str(listing) in line and "no usable" in line and "missing" in line and "--classes" in line
     assert not out.exists()
+
+
+def test_prepared_list_with_class_names_is_refused_with_the_converter(clips: Path, tmp_path: Path) -> None:
+    """The prepared layout's own lists take class indices; one labelled with names is refused before a
+    run folder exists, naming the file and the command that converts it."""
+    data = tmp_path / "data"
+    shutil.copytree(clips, data)
+    names = ["moving right", "moving left"]
+    rows = [line.rsplit(" ", 1) for line in (data / "train.txt").read_text(encoding="utf-8").splitlines()]
+    with_bom(data / "train.txt", "".join(f"{path} {names[int(label)]}\n" for path, label in rows))
+    run = tmp_path / "run"
+    line = one_line_error(run_cli("train", str(RECIPE), f"data.root={data}", f"output.dir={run}", *TINY_RUN))
+    assert str(data / "train.txt") in line and "'right' is not an integer" in line
+    assert "stadapt prepare-data list" in line and "--classes" in line
+    assert not run.exists()

@@ -129,10 +129,13 @@ def read_list(path: Path, root: Path, num_classes: int) -> list[VideoEntry]:
         video_path = Path(video)
         entries.append(VideoEntry(video_path if video_path.is_absolute() else root / video_path, label))
     if bad:
+        named = any("is not an integer" in reason for reason in bad)
         raise DataError(
             f"list file {path} has {len(bad)} bad line(s): line {preview(bad)}",
             f"each line must be `path label` with an integer label in 0..{num_classes - 1} "
-            f"(the index of the class in {CLASSES_FILE}); fix or remove those lines",
+            f"(the index of the class in {CLASSES_FILE}); fix or remove those lines"
+            + (" (`stadapt prepare-data list --train FILE --classes CLASSES --out DIR` turns a list labelled "
+               "with class names into this layout)" if named else ""),
         )
     if not entries:
         raise DataError(f"list file {path} has no entries", "it needs one `path label` line per video")
