@@ -47,12 +47,11 @@ def import_checkpoint(
 
 
 def _read_classes(path: Path) -> list[str]:
+    from stadapt.data.textfile import read_lines
     from stadapt.errors import StadaptError
 
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StadaptError(f"cannot read class list {path} ({exc})", "pass a UTF-8 text file, one class a line") from exc
+    lines = read_lines(path, "class list", "pass a UTF-8 text file, one class a line")
+    names = [line.strip() for line in lines if line.strip()]
     if len(set(names)) != len(names):
         raise StadaptError(f"class list {path} names a class twice")
     return names

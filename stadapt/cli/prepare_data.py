@@ -156,7 +156,8 @@ def list_(
     train: Path = typer.Option(None, "--train", help="Training list: `path label` lines or a path,label CSV."),
     val: Path = typer.Option(None, "--val", help="Validation list, same format."),
     test: Path = typer.Option(None, "--test", help="Test list, same format."),
-    classes: Path = typer.Option(None, "--classes", help="Class names, one a line (line N = label N)."),
+    classes: Path = typer.Option(None, "--classes", help="Class names, one a line (line N = label N); "
+                                                         "a `path label` line may end with one that has spaces."),
     root: Path = typer.Option(Path("."), "--root", help="Directory that relative video paths start from."),
     check: bool = _CHECK,
     workers: int = _WORKERS,

@@ -18,6 +18,7 @@ from typing import Any
 
 from stadapt.data.formats.base import Listing
 from stadapt.data.prepared import claim_out_dir, write_prepared
+from stadapt.errors import DataError, preview
 
 
 def file_problem(path: Path) -> str | None:
@@ -94,6 +95,32 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _empty_split_hint(listing: Listing) -> str:
+    """The likely fix when a split has no usable video."""
+    if listing.name == "list" and listing.details.get("label_kind") == "name":
+        if listing.details.get("classes_file"):
+            return "each row must end with a class name of the --classes file; fix those rows or that file"
+        return ("class names with spaces need --classes FILE (one name a line) so that the whole name is "
+                "matched; otherwise fix those rows or --root")
+    return "fix those rows, or point --root (and the format's path options) at the videos"
+
+
+def require_videos(listing: Listing, problems: dict[str, str]) -> None:
+    """A split left without a single usable video is an error naming the first reasons, not a prepared
+    set with an empty list (a misread label format or a wrong --root, found only when training)."""
+    for split, rows in listing.splits.items():
+        if any(not problems.get(str(path)) for path, _ in rows):
+            continue
+        reasons = [f"{ref}: {why}" for ref, why in listing.rejected]
+        reasons += [f"{path}: {problems.get(str(path))}" for path, _ in rows]
+        raise DataError(
+            f"the {split} split of {listing.source or listing.name} has no usable videos "
+            f"({len(rows)} listed, {len(listing.rejected)} annotation row(s) rejected): "
+            f"{preview(reasons, limit=2, sep='; ') or 'the annotations list none'}",
+            _empty_split_hint(listing),
+        )
+
+
 def prepare_listing(
     listing: Listing,
     out: str | Path,
@@ -106,7 +133,8 @@ def prepare_listing(
 ) -> dict[str, Any]:
     """Write `listing` to `out` in the prepared layout and return the manifest."""
     out = Path(out)
-    claim_out_dir(out, overwrite=overwrite)
+    if not overwrite:
+        claim_out_dir(out, overwrite=False)  # refuse a non-empty --out before any work; removes nothing
     quarantine: list[tuple[str, str]] = [(row, f"annotation: {reason}") for row, reason in listing.rejected]
     problems: dict[str, str] = {}
     for rows in listing.splits.values():
@@ -114,9 +142,12 @@ def prepare_listing(
             key = str(path)
             if key not in problems:
                 problems[key] = file_problem(Path(path)) or ""
+    require_videos(listing, problems)  # before --overwrite replaces the data set prepared there
+    claim_out_dir(out, overwrite=overwrite)
     if check:
         candidates = [p for p, reason in problems.items() if not reason]
         problems.update(_check_all(candidates, workers or default_workers(), progress))
+        require_videos(listing, problems)
     splits: dict[str, list[tuple[str, int]]] = {}
     counts: dict[str, dict[str, int]] = {}
     empty: dict[str, list[str]] = {}

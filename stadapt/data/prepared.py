@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stadapt.data.textfile import read_lines
 from stadapt.errors import DataError, preview
 from stadapt.fileio import atomic_write_text
 
@@ -60,18 +61,9 @@ def file_sha256(path: Path) -> str:
 
 
 def _read_lines(path: Path, what: str) -> list[str]:
-    """The lines of a UTF-8 text file, with one DataError for a missing or undecodable file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} does not exist", PREPARE_HINT) from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path} is a directory, not a file") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{what} {path} is not UTF-8 text (byte {exc.start})", "re-save it as UTF-8") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    return text.splitlines()
+    """The lines of a UTF-8 text file (a BOM dropped: it would glue itself to the first path or class
+    name), with one DataError for a missing or undecodable file."""
+    return read_lines(Path(path), what, PREPARE_HINT)
 
 
 def _check_path_field(path: str) -> None:
@@ -137,10 +129,13 @@ def read_list(path: Path, root: Path, num_classes: int) -> list[VideoEntry]:
         video_path = Path(video)
         entries.append(VideoEntry(video_path if video_path.is_absolute() else root / video_path, label))
     if bad:
+        named = any("is not an integer" in reason for reason in bad)
         raise DataError(
             f"list file {path} has {len(bad)} bad line(s): line {preview(bad)}",
             f"each line must be `path label` with an integer label in 0..{num_classes - 1} "
-            f"(the index of the class in {CLASSES_FILE}); fix or remove those lines",
+            f"(the index of the class in {CLASSES_FILE}); fix or remove those lines"
+            + (" (`stadapt prepare-data list --train FILE --classes CLASSES --out DIR` turns a list labelled "
+               "with class names into this layout)" if named else ""),
         )
     if not entries:
         raise DataError(f"list file {path} has no entries", "it needs one `path label` line per video")

@@ -1,7 +1,8 @@
 """A user's own lists: `path label` lines or a `path,label` CSV, labels as indices or class names.
 
 The same parser reads the reference implementation's Kinetics lists (`read_pairs`), so both accept
-the same quirks: spaces in paths (the label is the last field), CRLF, a BOM, comments.
+the same quirks: spaces in paths (the label is the last field, or the longest class name of the class
+file that ends the line, so names may hold spaces too), CRLF, a BOM, comments.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import csv
 import io
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,16 +58,40 @@ def _is_comment(text: str) -> bool:
     return os.path.splitext(head)[1].lower() not in VIDEO_EXTS
 
 
-def _read_text_pairs(path: Path, what: str, hint: str) -> tuple[list[Pair], list[tuple[str, str]]]:
-    """`path label` lines; the label is the last whitespace-separated field, so paths keep spaces."""
+def _name_table(names: Sequence[str] | None) -> tuple[dict[str, str], int]:
+    """Known class names keyed by their words joined with one space, and the most words in one name."""
+    table: dict[str, str] = {}
+    for name in names or ():
+        table.setdefault(" ".join(name.split()), name)
+    return table, max((key.count(" ") + 1 for key in table), default=0)
+
+
+def _split_label(line: str, table: dict[str, str], most_words: int) -> tuple[str, str] | None:
+    """(path, label) of a stripped `path label` line: the longest known class name the line ends with
+    (names such as "moving right" hold spaces; so may paths), else the last field; None without a label."""
+    if most_words > 1:
+        starts = [m.start() for m in re.finditer(r"\S+", line)]
+        for words in range(min(most_words, len(starts) - 1), 0, -1):
+            name = table.get(" ".join(line[starts[-words]:].split()))
+            if name is not None:
+                return line[:starts[-words]].rstrip(), name
+    parts = line.rsplit(None, 1)
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
+def _read_text_pairs(path: Path, what: str, hint: str,
+                     names: Sequence[str] | None = None) -> tuple[list[Pair], list[tuple[str, str]]]:
+    """`path label` lines; the label is a class name of `names` that ends the line (the longest), else
+    the last whitespace-separated field, so paths keep spaces."""
+    table, most_words = _name_table(names)
     pairs: list[Pair] = []
     rejected: list[tuple[str, str]] = []
     for n, raw in enumerate(read_lines(path, what, hint), 1):
         line = raw.strip()
         if not line or _is_comment(line):
             continue
-        parts = line.rsplit(None, 1)
-        if len(parts) < 2:
+        parts = _split_label(line, table, most_words)
+        if parts is None:
             rejected.append((row_ref(path, n, line), "no label: expected `path label`"))
         else:
             pairs.append(Pair(row_ref(path, n, line), parts[0], parts[1]))
@@ -113,11 +139,13 @@ def _read_csv_pairs(path: Path, what: str, hint: str) -> tuple[list[Pair], list[
     return pairs, rejected, columns is not None
 
 
-def read_pairs(path: Path, what: str, hint: str) -> tuple[list[Pair], list[tuple[str, str]], bool]:
-    """(rows, rejected rows, had a CSV header) of a list file; `.csv` files are read as CSV."""
+def read_pairs(path: Path, what: str, hint: str,
+               names: Sequence[str] | None = None) -> tuple[list[Pair], list[tuple[str, str]], bool]:
+    """(rows, rejected rows, had a CSV header) of a list file; `.csv` files are read as CSV. `names`
+    (the class file's) lets a `path label` line end with a class name that holds spaces."""
     if Path(path).suffix.lower() == ".csv":
         return _read_csv_pairs(path, what, hint)
-    pairs, rejected = _read_text_pairs(path, what, hint)
+    pairs, rejected = _read_text_pairs(path, what, hint, names)
     return pairs, rejected, False
 
 
@@ -181,7 +209,7 @@ def read_list(root: Path, *, train: Path | None = None, val: Path | None = None,
     rejected: list[tuple[str, str]] = []
     headers: dict[str, bool] = {}
     for split, file in given.items():
-        pairs, bad, headers[split] = read_pairs(file, f"{split} list", f"check --{split}")
+        pairs, bad, headers[split] = read_pairs(file, f"{split} list", f"check --{split}", names)
         parsed[split] = pairs
         rejected += bad
     kind = _label_kind(parsed)

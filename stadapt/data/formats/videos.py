@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stadapt.data.formats.base import Listing
+from stadapt.data.textfile import read_lines, read_text, split_lines  # noqa: F401 (shared by the readers)
 from stadapt.errors import DataError, preview
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
@@ -166,37 +167,6 @@ class VideoIndex:
 
 
 # ----------------------------------------------------------------------------------------- reading text
-
-
-def read_text(path: Path, what: str, hint: str | None = None) -> str:
-    """A UTF-8 annotation file as text (a BOM is dropped); one DataError naming the file otherwise."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} does not exist", hint) from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path} is a directory, not a file", hint) from None
-    except OSError as exc:
-        raise DataError(f"cannot read {what} {path}: {exc.strerror or exc}", hint) from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{what} {path} is not UTF-8 text (byte {exc.start})",
-                        "re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
-
-
-def split_lines(text: str) -> list[str]:
-    """Lines split on LF with a CR before it dropped; only LF/CRLF count, so odd characters inside
-    file names (form feeds, U+2028) never split a line the way `str.splitlines` would."""
-    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def read_lines(path: Path, what: str, hint: str | None = None) -> list[str]:
-    """The lines of a UTF-8 annotation file (BOM and CRLF allowed); trailing spaces are kept."""
-    return split_lines(read_text(path, what, hint))
 
 
 def read_json(path: Path, what: str, hint: str | None = None) -> Any:
