@@ -26,9 +26,14 @@ from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
-from stadapt.errors import PluginError, WeightsError
+from stadapt.errors import PluginError, StadaptError, WeightsError
 
 TUNING_MODES = ("st_adapter", "linear", "full_finetune", "partial_finetune")
+
+
+class ModelConfigError(StadaptError, ValueError):
+    """A model description that does not fit its backbone (e.g. an adapter block the backbone lacks); a
+    ValueError too, as the library raised before it became a user-facing error."""
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,7 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
         }
     elif seed is not None:
         weights_info = random_init_record(backbone, seed)
+    check_adapter_blocks(config, len(backbone.block_layouts()))
     model = VideoClassifier(
         backbone, config.num_classes, config.num_frames, config.adapter, config.dropout, tuning=config.tuning
     )
@@ -314,6 +320,20 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
 def random_init_record(backbone: FrameBackbone, seed: int) -> dict[str, Any]:
     """What a checkpoint records of a backbone without pretrained weights: enough to rebuild and verify it."""
     return {"source": None, "random_init": True, "seed": int(seed), "fingerprint": fingerprint(backbone)}
+
+
+def check_adapter_blocks(config: ModelConfig, num_blocks: int) -> None:
+    """Every index in adapter.blocks must name one of the backbone's blocks (only the plugin knows how many)."""
+    if config.adapter is None or config.adapter.blocks is None:
+        return
+    outside = [b for b in config.adapter.blocks if not -num_blocks <= b < num_blocks]
+    if outside:
+        which = f"block {outside[0]} does" if len(outside) == 1 else f"blocks {', '.join(map(str, outside))} do"
+        raise ModelConfigError(
+            f"adapter.blocks: {which} not exist: {config.backbone} has {num_blocks} blocks, "
+            f"valid indices are 0 to {num_blocks - 1} (or -{num_blocks} to -1, counting from the end)",
+            "list blocks in that range, or leave adapter.blocks unset to adapt every block",
+        )
 
 
 def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, variant: str, path: Path) -> LoadReport:
