@@ -101,7 +101,44 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         tensors = load_file(str(path / TENSORS_FILE), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"could not read {path / TENSORS_FILE}: {exc}", "the checkpoint is damaged") from exc
+    check_classes_fit_head(meta, tensors, path)
     return meta, tensors
+
+
+HEAD_WEIGHT = "head.fc.weight"  # (num_classes, width): the classifier's rows, one per class
+
+
+def check_classes_fit_head(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """The class names, the recorded class count and the head's outputs must agree: every reader (eval,
+    predict, export metadata) names logits through `classes`, so a mismatch would mislabel or crash."""
+    classes = meta.get("classes")
+    model = meta.get("model") if isinstance(meta.get("model"), Mapping) else {}
+    head = tensors.get(HEAD_WEIGHT)
+    outputs = int(head.shape[0]) if head is not None and head.dim() == 2 else None
+    fix = f"{path / META_FILE} was edited or damaged: restore it (one name in `classes` per head output)"
+    if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path / META_FILE}: `classes` is not a list of class names", fix)
+    if classes is not None and outputs is not None and len(classes) != outputs:
+        raise CheckpointError(
+            f"{path / META_FILE} lists {_count(len(classes), 'class name')} but the head in {TENSORS_FILE} has "
+            f"{_count(outputs, 'output')}",
+            fix,
+        )
+    recorded = model.get("num_classes")
+    if isinstance(recorded, int) and outputs is not None and recorded != outputs:
+        raise CheckpointError(
+            f"{path / META_FILE} records num_classes {recorded} but the head in {TENSORS_FILE} has "
+            f"{_count(outputs, 'output')}",
+            fix,
+        )
+    if isinstance(recorded, int) and classes is not None and recorded != len(classes):
+        raise CheckpointError(
+            f"{path / META_FILE} records num_classes {recorded} but lists {_count(len(classes), 'class name')}", fix
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def load_trainable(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:

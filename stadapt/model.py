@@ -26,9 +26,14 @@ from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
-from stadapt.errors import PluginError, WeightsError
+from stadapt.errors import PluginError, StadaptError, WeightsError
 
 TUNING_MODES = ("st_adapter", "linear", "full_finetune", "partial_finetune")
+
+
+class ModelConfigError(StadaptError, ValueError):
+    """A model description that does not fit its backbone (e.g. an adapter block the backbone lacks); a
+    ValueError too, as the library raised before it became a user-facing error."""
 
 
 @dataclass(frozen=True)
@@ -271,11 +276,13 @@ def _is_tag(source: str | Path) -> bool:
     return not Path(text).exists() and "/" not in text and "\\" not in text and "." not in text
 
 
-def build_model(config: ModelConfig, weights: str | Path | None = None) -> BuiltModel:
+def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed: int | None = None) -> BuiltModel:
     """Build the model of `config`; load backbone weights from a local file or a hub tag, if given.
 
     Options implied by the weights (e.g. QuickGELU for OpenAI CLIP) are resolved here and recorded in
-    the returned config, so a checkpoint rebuilds exactly the same architecture.
+    the returned config, so a checkpoint rebuilds exactly the same architecture. Without weights,
+    `seed` (if given) seeds torch before the backbone is built and is recorded with the backbone's
+    fingerprint in `BuiltModel.weights`, so a checkpoint can rebuild the same random backbone.
     """
     plugin, variant = parse_backbone(config.backbone)
     implied = plugin.options_for_weights(variant.name, weights) if weights is not None else {}
@@ -288,6 +295,8 @@ def build_model(config: ModelConfig, weights: str | Path | None = None) -> Built
         )
     options = {**config.backbone_options, **implied}
     config = replace(config, backbone=f"{plugin.name}:{variant.name}", backbone_options=options)
+    if weights is None and seed is not None:
+        torch.manual_seed(seed)
     backbone = plugin.build(variant.name, **options)
     report = None
     weights_info = None
@@ -299,10 +308,32 @@ def build_model(config: ModelConfig, weights: str | Path | None = None) -> Built
             "source": str(weights) if tag else str(path.resolve()),
             "fingerprint": fingerprint(backbone),
         }
+    elif seed is not None:
+        weights_info = random_init_record(backbone, seed)
+    check_adapter_blocks(config, len(backbone.block_layouts()))
     model = VideoClassifier(
         backbone, config.num_classes, config.num_frames, config.adapter, config.dropout, tuning=config.tuning
     )
     return BuiltModel(model, config, variant, plugin, weights_info, report)
+
+
+def random_init_record(backbone: FrameBackbone, seed: int) -> dict[str, Any]:
+    """What a checkpoint records of a backbone without pretrained weights: enough to rebuild and verify it."""
+    return {"source": None, "random_init": True, "seed": int(seed), "fingerprint": fingerprint(backbone)}
+
+
+def check_adapter_blocks(config: ModelConfig, num_blocks: int) -> None:
+    """Every index in adapter.blocks must name one of the backbone's blocks (only the plugin knows how many)."""
+    if config.adapter is None or config.adapter.blocks is None:
+        return
+    outside = [b for b in config.adapter.blocks if not -num_blocks <= b < num_blocks]
+    if outside:
+        which = f"block {outside[0]} does" if len(outside) == 1 else f"blocks {', '.join(map(str, outside))} do"
+        raise ModelConfigError(
+            f"adapter.blocks: {which} not exist: {config.backbone} has {num_blocks} blocks, "
+            f"valid indices are 0 to {num_blocks - 1} (or -{num_blocks} to -1, counting from the end)",
+            "list blocks in that range, or leave adapter.blocks unset to adapt every block",
+        )
 
 
 def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, variant: str, path: Path) -> LoadReport:

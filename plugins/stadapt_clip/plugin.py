@@ -123,12 +123,8 @@ class ClipPlugin(BackbonePlugin):
         if variant == "tiny" and tag == TINY_SYNTHETIC:  # shipped with the plugin: no download
             return Path(__file__).with_name("weights") / "tiny_synthetic.safetensors"
         arch = _ARCHS[variant]
-        tags = _pretrained_tags(arch)
-        if tag not in tags:
-            raise WeightsError(
-                f"clip:{variant} has no pretrained tag '{tag}' and no such file exists",
-                f"tags: {', '.join(tags) or 'none'}; or pass a local weights file",
-            )
+        if arch.open_clip_name is None or tag not in self.pretrained_tags(variant):
+            raise self.unknown_tag_error(variant, tag)
         from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
         try:

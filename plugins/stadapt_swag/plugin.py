@@ -143,10 +143,7 @@ class SwagPlugin(BackbonePlugin):
         arch = _variant(variant)
         stem = arch.release.get(tag)
         if stem is None:
-            raise WeightsError(
-                f"swag:{variant} has no pretrained tag '{tag}' and no such file exists",
-                f"tags: {', '.join(arch.release) or 'none'}; or pass a local weights file",
-            )
+            raise self.unknown_tag_error(variant, tag)
         url = RELEASE_URL.format(name=stem)
         from torch.hub import download_url_to_file, get_dir
 

@@ -182,10 +182,7 @@ class TimmPlugin(BackbonePlugin):
     def resolve_pretrained(self, variant: str, tag: str) -> Path:
         spec = _spec(variant)
         if tag not in spec.tags:
-            raise WeightsError(
-                f"timm:{variant} has no pretrained tag '{tag}' and no such file exists",
-                f"tags: {', '.join(spec.tags) or 'none'}; or pass a local weights file",
-            )
+            raise self.unknown_tag_error(variant, tag)
         repo = f"timm/{spec.timm_name}.{tag}"
         where = f"https://huggingface.co/{repo}/resolve/main/model.safetensors"
         try:

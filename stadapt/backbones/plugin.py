@@ -80,6 +80,15 @@ class BackbonePlugin:
 
     def resolve_pretrained(self, variant: str, tag: str) -> Path:
         """Turn a hub tag into a local file (may download); plugins without a hub keep the default."""
+        raise self.unknown_tag_error(variant, tag)
+
+    def unknown_tag_error(self, variant: str, tag: str) -> Exception:
+        """The error for a tag `resolve_pretrained` does not know, listing the tags `pretrained_tags` names
+        (one place, so that the list in the message is always the plugin's real one)."""
         from stadapt.errors import WeightsError
 
-        raise WeightsError(f"backbone plugin '{self.name}' has no pretrained tag '{tag}'", "pass a local weights file")
+        tags = self.pretrained_tags(variant)
+        return WeightsError(
+            f"{self.name}:{variant} has no pretrained tag '{tag}' and no such file exists",
+            f"tags: {', '.join(tags) or 'none'}; or pass a local weights file",
+        )

@@ -90,7 +90,7 @@ def build_from_recipe(recipe: Recipe, num_classes: int, device: torch.device | s
     """The model of `recipe` with its tuning mode and memory options (`train.backbone_storage`,
     `train.checkpointing`) applied, still on the CPU. `device` (default: the recipe's `train.device`)
     is where it will train, which decides `backbone_storage: auto`."""
-    built = build_model(model_config(recipe, num_classes), weights=recipe.backbone.weights)
+    built = build_model(model_config(recipe, num_classes), weights=recipe.backbone.weights, seed=recipe.train.seed)
     device = resolve_device(recipe.train.device) if device is None else torch.device(device)
     apply_memory_options(
         built.model,

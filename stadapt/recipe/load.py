@@ -189,7 +189,7 @@ def _translate(error: Mapping[str, Any]) -> list[Problem]:
     path: KeyPath = tuple(error["loc"])
     kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == RULES:
-        return [((*path, key), message) for key, message in ctx["problems"]]
+        return [((*path, *key.split(".")), message) for key, message in ctx["problems"]]
     if kind == "extra_forbidden":
         return [(path, _unknown_key(path))]
     if kind == "missing" and path and isinstance(path[-1], int):  # a tuple with too few items

@@ -311,6 +311,15 @@ class Recipe(_Section):
     train: TrainSection = Field(default_factory=TrainSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
+    @model_validator(mode="after")
+    def _adapters_to_train(self) -> Recipe:
+        """`tuning: st_adapter` with `adapter.blocks: []` would silently train the head alone."""
+        if self.tuning == "st_adapter" and self.adapter.blocks is not None and not self.adapter.blocks:
+            _rules([("adapter.blocks", "is empty, so tuning: st_adapter would train no adapters (a linear probe); "
+                                       "list the blocks to adapt (or leave it unset for every block), or set "
+                                       "tuning: linear for a head-only model")])
+        return self
+
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str | None) -> str | None:
