@@ -85,7 +85,7 @@ def test_a_second_training_into_a_running_folder_is_refused_every_time(data: Pat
             assert second.returncode == 2, second.stderr[-3000:]
             assert "Traceback" not in second.stderr and f"pid {first.pid}" in second.stderr, second.stderr
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-        torchrun = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node",
+        torchrun = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                                    "2", "--no-python", "stadapt", "train", str(long), f"output.dir={run}", "-q"],
                                   capture_output=True, text=True, env=env, timeout=240)
         assert torchrun.returncode != 0 and f"pid {first.pid}" in torchrun.stderr, torchrun.stderr[-3000:]

@@ -97,11 +97,13 @@ def test_overwrite_replaces_only_a_run_that_holds_nothing_but_what_stadapt_wrote
     assert (run / "notes.txt").read_text() == "mine" and (run / "checkpoints" / "last" / "stadapt.json").is_file()
 
     (run / "notes.txt").unlink()
-    replaced = run_cli("train", str(recipe), f"output.dir={run}", "optim.steps=1", "--overwrite", "-q")
+    replaced = run_cli("train", str(recipe), f"output.dir={run}", "optim.steps=3", "--overwrite", "-q")
     assert replaced.returncode == 0, replaced.stderr
-    assert not (run / "eval.json").exists()  # it described the run that was replaced
-    assert json.loads((run / "checkpoints" / "last" / "stadapt.json").read_text())["step"] == 1
-    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert not (run / "eval.json").exists() and not (run / "eval.predictions.csv").exists()  # the old run's
+    assert json.loads((run / "checkpoints" / "last" / "stadapt.json").read_text())["step"] == 3
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["split"], e["step"]) for e in logged if e["split"] != "val"] == [("info", 0), ("train", 1),
+                                                                                  ("train", 2), ("train", 3)]
 
 
 def test_import_checkpoint_overwrite_never_removes_a_users_file(tmp_path: Path) -> None:
