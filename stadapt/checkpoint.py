@@ -105,7 +105,7 @@ def refuse_unless_replaceable(out: Path) -> None:
     foreign = foreign_files(out)
     if foreign:
         raise CheckpointError(f"{out} holds files stadapt did not write ({preview(foreign)}), so it is not replaced",
-                              "move them out of the directory, or choose another --out")
+                              "move them out of the directory first, or write the checkpoint elsewhere")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
