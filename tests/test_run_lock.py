@@ -80,7 +80,7 @@ def test_a_second_training_into_a_running_folder_is_refused_every_time(data: Pat
                              stderr=subprocess.PIPE, text=True)
     try:
         wait_for_training(run, first, step=3)  # a checkpoint at step 2: the folder holds a run
-        for extra in ((), ("--overwrite",), ("--auto-resume",), ("--resume",), ("--overwrite",)):
+        for extra in ((), ("--overwrite",), ("--auto-resume",), ("--resume",)):
             second = run_cli("train", str(long), f"output.dir={run}", *extra, "-q")
             assert second.returncode == 2, second.stderr[-3000:]
             assert "Traceback" not in second.stderr and f"pid {first.pid}" in second.stderr, second.stderr
