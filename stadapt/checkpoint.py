@@ -51,6 +51,7 @@ def write_checkpoint(
     out = Path(out)
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
+    refuse_unless_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "stadapt_version": __version__, **meta}
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -72,6 +73,39 @@ def write_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+# every file stadapt writes in a checkpoint directory: the checkpoint itself, the trainer state beside it
+# (stadapt.engine.state), and what eval and export put next to a checkpoint that is not inside a run
+CHECKPOINT_FILES = frozenset({TENSORS_FILE, META_FILE, "trainer_state.safetensors", "trainer_state.json",
+                              "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx"})
+
+
+def foreign_files(path: Path) -> list[str]:
+    """The entries of checkpoint directory `path` that stadapt did not write (`NAME/` for a folder), sorted."""
+    from stadapt.fileio import temp_target
+
+    return sorted(f"{p.name}/" if p.is_dir() else p.name for p in Path(path).iterdir()
+                  if p.is_dir() or (p.name not in CHECKPOINT_FILES and temp_target(p.name) not in CHECKPOINT_FILES))
+
+
+def refuse_unless_replaceable(out: Path) -> None:
+    """Replacing a checkpoint directory removes it: only a missing or empty one, or a stadapt checkpoint that
+    holds nothing but stadapt's files, may go. A user's file is never deleted; the refusal names it."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise CheckpointError(f"{out} exists and is not a directory", "choose another --out")
+    present = sorted(f"{p.name}/" if p.is_dir() else p.name for p in out.iterdir())
+    if not present:
+        return
+    if not (out / META_FILE).is_file():
+        raise CheckpointError(f"{out} is not a stadapt checkpoint (it holds {preview(present)}), so it is not "
+                              "replaced", "choose a new or empty --out directory")
+    foreign = foreign_files(out)
+    if foreign:
+        raise CheckpointError(f"{out} holds files stadapt did not write ({preview(foreign)}), so it is not replaced",
+                              "move them out of the directory first, or write the checkpoint elsewhere")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -21,3 +21,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_target(name: str) -> str | None:
+    """The file a leftover temp file of `atomic_write_text` (`.NAME.XXXXXXXX.tmp`) was meant to become, or None:
+    what a crash between writing and renaming leaves is still the writer's own file."""
+    import re
+
+    found = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{8}\.tmp", name)
+    return found.group(1) if found else None

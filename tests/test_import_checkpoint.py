@@ -132,8 +132,9 @@ def test_existing_output_is_never_overwritten_unless_asked(tmp_path):
     result = _import(ckpt, archive, out)
     assert result.returncode == 2 and "already exists" in result.stderr and "--overwrite" in result.stderr
     assert (out / "notes.txt").read_text() == "precious"
-    assert _import(ckpt, archive, out, "--overwrite").returncode == 0
-    assert (out / "stadapt.json").is_file() and not (out / "notes.txt").exists()
+    refused = _import(ckpt, archive, out, "--overwrite")  # --overwrite replaces a checkpoint, never a user's file
+    assert refused.returncode == 2 and "notes.txt" in refused.stderr and "Traceback" not in refused.stderr
+    assert (out / "notes.txt").read_text() == "precious" and not (out / "stadapt.json").exists()
 
 
 def test_load_model_checks_the_backbone_weights(tmp_path):

@@ -16,7 +16,8 @@ def train(
     auto_resume: bool = typer.Option(False, "--auto-resume",
                                      help="Continue the run if output.dir holds one, else start it (for jobs that "
                                           "may be preempted and restarted with the same command)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run in output.dir and start again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in output.dir and start again (only what stadapt wrote; "
+                                                             "a folder that holds other files is refused)."),
     stop_after: int = typer.Option(None, "--stop-after", min=1, metavar="STEPS",
                                    help="Stop after this many steps (with a checkpoint), e.g. to fit a job's time "
                                         "limit; continue later with --resume."),

@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from stadapt.engine.distributed import (
 )
 from stadapt.engine.optim import build_optimizer, set_lr
 from stadapt.engine.reporting import RunLog, peak_memory_mb
-from stadapt.engine.rundir import RunDir, read_metrics
+from stadapt.engine.rundir import RunDir, RunError, RunLock, read_metrics
 from stadapt.engine.signals import StopSignals
 from stadapt.engine.schedule import lr_factor
 from stadapt.engine.setup import (
@@ -45,13 +45,16 @@ from stadapt.engine.setup import (
     train_dataset,
 )
 from stadapt.engine.state import Progress, restore_state, rng_state, state_files
-from stadapt.errors import StadaptError
+from stadapt.errors import StadaptError, first_line
 from stadapt.recipe import Recipe, dump_recipe
 
 # keys a resumed run may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {"data.num_workers", "train.log_every", "train.val_every", "train.save_every", "train.device",
                      "train.keep_checkpoints", "train.tensorboard", "train.compile", "train.checkpointing",
                      "optim.micro_batch"}
+
+
+T = TypeVar("T")
 
 
 class TrainingError(StadaptError):
@@ -102,14 +105,15 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, aut
     device = process_device(resolve_device(recipe.train.device), world_from_env())  # this process's GPU
     world = init_world(device)
     try:
-        return _train(recipe, world, device, source=source, resume=resume, auto_resume=auto_resume,
-                      overwrite=overwrite, progress=progress, stop_after=stop_after)
+        with RunLock(recipe.output.dir) as lock:  # held by the main process until the run ends
+            return _train(recipe, world, device, source=source, resume=resume, auto_resume=auto_resume,
+                          overwrite=overwrite, progress=progress, stop_after=stop_after, lock=lock)
     finally:
         shutdown(world)
 
 
 def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, resume: bool, auto_resume: bool,
-           overwrite: bool, progress: bool, stop_after: int | None) -> TrainResult:
+           overwrite: bool, progress: bool, stop_after: int | None, lock: RunLock) -> TrainResult:
     from tqdm import tqdm
 
     from stadapt.data.prepared import open_prepared
@@ -123,28 +127,30 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     val_entries = prepared.entries(recipe.data.val_list)
 
     run = RunDir(recipe.output.dir)
-    found = run.resume_checkpoint()  # decided by every process before any of them writes
-    resume = resume or (auto_resume and found is not None)
-    # --auto-resume restarts a run that died before its first checkpoint: it has nothing to lose
-    overwrite = overwrite or (auto_resume and found is None and run.is_run())
-    if world.main:
-        run.start(resume=resume, overwrite=overwrite)
+    # decided on the main process (under the lock when the folder is stadapt's), agreed by every process
+    mode = _on_main(world, lambda: _plan_run(run, lock, resume=resume, auto_resume=auto_resume, overwrite=overwrite))
+    resume = mode == "resume"
+    torch.manual_seed(recipe.train.seed)
+    built = build_from_recipe(recipe, len(prepared.classes), device=device)  # refuses before the folder exists
+    if recipe.model.init_from and not resume:
+        _init_adapters(built.model, Path(recipe.model.init_from))
+
+    def claim() -> None:
+        _claim_run(run, lock, mode, resume=resume, auto_resume=auto_resume, overwrite=overwrite)
         if resume:
             check_resumable(load_recipe(run.recipe, check_files=False), recipe)
         else:
             dump_recipe(recipe, run.recipe, source=source)
+
+    _on_main(world, claim)
     world.barrier()
     progress = progress and world.main
 
-    torch.manual_seed(recipe.train.seed)
-    built = build_from_recipe(recipe, len(prepared.classes), device=device)
     model = built.model.to(device)
     o = recipe.optim
     optimizer = build_optimizer(model, o, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scale_loss)
     state = Progress()
-    if recipe.model.init_from and not resume:
-        _init_adapters(model, Path(recipe.model.init_from))
     if resume:
         from stadapt.checkpoint import load_trainable, read_checkpoint
 
@@ -299,6 +305,49 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     return TrainResult(run.path, state.step, state.train_seconds, final_val, counts,
                        extra={"finished": state.step == o.steps, "total_steps": o.steps, "interrupted": interrupted,
                               "processes": world.size})
+
+
+def _on_main(world: World, action: Callable[[], T]) -> T:
+    """Run `action` on the main process only; every process returns its result, or raises its refusal (so
+    that under torchrun all processes stop together instead of waiting for a main process that stopped)."""
+    outcome: tuple[Any, ...] = ("ok", None)
+    failure: BaseException | None = None
+    if world.main:
+        try:
+            outcome = ("ok", action())
+        except StadaptError as exc:
+            failure, outcome = exc, ("refused", exc.message, exc.hint)
+        except Exception as exc:
+            failure, outcome = exc, ("failed", f"the main process failed: {first_line(exc)}", None)
+    if world.distributed:
+        outcome = world.gather(outcome)[0]
+    if failure is not None:
+        raise failure
+    if outcome[0] != "ok":
+        raise TrainingError(outcome[1], outcome[2])
+    return outcome[1]
+
+
+def _plan_run(run: RunDir, lock: RunLock, *, resume: bool, auto_resume: bool, overwrite: bool) -> str:
+    """How this run starts (RunDir.plan_start), read before the model is built. A folder stadapt made is locked
+    first, so a second training into it is refused naming the holder; a new or empty folder (or a user's,
+    which is refused) is not touched yet."""
+    if run.state().stadapts:
+        lock.acquire()
+    return run.plan_start(resume=resume, auto_resume=auto_resume, overwrite=overwrite)
+
+
+def _claim_run(run: RunDir, lock: RunLock, mode: str, *, resume: bool, auto_resume: bool, overwrite: bool) -> None:
+    """Create and lock the run folder once everything that can refuse the run has been checked, then make it
+    ready (RunDir.begin). A folder that changed since the plan is planned again under the lock."""
+    if not lock.held:
+        run.path.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+        again = run.plan_start(resume=resume, auto_resume=auto_resume, overwrite=overwrite)
+        if (again == "resume") != (mode == "resume"):
+            raise RunError(f"{run.path} changed while this run was starting", "run the same command again")
+        mode = again
+    run.begin(mode)
 
 
 def _init_adapters(model: torch.nn.Module, checkpoint: Path) -> None:

@@ -7,23 +7,40 @@
     RUN/checkpoints/step_N/    earlier checkpoints, the newest `train.keep_checkpoints - 1` of them
     RUN/tensorboard/           TensorBoard event files
     RUN/eval.json              written by `stadapt eval`
+    RUN/.stadapt-run.json      the marker: stadapt made this folder (what `--overwrite` may replace)
+    RUN/.stadapt.lock          locked by the training process that owns the folder while it runs
+
+stadapt replaces only what it wrote (`RUN_FILES`, checked down into checkpoints/ and tensorboard/): a
+folder that holds anything else is refused, naming what it found, and a user's file is never deleted.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
+import socket
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from stadapt.errors import StadaptError
-from stadapt.fileio import atomic_write_text
+from stadapt.errors import preview
+from stadapt.fileio import atomic_write_text, temp_target
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
+MARKER_FILE = ".stadapt-run.json"
+LOCK_FILE = ".stadapt.lock"
+MARKER_FORMAT = "stadapt-run"
+# every name stadapt writes at the top of a run directory (train; eval and export by default)
+RUN_FILES = frozenset({RECIPE_FILE, METRICS_FILE, MARKER_FILE, LOCK_FILE, "curves.png", "checkpoints", "tensorboard",
+                       "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx"})
+_CHECKPOINT_NAME = re.compile(r"\.?(last|step_\d+)(\..+)?")  # last, step_N, and their staging / swap folders
 
 
 class RunError(StadaptError):
@@ -80,24 +97,200 @@ class RunDir:
 
     def start(self, *, resume: bool, overwrite: bool) -> None:
         """Make the directory ready: new, resumed or (only when asked) replaced; never silently reused."""
-        occupied = self.path.exists() and any(self.path.iterdir())
+        self.begin(self.plan_start(resume=resume, overwrite=overwrite))
+
+    def state(self) -> RunState:
+        """What the folder holds, read without touching it."""
+        if not self.path.is_dir():
+            return RunState(exists=self.path.exists() or self.path.is_symlink(), stadapts=False)
+        entries = sorted(p for p in self.path.iterdir() if p.name != LOCK_FILE)
+        if not self._made_by_stadapt():
+            return RunState(exists=True, stadapts=False, foreign=[_label(p) for p in entries])
+        checkpoints = [p.name for p in sorted(self.checkpoints.iterdir()) if (p / "stadapt.json").is_file()] \
+            if self.checkpoints.is_dir() and not self.checkpoints.is_symlink() else []
+        return RunState(exists=True, stadapts=True, foreign=self._foreign_entries(entries), checkpoints=checkpoints)
+
+    def _made_by_stadapt(self) -> bool:
+        """The marker, or (a run from before the marker) a recipe.yaml that stadapt resolved."""
+        if (self.path / MARKER_FILE).is_file():
+            return True
+        try:
+            with self.recipe.open(encoding="utf-8") as handle:
+                return handle.readline().startswith("# resolved by stadapt")
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def _foreign_entries(self, entries: list[Path]) -> list[str]:
+        """The entries (down into checkpoints/ and tensorboard/) that stadapt does not write in a run."""
+        from stadapt.checkpoint import foreign_files
+
+        found: list[str] = []
+        for entry in entries:
+            if entry.is_symlink() or (entry.name not in RUN_FILES and temp_target(entry.name) not in RUN_FILES):
+                found.append(_label(entry))
+            elif entry.name == "checkpoints" and entry.is_dir():
+                for ckpt in sorted(entry.iterdir()):
+                    if ckpt.is_symlink() or not ckpt.is_dir() or not _CHECKPOINT_NAME.fullmatch(ckpt.name):
+                        found.append(f"checkpoints/{_label(ckpt)}")
+                    else:
+                        found += [f"checkpoints/{ckpt.name}/{name}" for name in foreign_files(ckpt)]
+            elif entry.name == "tensorboard" and entry.is_dir():
+                found += [f"tensorboard/{_label(e)}" for e in sorted(entry.iterdir())
+                          if e.is_symlink() or not e.is_file() or not e.name.startswith("events.out.tfevents.")]
+        return found
+
+    def plan_start(self, *, resume: bool, auto_resume: bool = False, overwrite: bool = False) -> str:
+        """How a training starts here: "start" (a new or empty folder), "replace" (remove what stadapt wrote,
+        then start) or "resume". Decided from what the folder really holds, reading only; each refusal says
+        what is there and names the option that works."""
+        state, where = self.state(), self.path
+        if state.exists and not where.is_dir():
+            raise RunError(f"{where} exists and is not a folder", "set output.dir=... to a folder")
+        found = preview(state.foreign)
+        if not state.stadapts and state.foreign:
+            raise RunError(f"{'--overwrite refused: ' if overwrite else ''}{where} is not a stadapt run and not empty "
+                           f"(it holds {found})", "set output.dir=... (or name=...) to a new or empty folder; "
+                                              "stadapt never replaces files it did not write")
+        if not state.stadapts:
+            if resume:
+                raise RunError(f"there is no run to resume in {where}",
+                               "drop --resume to start it, or set output.dir=... to the run you mean")
+            return "start"
+        if state.checkpoints:
+            return self._plan_for_a_run(state, resume=resume or auto_resume, overwrite=overwrite)
+        if resume:
+            raise RunError(f"{where} holds no checkpoint to resume: the run there stopped before its first one",
+                           "run the same command without --resume to start it again")
+        if state.foreign:
+            raise RunError(f"{where} holds a run that stopped before its first checkpoint and files stadapt did not "
+                           f"write ({found})", "move them out of the folder, or set output.dir=... to another folder")
+        return "replace"  # only stadapt's own stub of a run that died before its first checkpoint: nothing to lose
+
+    def _plan_for_a_run(self, state: RunState, *, resume: bool, overwrite: bool) -> str:
+        """plan_start for a folder that holds at least one complete checkpoint."""
+        where, found = self.path, preview(state.foreign)
         if resume:
             if self.resume_checkpoint() is None:
-                raise RunError(
-                    f"there is no run to resume in {self.path} (no checkpoints/last)",
-                    "drop --resume to start it, or set output.dir=... to the run you mean",
-                )
-            return
-        if occupied and not overwrite:
-            raise RunError(
-                f"{self.path} already holds a run",
-                "pass --resume to continue it, --overwrite to start it again, or set output.dir=... (or name=...)",
-            )
-        if occupied:
-            trash = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}")
-            os.replace(self.path, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+                raise RunError(f"{where} holds checkpoints ({', '.join(state.checkpoints)}) but no checkpoints/last "
+                               "or step_* that --resume continues from",
+                               "keep them: rename the newest to checkpoints/last, then pass --resume")
+            return "resume"
+        if overwrite and not state.foreign:
+            return "replace"
+        if overwrite:
+            raise RunError(f"--overwrite refused: {where} holds a run and files stadapt did not write ({found})",
+                           "move them out of the folder to let --overwrite replace the run, pass --resume to "
+                           "continue it, or set output.dir=...")
+        step = _checkpoint_step(self.resume_checkpoint())
+        extra = f" and files stadapt did not write ({found})" if state.foreign else ""
+        raise RunError(f"{where} already holds a run{f' (checkpoint at step {step})' if step is not None else ''}"
+                       f"{extra}", "pass --resume to continue it, --overwrite to start it again, or set "
+                                   "output.dir=... (or name=...)" if not extra else
+                       "pass --resume to continue it, or set output.dir=... (or name=...)")
+
+    def begin(self, mode: str) -> None:
+        """Make the folder ready for `mode` (from plan_start, under the lock): mark it as stadapt's and, for
+        "replace", remove what stadapt wrote there before, never anything else."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if mode == "resume" and (self.path / MARKER_FILE).is_file():
+            return
+        from stadapt import __version__
+
+        atomic_write_text(self.path / MARKER_FILE, json.dumps(
+            {"format": MARKER_FORMAT, "format_version": 1, "stadapt_version": __version__,
+             "note": "stadapt wrote this folder; `stadapt train --overwrite` replaces only stadapt's files in it"},
+            indent=2) + "\n")
+        if mode != "replace":
+            return
+        for entry in sorted(self.path.iterdir()):
+            owned = entry.name in RUN_FILES or temp_target(entry.name) in RUN_FILES
+            if not owned or entry.name in (MARKER_FILE, LOCK_FILE):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+@dataclass
+class RunState:
+    """What a run folder holds: whether stadapt made it, what in it stadapt did not write, its checkpoints."""
+
+    exists: bool
+    stadapts: bool
+    foreign: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)
+
+
+def _label(path: Path) -> str:
+    """An entry as a refusal names it: `photos/` for a folder, `name (a link)` for a symbolic link."""
+    if path.is_symlink():
+        return f"{path.name} (a link)"
+    return f"{path.name}/" if path.is_dir() else path.name
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int | None:
+    if checkpoint is None:
+        return None
+    try:
+        return int(json.loads((checkpoint / "stadapt.json").read_text()).get("step"))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class RunLock:
+    """An exclusive lock on RUN/.stadapt.lock, held by the training process for the life of a run, so a second
+    `stadapt train` into the same folder is refused every time. A POSIX record lock (fcntl.lockf): the kernel
+    releases it when the process ends in any way (a dead process never leaves a stale lock), DataLoader
+    workers forked from the holder do not inherit it, and it works on NFS. The holder writes its pid and
+    host into the file, for the refusal to name it."""
+
+    def __init__(self, run_path: Path) -> None:
+        self.path = Path(run_path) / LOCK_FILE
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock or raise RunError naming the process that holds it."""
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise RunError(f"cannot lock {self.path} ({exc.strerror})",
+                               "put output.dir on a file system that supports file locks") from None
+            raise RunError(f"{self.path.parent} is in use: another stadapt training ({self.holder()}) writes to it",
+                           "wait for it to end or stop it, or set output.dir=... (or name=...) to another folder") \
+                from None
+        self._fd = fd
+        text = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
+
+    def holder(self) -> str:
+        """Who holds the lock, as the holder wrote it (read without opening it for writing)."""
+        try:
+            text = self.path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        return text or "a process that has not yet written its pid"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class MetricsLog:
