@@ -53,6 +53,7 @@ def test_the_cli_reports_the_spread_and_warns_when_it_swamps_the_ratio(tmp_path:
         warned = any(line.startswith(f"warning: the {what} ratio") for line in result.stdout.splitlines())
         assert warned == entry["noisy"], result.stdout
     assert report["warnings"] == [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert "spread of the runs" in result.stdout
 
     once = run_cli(*ARGS, "--runs", "1")  # one run shows no spread: the reader is told so
     assert once.returncode == 0, once.stderr

@@ -261,5 +261,10 @@ def format_report(report: dict[str, Any]) -> str:
     ratio = report["ratio"]
     lines.append(f"with / without adapters: throughput {ratio['throughput']:.3f}x, latency {ratio['latency']:.3f}x, "
                  f"parameters {ratio['total_parameters']:.3f}x")
+    spread = report.get("spread") or {}
+    if spread:
+        percent = {what: "-" if s["max"] is None else f"{100 * s['max']:.1f}%" for what, s in spread.items()}
+        shown = ", ".join(f"{what} {value}" for what, value in percent.items())
+        lines.append(f"spread of the runs ((max - min) / median, the larger of the two models): {shown}")
     lines += report.get("warnings", [])
     return "\n".join(lines)
