@@ -45,7 +45,8 @@ def finetune_transfer(
         import signal
         import sys
 
+        again = [arg for arg in sys.argv[1:] if arg != "--overwrite"]  # --overwrite would start again
         typer.echo(f"interrupted by {stopped['by']} in split {stopped['split']} at step {stopped['step']} of "
-                   f"{stopped['steps']}; re-run the same command to continue: stadapt {shlex.join(sys.argv[1:])}")
+                   f"{stopped['steps']}; re-run the command to continue: stadapt {shlex.join(again)}")
         raise typer.Exit(128 + int(getattr(signal, str(stopped["by"]), signal.SIGTERM)))
     typer.echo(format_summary(summary))
