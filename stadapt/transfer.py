@@ -34,8 +34,9 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, init_from: Path, out: Path,
-                    overrides: Sequence[str] = ()) -> Any:
-    """The recipe of one split: the source run's recipe with the transfer setting and `overrides`."""
+                    overrides: Sequence[str] = (), check_files: bool = True) -> Any:
+    """The recipe of one split: the source run's recipe with the transfer setting and `overrides`
+    (`check_files=False` before the split's data is prepared)."""
     from stadapt.recipe import recipe_from_dict
 
     recipe = json.loads(json.dumps(source))  # a deep copy of plain data
@@ -51,7 +52,87 @@ def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, init_
     recipe.setdefault("data", {}).update({"root": str(data_root), "train_list": "train.txt", "val_list": "val.txt"})
     recipe.setdefault("model", {})["init_from"] = str(init_from)
     recipe["output"] = {"dir": str(out)}
-    return recipe_from_dict(recipe, source=f"finetune-transfer from {init_from}", overrides=list(overrides))
+    return recipe_from_dict(recipe, source=f"finetune-transfer from {init_from}", overrides=list(overrides),
+                            check_files=check_files)
+
+
+class TransferError(StadaptError):
+    """A transfer that cannot go on as asked (e.g. its earlier splits ran with another setting)."""
+
+
+# what transfer.json reports as the setting: the resolved recipe's values, overrides included
+SETTING_KEYS = ("optim.steps", "optim.batch_size", "optim.warmup_steps", "optim.lr", "optim.weight_decay",
+                "optim.scale.backbone", "optim.scale.adapters", "optim.scale.head", "data.frames",
+                "data.sampling", "data.stride", "data.views", "train.seed")
+
+
+def transfer_setting(recipe: Any) -> dict[str, Any]:
+    """The setting a split really trained with, read from its resolved recipe (not the paper's defaults)."""
+    data = recipe.to_dict()
+    setting: dict[str, Any] = {}
+    for key in SETTING_KEYS:
+        value: Any = data
+        for part in key.split("."):
+            value = value[part]
+        setting[key] = value
+    return setting
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    try:
+        return int(json.loads((checkpoint / "stadapt.json").read_text()).get("step", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return -1
+
+
+def split_state(recipe: Any) -> str:
+    """"new", "finished" or "unfinished" for the split run `recipe` describes. A run started with
+    another setting is refused: reusing or continuing it would mix two settings in one result."""
+    from stadapt.engine.loop import TrainingError, check_resumable
+    from stadapt.engine.rundir import RunDir
+    from stadapt.recipe import load_recipe
+
+    run = RunDir(recipe.output.dir)
+    if not run.is_run():
+        return "new"
+    try:
+        check_resumable(load_recipe(run.recipe, check_files=False), recipe)
+    except TrainingError as exc:
+        raise TransferError(
+            f"{run.path} was trained with another setting: {exc.message}",
+            "re-run with the overrides it ran with to continue, pass --overwrite to train the splits again "
+            "with this setting, or choose another --out",
+        ) from None
+    checkpoint = run.resume_checkpoint()
+    done = checkpoint is not None and _checkpoint_step(checkpoint) >= recipe.optim.steps
+    return "finished" if done else "unfinished"
+
+
+def _split_result(split: int, val: dict[str, Any], run: Path, *, reused: bool) -> dict[str, Any]:
+    return {"split": split, "top1": val.get("top1"), "top5": val.get("top5"), "videos": val.get("videos"),
+            "skipped": val.get("skipped"), "views": val.get("views"), "run": str(run), "reused": reused}
+
+
+def read_back_split(split: int, recipe: Any) -> dict[str, Any]:
+    """The result of a split that finished earlier, from its run's final validation in metrics.jsonl."""
+    from stadapt.engine.rundir import RunDir, read_metrics
+
+    run = RunDir(recipe.output.dir)
+    final = [e for e in read_metrics(run.metrics) if e.get("split") == "val" and e.get("step") == recipe.optim.steps]
+    return _split_result(split, final[-1] if final else {}, run.path, reused=True)
+
+
+def _train_split(split: int, recipe: Any, *, overwrite: bool, progress: bool) -> Any:
+    """Train one split: start it, or continue it from its checkpoint (the train loop's --auto-resume)."""
+    from stadapt.engine.loop import train
+    from stadapt.engine.rundir import RunError
+
+    try:
+        return train(recipe, source=f"stadapt finetune-transfer (split {split})", overwrite=overwrite,
+                     auto_resume=not overwrite, progress=progress)
+    except RunError as exc:  # its hints name `stadapt train` options, not this command's
+        raise TransferError(f"split {split}: {exc.message}",
+                            "move what is there away, or choose another --out") from None
 
 
 def finetune_transfer(
@@ -66,11 +147,16 @@ def finetune_transfer(
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Prepare, train and evaluate every split; write and return the summary (transfer.json)."""
+    """Prepare, train and evaluate every split; write and return the summary (transfer.json).
+
+    Run again with the same arguments, it picks up where it stopped: splits that finished are read
+    back (not retrained), an interrupted split continues from its checkpoint, the rest start.
+    `overwrite=True` trains every split again. An interrupted split returns the summary so far with
+    `complete: False` and `interrupted` (transfer.json is written only when every split finished).
+    """
     from stadapt.checkpoint import read_checkpoint
     from stadapt.data.formats import READERS
     from stadapt.data.prepare import prepare_listing
-    from stadapt.engine.loop import train
     from stadapt.evaluate import resolve_target
     from stadapt.fileio import atomic_write_text
 
@@ -86,26 +172,31 @@ def finetune_transfer(
         raise StadaptError(f"{checkpoint} records no training recipe", "transfer from a checkpoint `stadapt train` wrote")
     base = f"{recipe.get('name') or checkpoint.parent.parent.name}_to_{dataset}"
     out = Path(out) if out is not None else Path("runs") / base
-    results: list[dict[str, Any]] = []
+
+    def split_recipe(split: int, check_files: bool) -> Any:
+        return transfer_recipe(recipe, name=f"{base}_split{split}", data_root=out / "data" / f"split{split}",
+                               init_from=checkpoint.resolve(), out=out / f"split{split}", overrides=overrides,
+                               check_files=check_files)
+
+    planned = {split: split_recipe(split, False) for split in splits}
+    # every split's state is judged before any work: a changed setting is refused up front
+    states = {split: "new" if overwrite else split_state(r) for split, r in planned.items()}
+    summary: dict[str, Any] = {"source": str(checkpoint.resolve()), "dataset": dataset, "splits": [],
+                               "setting": transfer_setting(planned[splits[0]]), "overrides": list(overrides)}
     for split in splits:
-        listing = READERS[dataset](root, split=split)
+        if states[split] == "finished":
+            summary["splits"].append(read_back_split(split, planned[split]))
+            continue
         data_dir = out / "data" / f"split{split}"
-        prepare_listing(listing, data_dir, check=check, overwrite=True, progress=progress)
-        split_recipe = transfer_recipe(recipe, name=f"{base}_split{split}", data_root=data_dir,
-                                       init_from=checkpoint.resolve(), out=out / f"split{split}", overrides=overrides)
-        result = train(split_recipe, source=f"stadapt finetune-transfer (split {split})", overwrite=overwrite,
-                       progress=progress)
-        val = result.final_val or {}
-        results.append({"split": split, "top1": val.get("top1"), "top5": val.get("top5"), "videos": val.get("videos"),
-                        "skipped": val.get("skipped"), "views": val.get("views"), "run": str(result.run_dir)})
-    scores = [r["top1"] for r in results if r["top1"] is not None]
-    summary = {
-        "source": str(checkpoint.resolve()),
-        "dataset": dataset,
-        "splits": results,
-        "mean_top1": sum(scores) / len(scores) if scores else None,
-        "setting": TRANSFER,
-    }
+        prepare_listing(READERS[dataset](root, split=split), data_dir, check=check, overwrite=True, progress=progress)
+        result = _train_split(split, split_recipe(split, True), overwrite=overwrite, progress=progress)
+        if not result.extra["finished"]:
+            summary.update(complete=False, interrupted={"split": split, "by": result.extra.get("interrupted"),
+                                                        "step": result.steps, "steps": result.extra["total_steps"]})
+            return summary
+        summary["splits"].append(_split_result(split, result.final_val or {}, result.run_dir, reused=False))
+    scores = [r["top1"] for r in summary["splits"] if r["top1"] is not None]
+    summary.update(mean_top1=sum(scores) / len(scores) if scores else None, complete=True)
     atomic_write_text(out / "transfer.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -114,7 +205,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'split':<8} {'top-1':>7} {'videos':>7}  run"]
     for r in summary["splits"]:
         top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.1f}%"
-        lines.append(f"{r['split']:<8} {top1:>7} {r['videos'] or 0:>7}  {r['run']}")
+        earlier = "  (finished earlier, not retrained)" if r.get("reused") else ""
+        lines.append(f"{r['split']:<8} {top1:>7} {r['videos'] or 0:>7}  {r['run']}{earlier}")
     mean = summary["mean_top1"]
     lines.append(f"{'mean':<8} {'-' if mean is None else f'{100 * mean:.1f}%':>7}")
     return "\n".join(lines)

@@ -15,6 +15,9 @@ the two models (and which goes first alternates from run to run), so that slow d
 (frequency, other processes) hit both alike. On CUDA every timed pass is bracketed by
 `torch.cuda.synchronize()`.
 
+The spread of each model's runs ((max - min) / median) is reported beside the ratios, with a warning
+line wherever it is larger than the difference a ratio claims (|ratio - 1|): that ratio is noise.
+
 Defaults follow the device: on CUDA batch 32 (the paper's), 5 warm-up passes, 30 latency and 10
 throughput runs; on the CPU batch 4, one warm-up pass, 5 latency and 3 throughput runs: ViT-B/16 at 8 frames costs
 about 6 s per clip-batch of 1 and 5 s per extra clip on a 2-core CPU, so the whole benchmark takes a
@@ -189,6 +192,8 @@ def bench_inference(
             "total_parameters": adapted["total_parameters"] / plain["total_parameters"],
         },
     }
+    report["spread"] = measurement_spread(results, report["ratio"])
+    report["warnings"] = noise_warnings(report["spread"])
     models.clear()
     inputs.clear()
     pair.clear()
@@ -196,6 +201,46 @@ def bench_inference(
     if cuda:
         torch.cuda.empty_cache()
     return report
+
+
+def relative_spread(values: Sequence[float]) -> float | None:
+    """(max - min) / median of repeated measurements: how far apart the runs of one model landed;
+    None when there is only one run (no spread to see)."""
+    if len(values) < 2:
+        return None
+    middle = statistics.median(values)
+    return (max(values) - min(values)) / middle if middle > 0 else float("inf")
+
+
+def measurement_spread(results: dict[str, dict[str, Any]], ratio: dict[str, Any]) -> dict[str, Any]:
+    """Per measure (latency, throughput): each model's relative spread, the larger of the two, the
+    effect the ratio claims (|ratio - 1|) and whether the spread is larger than it (`noisy`)."""
+    spread: dict[str, Any] = {}
+    for what, key in (("latency", "latency_ms_all"), ("throughput", "throughput_all")):
+        per_model = {name: relative_spread(results[name][key]) for name in MODELS}
+        known = [v for v in per_model.values() if v is not None]
+        largest = max(known) if len(known) == len(per_model) else None
+        effect = abs(ratio[what] - 1.0)
+        spread[what] = {**per_model, "max": largest, "effect": effect,
+                        "noisy": largest is None or largest > effect}
+    return spread
+
+
+def noise_warnings(spread: dict[str, Any]) -> list[str]:
+    """One line per measure whose ratio is not larger than the noise of its runs, so that nobody reads
+    a difference into it."""
+    lines = []
+    for what, s in spread.items():
+        if not s["noisy"]:
+            continue
+        if s["max"] is None:
+            lines.append(f"warning: one run per model, so the noise of the {what} is unknown and its ratio may be "
+                         f"noise; use --runs 3 or more")
+        else:
+            lines.append(f"warning: the {what} ratio differs from 1 by {100 * s['effect']:.1f}%, less than the "
+                         f"spread of the runs ({100 * s['max']:.1f}% = (max - min) / median): within noise; "
+                         f"use more --runs or a quieter machine")
+    return lines
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -216,4 +261,10 @@ def format_report(report: dict[str, Any]) -> str:
     ratio = report["ratio"]
     lines.append(f"with / without adapters: throughput {ratio['throughput']:.3f}x, latency {ratio['latency']:.3f}x, "
                  f"parameters {ratio['total_parameters']:.3f}x")
+    spread = report.get("spread") or {}
+    if spread:
+        percent = {what: "-" if s["max"] is None else f"{100 * s['max']:.1f}%" for what, s in spread.items()}
+        shown = ", ".join(f"{what} {value}" for what, value in percent.items())
+        lines.append(f"spread of the runs ((max - min) / median, the larger of the two models): {shown}")
+    lines += report.get("warnings", [])
     return "\n".join(lines)

@@ -19,12 +19,16 @@ def finetune_transfer(
     overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]...",
                                           help="Recipe overrides for every split, e.g. optim.micro_batch=16."),
     check: bool = typer.Option(False, "--check", help="Decode-check every video while preparing (quarantine)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace split runs that already exist."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Train every split again, replacing the split runs "
+                                                              "that exist (without it, a re-run continues)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Transfer a Kinetics-400 ST-Adapter model to UCF-101 or HMDB-51 as the paper does: new head,
     backbone fixed, adapters at 1/10 learning rate and weight decay, 500 steps at batch 128, stride 8,
-    2x3 test views; prints per-split and mean top-1 and writes transfer.json."""
+    2x3 test views; prints per-split and mean top-1 and writes transfer.json.
+
+    Re-running the same command picks up where it stopped: finished splits are read back, not retrained;
+    an interrupted split continues from its last checkpoint; a changed setting is refused."""
     from stadapt.errors import StadaptError
     from stadapt.transfer import finetune_transfer as run_transfer
     from stadapt.transfer import format_summary
@@ -35,4 +39,14 @@ def finetune_transfer(
         raise StadaptError(f"--splits {splits!r} is not a comma-separated list of numbers", "e.g. --splits 1,2,3") from None
     summary = run_transfer(source, dataset=dataset, root=root, splits=chosen, out=out, overrides=overrides or [],
                            check=check, progress=not quiet, overwrite=overwrite)
+    stopped = summary.get("interrupted")
+    if stopped:
+        import shlex
+        import signal
+        import sys
+
+        again = [arg for arg in sys.argv[1:] if arg != "--overwrite"]  # --overwrite would start again
+        typer.echo(f"interrupted by {stopped['by']} in split {stopped['split']} at step {stopped['step']} of "
+                   f"{stopped['steps']}; re-run the command to continue: stadapt {shlex.join(again)}")
+        raise typer.Exit(128 + int(getattr(signal, str(stopped["by"]), signal.SIGTERM)))
     typer.echo(format_summary(summary))

@@ -15,6 +15,7 @@ real clips with onnxruntime.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -101,6 +102,32 @@ def _mha_fastpath_off() -> Iterator[None]:
         mha.set_fastpath_enabled(before)
 
 
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is a full disk or quota, also when an exporter's C++ code only
+    passes on the message: such a failure is not the exporter's, and another opset cannot help."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(os.strerror(code) in str(current) for code in DISK_FULL_ERRNOS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def disk_full_error(out: Path, exc: BaseException) -> StadaptError:
+    """The one-line refusal for an export that ran out of disk space while writing `out`."""
+    kept = "the existing file is unchanged" if out.exists() else "no file was written there"
+    return StadaptError(f"the disk holding {out.parent} is full ({first_line(exc)}): {out} could not be written; "
+                        f"nothing else was lost ({kept}, the checkpoint is untouched)",
+                        "free some space there, or pass --out on another disk")
+
+
 def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> str:
     """Export to `path`; returns the exporter that worked ("torchscript" or "dynamo")."""
     errors = []
@@ -114,6 +141,8 @@ def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, ops
             )
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other exporter
+            if is_disk_full(exc):  # the exporter worked; the disk did not: the other one cannot help
+                raise
             errors.append(f"TorchScript exporter: {first_line(exc)}")
         try:  # this exporter reports progress on stdout: keep stdout for results
             batch = torch.export.Dim("batch", min=1)
@@ -125,6 +154,8 @@ def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, ops
                 program.save(str(path), external_data=False)
             return "dynamo"
         except Exception as exc:  # noqa: BLE001
+            if is_disk_full(exc):
+                raise
             errors.append(f"torch.export exporter: {first_line(exc)}")
     raise StadaptError("the model could not be exported to ONNX (" + "; ".join(errors) + ")",
                        "try another --opset, or report this with the backbone name")
@@ -221,8 +252,6 @@ def export_onnx(
     `tolerance` raises StadaptError and writes nothing. Returns a summary: out, bytes, exporter,
     opset, metadata and (when verified) `verification`.
     """
-    import onnx
-
     from stadapt import __version__
     from stadapt.api import load_model
     from stadapt.checkpoint import read_checkpoint
@@ -259,6 +288,21 @@ def export_onnx(
         "input_layout": INPUT_LAYOUT,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_onnx(model, out, config, metadata, opset, verify_clips, tolerance)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(out, exc) from None
+        raise
+
+
+def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metadata: dict[str, str], opset: int,
+                verify_clips: Sequence[Any] | None, tolerance: float) -> dict[str, Any]:
+    """Export into a staging file beside `out`, stamp the metadata, check, verify, then rename it into place."""
+    import onnx
+
+    from stadapt import __version__
+
     handle, staging_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(handle)
     staging = Path(staging_name)
