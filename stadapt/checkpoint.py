@@ -210,3 +210,12 @@ def model_meta(built: Any, classes: Sequence[str] | None, **extra: Any) -> dict[
         "parameters": built.model.parameter_counts(),
         **extra,
     }
+
+
+def checkpoint_variant(meta: Mapping[str, Any]) -> Any:
+    """The VariantInfo (input size, mean, std, interpolation) of a checkpoint's backbone as it was built,
+    its recorded build options included (e.g. timm's img_size)."""
+    from stadapt.backbones.registry import parse_backbone
+
+    model = meta["model"]
+    return parse_backbone(model["backbone"], model.get("backbone_options") or {})[1]

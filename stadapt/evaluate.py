@@ -237,9 +237,9 @@ def run_eval(
     torch_device = process_device(resolve_device(device), world_from_env())
     world = init_world(torch_device)
     model = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device)
-    from stadapt.backbones.registry import parse_backbone
+    from stadapt.checkpoint import checkpoint_variant
 
-    _, variant = parse_backbone(meta["model"]["backbone"])
+    variant = checkpoint_variant(meta)
     frames = int(meta["model"]["num_frames"])
 
     def dataset(part: list[Any]) -> Any:

@@ -294,6 +294,7 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
             "remove those backbone options",
         )
     options = {**config.backbone_options, **implied}
+    variant = plugin.configure(variant, options)
     config = replace(config, backbone=f"{plugin.name}:{variant.name}", backbone_options=options)
     if weights is None and seed is not None:
         torch.manual_seed(seed)

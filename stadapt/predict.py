@@ -78,8 +78,7 @@ def predict_videos(
 
 def _torch_runner(target: Path | None, *, device: str, backbone_weights: str | None):
     from stadapt.api import load_model
-    from stadapt.backbones.registry import parse_backbone
-    from stadapt.checkpoint import read_checkpoint
+    from stadapt.checkpoint import checkpoint_variant, read_checkpoint
     from stadapt.engine.setup import resolve_device
     from stadapt.evaluate import resolve_target
 
@@ -87,7 +86,7 @@ def _torch_runner(target: Path | None, *, device: str, backbone_weights: str | N
     meta, _ = read_checkpoint(checkpoint)
     torch_device = resolve_device(device)
     model = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device).eval()
-    _, variant = parse_backbone(meta["model"]["backbone"])
+    variant = checkpoint_variant(meta)
     data = (meta.get("recipe") or {}).get("data") or {}
     config = {
         "classes": list(meta["classes"]), "frames": int(meta["model"]["num_frames"]),

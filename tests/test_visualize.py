@@ -14,7 +14,9 @@ from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 from stadapt.errors import StadaptError
 from stadapt.model import ModelConfig, build_model
 from stadapt.visualize import attention_maps, figure_size
-from stadapt.visualize.attention import _last_attention_input, cls_attention
+from stadapt.backbones.attention import mha_query_attention
+from stadapt.backbones.base import FrameBackbone
+from stadapt.visualize.attention import _last_attention_input
 
 RECIPE = """\
 backbone:
@@ -85,7 +87,9 @@ def test_identity_adapters_give_equal_maps_and_a_perturbed_one_changes_them() ->
     assert not torch.allclose(after2, before2, atol=1e-4)
 
 
-def test_recomputed_cls_attention_matches_multihead_attention() -> None:
+def test_block_attention_matches_multihead_attention() -> None:
+    """The plugin's block_attention (the [CLS] query) and the mean-query form both equal the weights
+    nn.MultiheadAttention itself returns."""
     model = fresh_model()
     with torch.no_grad():
         for slot in model.adapters.values():
@@ -95,14 +99,23 @@ def test_recomputed_cls_attention_matches_multihead_attention() -> None:
         block = model.backbone._blocks[-1]
         h = block.ln_1(tokens)
         _, reference = block.attn(h, h, h, need_weights=True, average_attn_weights=True)
-        ours = cls_attention(block, tokens)
+        ours = model.backbone.block_attention(model.num_blocks - 1, tokens)
+        mean_query = mha_query_attention(block.attn, h, first_query=False)
     assert torch.allclose(ours, reference[:, 0], atol=1e-6)
+    assert torch.allclose(mean_query, reference.mean(dim=1), atol=1e-6)
+    assert torch.allclose(ours.sum(dim=-1), torch.ones(len(ours)), atol=1e-6)
 
 
 def test_a_backbone_without_attention_is_a_clear_error() -> None:
+    """A plugin that does not implement the optional block_attention gets one clear error."""
     model = fresh_model()
-    model.backbone._blocks = [torch.nn.Identity() for _ in model.backbone._blocks]
-    with pytest.raises(StadaptError, match="does not expose attention yet"):
+    backbone = model.backbone
+
+    class NoAttention(type(backbone)):  # the same backbone, without the optional hook
+        block_attention = FrameBackbone.block_attention
+
+    backbone.__class__ = NoAttention
+    with pytest.raises(StadaptError, match="does not provide attention maps"):
         attention_maps(model, random_clip())
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stadapt.backbones.attention import is_plain_self_attention, self_attention
+from stadapt.backbones.attention import is_plain_self_attention, mha_query_attention, self_attention
 from stadapt.backbones.base import FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError
@@ -114,6 +114,10 @@ class ClipBackbone(FrameBackbone):
     def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
         return block.ls_2(block.mlp(block.ln_2(x)))
+
+    def block_attention(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        block = self._blocks[index]
+        return mha_query_attention(block.attn, block.ln_1(x))
 
     def block_modules(self, index: int) -> list[nn.Module]:
         return [self._blocks[index]]

@@ -90,7 +90,10 @@ class SwagPlugin(BackbonePlugin):
                 interpolation="bicubic",
                 aliases=arch.aliases,
                 family=FAMILY,
-                extra={"patch_size": arch.patch_size, "width": arch.width, "blocks": arch.layers},
+                width=arch.width,
+                blocks=arch.layers,
+                patch_size=arch.patch_size,
+                prefix_tokens=1,
             )
             for name, arch in _ARCHS.items()
         }

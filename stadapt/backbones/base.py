@@ -67,6 +67,16 @@ class FrameBackbone(nn.Module):
         """The wrapped model's own forward to the normalised features, for the conformance suite."""
         raise NotImplementedError
 
+    def block_attention(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """(N, L) attention weights of block `index` over its L tokens, averaged over the heads (rows sum to
+        1), given the tokens `x` entering its attention branch: the [CLS] token's query where the layout has
+        prefix tokens, else the mean over all queries (`stadapt.backbones.attention.query_attention`).
+        Optional part of the contract: `stadapt visualize` needs it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement FrameBackbone.block_attention(index, x), the part of the "
+            "backbone plugin contract (stadapt.backbones.base) that `stadapt visualize` reads attention through"
+        )
+
     def native_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the plugin's native file layout (what `convert_state_dict` reads)."""
         return self.state_dict()

@@ -21,6 +21,7 @@ import torch
 
 from stadapt.backbones.base import FrameBackbone
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
+from stadapt.backbones.registry import resolve_variant
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import StadaptError
 
@@ -70,7 +71,8 @@ def _run_blocks(backbone: FrameBackbone, x: torch.Tensor, frames: int) -> torch.
 
 
 def check_plugin(plugin: BackbonePlugin, variant: str | None = None, *, frames: int = 3) -> list[CheckResult]:
-    """Run every check on `variant` (default: the plugin's test variant); never raises for a failed check."""
+    """Run every check on `variant` (default: the plugin's test variant; any name the plugin accepts, at
+    full size with random weights); never raises for a failed check."""
     from stadapt.adapters import AdapterConfig
     from stadapt.model import VideoClassifier
 
@@ -101,9 +103,12 @@ def check_plugin(plugin: BackbonePlugin, variant: str | None = None, *, frames: 
             _expect(len(info.mean) == 3 and len(info.std) == 3 and min(info.std) > 0,
                     f"variant {key} needs 3 means and 3 positive stds")
         chosen = variant or plugin.test_variant or next(iter(variants))
-        _expect(chosen in variants, f"the test variant {chosen} is not among the variants")
-        state["info"] = variants[chosen]
-        return f"{len(variants)} variants; checking {chosen}"
+        _expect(variant is not None or chosen in variants, f"the test variant {chosen} is not among the variants")
+        info = resolve_variant(plugin, chosen)
+        _expect(info.image_size > 0 and len(info.mean) == 3 and len(info.std) == 3 and min(info.std) > 0,
+                f"{chosen} needs a positive image size, 3 means and 3 positive stds")
+        state["info"] = info
+        return f"{len(variants)} variants; checking {info.name}"
 
     if "info" not in state:
         return results

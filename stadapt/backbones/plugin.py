@@ -8,6 +8,7 @@ weights file's keys into the model's own (a pure function), and where the transf
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,15 @@ class VariantInfo:
     aliases: tuple[str, ...] = ()
     #: the model family users know it by ("CLIP ViT", "Swin", ...), shown by `stadapt backbones`
     family: str = ""
+    #: token width of the blocks (for hierarchical models such as Swin: of the last stage)
+    width: int | None = None
+    #: number of transformer blocks (all stages together)
+    blocks: int | None = None
+    #: pixels per patch side at the input
+    patch_size: int | None = None
+    #: tokens before the patch tokens in each block's input ([CLS] and register tokens); 0 for none
+    prefix_tokens: int | None = None
+    #: the plugin's own notes on the variant; the core never reads them
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -48,6 +58,8 @@ class BackbonePlugin:
     name: str = ""
     #: a small variant the conformance suite and tests build quickly
     test_variant: str | None = None
+    #: True when `resolve_variant` accepts names that `variants()` does not list (e.g. any timm model)
+    open_ended: bool = False
 
     def pretrained_tags(self, variant: str) -> tuple[str, ...]:
         """Hub tags `resolve_pretrained` accepts for `variant` (may import the plugin's library)."""
@@ -55,6 +67,24 @@ class BackbonePlugin:
 
     def variants(self) -> Mapping[str, VariantInfo]:
         raise NotImplementedError
+
+    def resolve_variant(self, name: str) -> VariantInfo | None:
+        """The VariantInfo of a name `variants()` does not list, or None when the plugin does not know it.
+
+        Open-ended plugins take size, mean, std and interpolation from their library's own configuration.
+        A name the plugin knows but cannot adapt (a CNN, say) raises UnknownBackboneError saying why and
+        which families work. The returned `info.name` is what `build` receives and checkpoints record."""
+        return None
+
+    def search(self, pattern: str) -> list[str]:
+        """Names this plugin accepts that match a shell-style `pattern` (case-insensitive), sorted: the
+        listed variants here; open-ended plugins add the adaptable models their library can build."""
+        return sorted(n for n in self.variants() if fnmatch.fnmatch(n.lower(), pattern.lower()))
+
+    def configure(self, info: VariantInfo, options: Mapping[str, Any]) -> VariantInfo:
+        """The variant as `build(info.name, **options)` builds it: an option that changes the input (e.g.
+        timm's `img_size`) changes the VariantInfo here too, so the data pipeline feeds the right size."""
+        return info
 
     def build(self, variant: str, **options: Any) -> FrameBackbone:
         """A randomly initialised backbone; no file or network I/O."""

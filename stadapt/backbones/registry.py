@@ -7,9 +7,11 @@ name. Loading is lazy: listing the installed plugins imports only their small pl
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.errors import PluginError, UnknownBackboneError
@@ -32,11 +34,15 @@ class PluginEntry:
         return cls(name=ep.name, target=ep.value, distribution=label)
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+def _suggest(word: str, choices: list[str], n: int = 1) -> str:
+    """'did you mean ...? ' with up to `n` of `choices` closest to `word`, or ''."""
+    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.5)
     if not close:
-        close = [c for c in choices if c.lower() == word.lower()]
-    return f"did you mean '{close[0]}'? " if close else ""
+        close = [c for c in choices if c.lower() == word.lower()][:1]
+    if not close:
+        return ""
+    quoted = [f"'{c}'" for c in close]
+    return f"did you mean {' or '.join(quoted) if len(quoted) < 3 else ', '.join(quoted[:-1]) + ' or ' + quoted[-1]}? "
 
 
 @lru_cache(maxsize=None)
@@ -102,7 +108,8 @@ def plugin_distribution(name: str) -> str:
 
 
 def resolve_variant(plugin: BackbonePlugin, variant: str) -> VariantInfo:
-    """The plugin's variant called `variant` or one of its aliases (case-insensitive)."""
+    """The plugin's variant called `variant` or one of its aliases (case-insensitive), else whatever the
+    plugin's `resolve_variant` accepts (open-ended plugins: any model their library builds)."""
     variants = plugin.variants()
     if variant in variants:
         return variants[variant]
@@ -110,22 +117,29 @@ def resolve_variant(plugin: BackbonePlugin, variant: str) -> VariantInfo:
     for info in variants.values():
         if lowered == info.name.lower() or lowered in (a.lower() for a in info.aliases):
             return info
+    resolved = plugin.resolve_variant(variant)
+    if resolved is not None:
+        return resolved
     names = list(variants)
+    known = names if not plugin.open_ended else plugin.search("*")
+    listed = f"variants: {', '.join(names)}" + (" (and any name `stadapt backbones --search` finds)"
+                                                 if plugin.open_ended else "")
     raise UnknownBackboneError(
-        f"backbone plugin '{plugin.name}' has no variant '{variant}'; variants: {', '.join(names)}",
-        f"{_suggest(variant, names)}use {plugin.name}:VARIANT",
+        f"backbone plugin '{plugin.name}' has no variant '{variant}'; {listed}",
+        f"{_suggest(variant, known, n=3 if plugin.open_ended else 1)}use {plugin.name}:VARIANT",
     )
 
 
-def parse_backbone(spec: str) -> tuple[BackbonePlugin, VariantInfo]:
-    """'clip:ViT-B-16' -> (the clip plugin, the ViT-B-16 variant)."""
+def parse_backbone(spec: str, options: Mapping[str, Any] | None = None) -> tuple[BackbonePlugin, VariantInfo]:
+    """'clip:ViT-B-16' -> (the clip plugin, the ViT-B-16 variant), as built with `options`."""
     name, sep, variant = spec.partition(":")
     if not sep or not name or not variant:
         raise UnknownBackboneError(
             f"backbone '{spec}' is not of the form PLUGIN:VARIANT", "e.g. clip:ViT-B-16; `stadapt backbones` lists them"
         )
     plugin = load_plugin(name)
-    return plugin, resolve_variant(plugin, variant)
+    info = resolve_variant(plugin, variant)
+    return plugin, plugin.configure(info, options) if options else info
 
 
 def clear_cache() -> None:

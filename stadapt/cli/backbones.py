@@ -8,8 +8,12 @@ import typer
 
 
 def backbones(
-    check: str = typer.Option(None, "--check", metavar="PLUGIN|all",
-                              help="Run the conformance suite on a plugin's test variant."),
+    check: str = typer.Option(None, "--check", metavar="PLUGIN[:VARIANT]|all",
+                              help="Run the conformance suite on a plugin's test variant, or on one variant "
+                                   "(any name the plugin accepts, full size, random weights)."),
+    search: str = typer.Option(None, "--search", metavar="PATTERN",
+                               help="List the backbones the installed plugins accept that match PATTERN "
+                                    "(shell-style, e.g. 'vit_*dinov2*'; a plain word matches anywhere)."),
     params: str = typer.Option(None, "--params", metavar="PLUGIN:VARIANT",
                                help="Count a backbone's parameters with and without ST-Adapters."),
     bottleneck: int = typer.Option(384, "--bottleneck", min=1, help="With --params: adapter bottleneck."),
@@ -33,7 +37,10 @@ def backbones(
     if check is not None:
         _check(entries, check)
         return
-    rows, broken = [], []
+    if search is not None:
+        _search(entries, search, as_json)
+        return
+    rows, broken, open_ended = [], [], []
     for entry in entries:
         try:
             plugin = load_plugin(entry.name)
@@ -41,6 +48,8 @@ def backbones(
         except StadaptError as exc:
             broken.append(f"{entry.name}: {exc}")
             continue
+        if plugin.open_ended:
+            open_ended.append(entry.name)
         for info in variants.values():
             rows.append({
                 "backbone": f"{entry.name}:{info.name}",
@@ -52,9 +61,12 @@ def backbones(
                 "description": info.description,
             })
     if as_json:
-        typer.echo(json.dumps({"backbones": rows, "broken": broken}, indent=2))
+        typer.echo(json.dumps({"backbones": rows, "open_ended": open_ended, "broken": broken}, indent=2))
     else:
         _table(rows)
+        if open_ended:
+            typer.echo(f"Plugins that accept any model their library builds: {', '.join(open_ended)} "
+                       "(stadapt backbones --search PATTERN lists them).")
         for problem in broken:
             typer.echo(f"stadapt: error: {problem}", err=True)
     if broken:
@@ -88,15 +100,33 @@ def _params(spec: str, bottleneck: int, ratio: float | None, positions: str, cla
     typer.echo(json.dumps(report, indent=2) if as_json else format_parameter_report(report))
 
 
+def _search(entries: list, pattern: str, as_json: bool) -> None:
+    """Every accepted name matching `pattern`, one `plugin:name` a line (or JSON)."""
+    from stadapt.backbones.registry import load_plugin
+
+    if not any(ch in pattern for ch in "*?["):
+        pattern = f"*{pattern}*"
+    found = [f"{entry.name}:{name}" for entry in entries for name in load_plugin(entry.name).search(pattern)]
+    if as_json:
+        typer.echo(json.dumps({"pattern": pattern, "backbones": found}, indent=2))
+        return
+    for name in found:
+        typer.echo(name)
+    if not found:
+        typer.echo(f"no installed plugin accepts a backbone matching '{pattern}'", err=True)
+        raise typer.Exit(1)
+
+
 def _check(entries: list, which: str) -> None:
     from stadapt.backbones.conformance import check_plugin
     from stadapt.backbones.registry import load_plugin
 
-    names = [e.name for e in entries] if which == "all" else [which]
+    name, _, variant = which.partition(":")
+    names = [e.name for e in entries] if which == "all" else [name]
     failures = 0
     for name in names:
         plugin = load_plugin(name)
-        for result in check_plugin(plugin):
+        for result in check_plugin(plugin, variant or None):
             failures += not result.ok
             mark = "PASS" if result.ok else "FAIL"
             detail = f": {result.detail}" if result.detail else ""

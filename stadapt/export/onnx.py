@@ -39,9 +39,9 @@ VERIFY_BATCH_SIZES = (1, 2)
 
 def clip_config(meta: dict[str, Any]) -> dict[str, Any]:
     """How clips for this checkpoint are made: frames, sampling, stride, views, size, mean, std, interpolation."""
-    from stadapt.backbones.registry import parse_backbone
+    from stadapt.checkpoint import checkpoint_variant
 
-    _, variant = parse_backbone(meta["model"]["backbone"])
+    variant = checkpoint_variant(meta)
     data = (meta.get("recipe") or {}).get("data") or {}
     return {
         "frames": int(meta["model"]["num_frames"]),

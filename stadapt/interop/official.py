@@ -140,8 +140,7 @@ def import_official(
 def _build_checked(config: ModelConfig, backbone_weights: str | Path, layout: OfficialLayout, source: str) -> BuiltModel:
     """Build the model, first checking that the checkpoint's widths and blocks fit the backbone."""
     plugin, variant = parse_backbone(config.backbone)
-    width = variant.extra.get("width")
-    blocks = variant.extra.get("blocks")
+    width, blocks = variant.width, variant.blocks
     if width is not None and width != layout.width:
         raise CheckpointError(
             f"{source} was trained on a backbone of width {layout.width}, but {plugin.name}:{variant.name} "

@@ -2,20 +2,21 @@
 model), overlaid on the frames of a clip: the paper's Figure 1.
 
 "Before" runs the same backbone with every adapter skipped; "after" runs it as `VideoClassifier` does.
-Both stop at the input of the last block's attention, where the [CLS] query's attention over the
-tokens is recomputed from the block's own projections: softmax(q_cls k^T / sqrt(d)) per head, averaged
-over the heads, restricted to the patch tokens and renormalised to sum to 1 per frame.
+Both stop at the input of the last block's attention, where the backbone's plugin recomputes the
+attention from the block's own projections (`FrameBackbone.block_attention`: the [CLS] query's
+softmax(q k^T / sqrt(d)), or the mean query's without a class token, averaged over the heads); the map
+is restricted to the patch tokens and renormalised to sum to 1 per frame.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from stadapt.backbones.base import FrameBackbone
 from stadapt.errors import StadaptError
 
 #: the figure: 3 rows (frame, before, after) x T columns of CELL_IN-inch cells, at DPI dots per inch
@@ -31,24 +32,15 @@ def figure_size(frames: int) -> tuple[int, int]:
     return (round((LABEL_IN + CELL_IN * frames) * DPI), round((TITLE_IN + CELL_IN * len(ROWS)) * DPI))
 
 
-def _attention_blocks(model: nn.Module) -> list[nn.Module]:
-    """The backbone's blocks if they expose what the attention is recomputed from, else a StadaptError."""
+def _check_attention(model: nn.Module) -> None:
+    """A StadaptError before any decoding when the backbone's plugin does not provide `block_attention`."""
     backbone = model.backbone
-    blocks = getattr(backbone, "_blocks", None)
-    ok = bool(blocks) and all(
-        isinstance(getattr(b, "attn", None), nn.MultiheadAttention) and hasattr(b, "ln_1") for b in blocks
-    )
-    if ok:
-        layout = backbone.block_layouts()[-1]
-        ok = layout.prefix_tokens >= 1 and not layout.channels_last_grid
-    if not ok:
-        name = type(backbone).__name__
+    if type(backbone).block_attention is FrameBackbone.block_attention:
         raise StadaptError(
-            f"the backbone plugin ({name}) does not expose attention yet: visualize needs a CLIP-style backbone "
-            "(blocks with ln_1 and an nn.MultiheadAttention attn, a [CLS] token first)",
-            "use a clip:* backbone",
+            f"the backbone plugin's {type(backbone).__name__} does not provide attention maps "
+            "(FrameBackbone.block_attention, an optional part of the plugin contract)",
+            "ask the plugin's authors for block_attention, or use a backbone whose plugin has it",
         )
-    return blocks
 
 
 def _last_attention_input(model: nn.Module, images: torch.Tensor, adapted: bool) -> torch.Tensor:
@@ -71,29 +63,6 @@ def _last_attention_input(model: nn.Module, images: torch.Tensor, adapted: bool)
     raise AssertionError("unreachable")
 
 
-def cls_attention(block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """(N, L) attention of the first token's query over all L tokens, averaged over the heads, as
-    `block.attn` computes it from `block.ln_1(tokens)` (rows sum to 1)."""
-    attn: nn.MultiheadAttention = block.attn
-    h = block.ln_1(tokens)
-    width = attn.embed_dim
-    if attn.in_proj_weight is not None:
-        w_q, w_k = attn.in_proj_weight[:width], attn.in_proj_weight[width : 2 * width]
-    else:
-        w_q, w_k = attn.q_proj_weight, attn.k_proj_weight
-    b_q = b_k = None
-    if attn.in_proj_bias is not None:
-        b_q, b_k = attn.in_proj_bias[:width], attn.in_proj_bias[width : 2 * width]
-    q = nn.functional.linear(h[:, :1], w_q, b_q)  # (N, 1, C)
-    k = nn.functional.linear(h, w_k, b_k)  # (N, L, C)
-    n, length, _ = k.shape
-    heads, dim = attn.num_heads, width // attn.num_heads
-    q = q.view(n, 1, heads, dim).transpose(1, 2)  # (N, heads, 1, d)
-    k = k.view(n, length, heads, dim).transpose(1, 2)  # (N, heads, L, d)
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(dim)  # (N, heads, 1, L)
-    return scores.float().softmax(dim=-1).mean(dim=1)[:, 0]
-
-
 @torch.no_grad()
 def attention_maps(model: nn.Module, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(before, after): the last block's [CLS] attention over the patch grid, each (T, grid_h, grid_w)
@@ -101,7 +70,7 @@ def attention_maps(model: nn.Module, clip: torch.Tensor) -> tuple[torch.Tensor, 
 
     before = the plain image model (the same backbone, adapters skipped); after = the adapted model.
     """
-    blocks = _attention_blocks(model)
+    _check_attention(model)
     if clip.ndim == 5:
         if clip.shape[0] != 1:
             raise ValueError(f"attention_maps takes one clip, got a batch of {clip.shape[0]}")
@@ -117,7 +86,8 @@ def attention_maps(model: nn.Module, clip: torch.Tensor) -> tuple[torch.Tensor, 
     out = []
     for adapted in (False, True):
         tokens = _last_attention_input(model, images, adapted)
-        weights = cls_attention(blocks[-1], tokens)[:, prefix:]
+        weights = model.backbone.block_attention(model.num_blocks - 1, tokens).float()
+        weights = weights.reshape(frames, -1)[:, prefix:]
         weights = weights / weights.sum(dim=-1, keepdim=True)
         out.append(weights.reshape(frames, grid_h, grid_w).float().cpu())
     return out[0], out[1]
@@ -126,13 +96,13 @@ def attention_maps(model: nn.Module, clip: torch.Tensor) -> tuple[torch.Tensor, 
 def load_clip(video: Path, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """(normalised clip (3, T, S, S), display frames (T, S, S, 3) in 0..1, frame indices) of the
     centred test view of `video`, sampled and cropped as the checkpoint's recipe evaluates."""
-    from stadapt.backbones.registry import parse_backbone
+    from stadapt.checkpoint import checkpoint_variant
     from stadapt.data.decode import VideoReader
     from stadapt.data.sampling import make_sampler
     from stadapt.data.transforms import TestTransform
 
     data = (meta.get("recipe") or {}).get("data") or {}
-    _, variant = parse_backbone(meta["model"]["backbone"])
+    variant = checkpoint_variant(meta)
     frames = int(meta["model"]["num_frames"])
     sampler = make_sampler(str(data.get("sampling", "stride")), frames, int(data.get("stride", 16)))
     with VideoReader(video) as reader:
@@ -231,7 +201,7 @@ def visualize(
     meta, _ = read_checkpoint(checkpoint_dir)
     torch_device = resolve_device(device)
     model = load_model(checkpoint_dir, backbone_weights=backbone_weights, device=torch_device)
-    _attention_blocks(model)  # a clear error before decoding anything
+    _check_attention(model)  # a clear error before decoding anything
     clip, shown, indices = load_clip(video, meta)
     before, after = attention_maps(model, clip)
     with torch.no_grad():
