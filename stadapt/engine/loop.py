@@ -123,6 +123,9 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     val_entries = prepared.entries(recipe.data.val_list)
 
     run = RunDir(recipe.output.dir)
+    if world.main and not overwrite:  # a save a crash cut short: the newest complete checkpoint back as `last`
+        run.recover_checkpoints(recipe.train.keep_checkpoints)
+    world.barrier()
     found = run.resume_checkpoint()  # decided by every process before any of them writes
     resume = resume or (auto_resume and found is not None)
     # --auto-resume restarts a run that died before its first checkpoint: it has nothing to lose
