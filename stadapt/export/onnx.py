@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from stadapt.errors import StadaptError, first_line
+from stadapt.fileio import atomic_output
 
 INPUT_NAME = "video"
 OUTPUT_NAME = "logits"
@@ -258,11 +258,7 @@ def export_onnx(
         "checkpoint": str(checkpoint.resolve()),
         "input_layout": INPUT_LAYOUT,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(handle)
-    staging = Path(staging_name)
-    try:
+    with atomic_output(out) as staging:  # the mode open() gives, a full disk one clear error
         example = torch.zeros(2, 3, config["frames"], config["size"], config["size"])
         exporter = _export_graph(model, example, staging, opset)
         proto = onnx.load(str(staging))
@@ -279,8 +275,5 @@ def export_onnx(
         verification = None
         if verify_clips is not None:
             verification = verify_onnx(staging, model, verify_clips, config, tolerance=tolerance)
-        os.replace(staging, out)
-    finally:
-        staging.unlink(missing_ok=True)
     return {"out": out, "bytes": out.stat().st_size, "exporter": exporter, "opset": opset, "metadata": metadata,
             "verification": verification}
