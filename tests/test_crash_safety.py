@@ -54,6 +54,7 @@ SITECUSTOMIZE = r'''
 """Kill this process just before the Nth file-system step of its Kth checkpoint save."""
 import json
 import os
+import shutil
 import signal
 import sys
 
