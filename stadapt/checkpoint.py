@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from stadapt.errors import CheckpointError, preview
+from stadapt.fileio import disk_full_as_error, fsync_dir, make_temp_dir, write_durable
 
 TENSORS_FILE = "adapters.safetensors"
 META_FILE = "stadapt.json"
@@ -42,9 +42,11 @@ def write_checkpoint(
 
     `extra_files` (name -> bytes) land in the same directory in the same atomic step, e.g. the
     trainer state that lets a run resume. `keep_replaced_as` renames the directory being replaced
-    there instead of deleting it (how a run keeps its last N checkpoints without copying).
+    there instead of deleting it (how a run keeps its last N checkpoints without copying). Every
+    file is on disk (fsync) before the directory is renamed into place, and at every instant a
+    complete checkpoint exists under a name that `RunDir.recover_checkpoints` knows.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from stadapt import __version__
 
@@ -54,24 +56,21 @@ def write_checkpoint(
     refuse_unless_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "stadapt_version": __version__, **meta}
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    files = {TENSORS_FILE: save(contiguous, metadata={"format": FORMAT}),
+             META_FILE: (json.dumps(full_meta, indent=2, sort_keys=False) + "\n").encode(), **(extra_files or {})}
+    intact = f"the previous checkpoint {out} is intact" if out.exists() else "no earlier checkpoint was touched"
+    staging: Path | None = None
     try:
-        contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        save_file(contiguous, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
-        (staging / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=False) + "\n")
-        for name, data in (extra_files or {}).items():
-            (staging / name).write_bytes(data)
-        if out.exists():
-            trash = keep_replaced_as or out.with_name(f".{out.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            os.replace(out, trash)
-            os.replace(staging, out)
-            if keep_replaced_as is None:
-                shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        with disk_full_as_error(out, intact):
+            staging = make_temp_dir(out.parent, out.name)
+            for name, data in files.items():
+                write_durable(staging / name, data)
+            fsync_dir(staging)
+            _swap_in(staging, out, keep_replaced_as)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None and staging.exists():  # a failed write leaves no staging behind
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -106,6 +105,40 @@ def refuse_unless_replaceable(out: Path) -> None:
     if foreign:
         raise CheckpointError(f"{out} holds files stadapt did not write ({preview(foreign)}), so it is not replaced",
                               "move them out of the directory first, or write the checkpoint elsewhere")
+
+
+def _swap_in(staging: Path, out: Path, keep_replaced_as: Path | None) -> None:
+    """Rename the complete `staging` to `out`, the directory it replaces aside first (to
+    `keep_replaced_as`, or `.NAME.old` which is deleted afterwards). A crash between the renames
+    leaves both complete directories: the newest is put back in place on the next start."""
+    if not out.exists():
+        os.replace(staging, out)
+        fsync_dir(out.parent)
+        return
+    aside = keep_replaced_as or out.with_name(f".{out.name}.old")
+    if aside.exists():  # left by an earlier crash, and older than `out`
+        shutil.rmtree(aside)
+    os.replace(out, aside)
+    fsync_dir(out.parent)
+    os.replace(staging, out)
+    fsync_dir(out.parent)
+    if keep_replaced_as is None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def safetensors_intact(path: Path) -> bool:
+    """Whether `path` is a whole safetensors file: its header parses and the file is exactly as long
+    as the header says (a file cut short by a crash or a full disk is not)."""
+    try:
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size <= 0 or size > 100_000_000:
+                return False
+            header = json.loads(handle.read(size))
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        return path.stat().st_size == 8 + size + max(ends, default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -57,3 +57,13 @@ class DataError(StadaptError):
 
 class VideoDecodeError(StadaptError):
     """A video file that cannot be opened or decoded (missing, empty, truncated, no video stream)."""
+
+
+class DiskFullError(StadaptError):
+    """A write that failed because the disk (or a quota, or a file-size limit) is full; says what is
+    intact (nothing half-written is left) and what to do."""
+
+    def __init__(self, path: object, reason: str, intact: str,
+                 then: str = "free some space and run the command again") -> None:
+        self.path, self.reason, self.intact = path, reason, intact
+        super().__init__(f"the disk is full: could not write {path} ({reason})", f"nothing was lost: {intact}; {then}")

@@ -1,32 +1,136 @@
-"""Writing files so that readers never see half of one (a crash leaves the old file or the new one)."""
+"""Writing files so that readers never see half of one (a crash leaves the old file or the new one).
+
+Every atomic write in stadapt goes through here, for two reasons that are easy to get wrong one
+writer at a time:
+- modes: a temp file or directory gets the mode `open()` / `mkdir()` would give it (0666 / 0777
+  less the umask), not tempfile's private 0600 / 0700, so colleagues on a shared cluster can read
+  the results when the umask lets them;
+- a full disk (ENOSPC, EDQUOT, EFBIG) becomes one `DiskFullError` naming the path and what is
+  still intact, and the temp file is removed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import tempfile
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
+
+from stadapt.errors import DiskFullError
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+@contextlib.contextmanager
+def disk_full_as_error(path: str | Path, intact: str, then: str | None = None) -> Iterator[None]:
+    """Turn a full disk (or quota, or file-size limit) while writing `path` into a `DiskFullError`
+    that says what was not lost (`intact`) and what to do (`then`); other OS errors pass through."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            raise
+        if then is None:
+            raise DiskFullError(path, os.strerror(exc.errno), intact) from None
+        raise DiskFullError(path, os.strerror(exc.errno), intact, then) from None
+
+
+def _unchanged(path: Path) -> str:
+    return f"{path} is unchanged" if path.exists() else f"{path} was not created"
+
+
+def create_temp_file(directory: Path, name: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Like tempfile.mkstemp in `directory` (a fresh hidden name from `name`), with the mode open() gives."""
+    for _ in range(100):
+        path = directory / f".{name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return os.open(path, _CREATE, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(directory / f".{name}.*"))
+
+
+def make_temp_dir(parent: Path, name: str) -> Path:
+    """Like tempfile.mkdtemp in `parent` (hidden name `.NAME.<random>`), with the mode mkdir() gives."""
+    for _ in range(100):
+        path = parent / f".{name}.{secrets.token_hex(4)}"
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(parent / f".{name}.*"))
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (a rename into it, a new file) durable where the OS allows."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a directory; the rename is as durable as they get
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_durable(path: Path, data: bytes) -> None:
+    """Create `path` (it must not exist: it lives in a staging directory) with `data`, flushed to disk."""
+    fd = os.open(path, _CREATE, 0o666)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same directory + fsync + os.replace (+ fsync of the directory)."""
+    path = Path(path)
+    with atomic_output(path) as staging, staging.open("wb") as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same directory + fsync + os.replace."""
+    """`atomic_write_bytes` of UTF-8 text with the newlines as given."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path` for writers that want a file name (ONNX, matplotlib, ...): it
+    replaces `path` only when the block succeeds, and is removed otherwise. The temp name keeps
+    the suffix of `path`, so writers that choose a format by extension still do."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    intact = _unchanged(path)
+    staging: Path | None = None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with disk_full_as_error(path, intact):
+            fd, staging = create_temp_file(path.parent, path.name, suffix=f".tmp{path.suffix}")
+            os.close(fd)
+            yield staging
+            with staging.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(staging, path)
+            staging = None
+            fsync_dir(path.parent)
+    finally:
+        if staging is not None:
+            staging.unlink(missing_ok=True)
 
 
 def temp_target(name: str) -> str | None:
-    """The file a leftover temp file of `atomic_write_text` (`.NAME.XXXXXXXX.tmp`) was meant to become, or None:
-    what a crash between writing and renaming leaves is still the writer's own file."""
+    """The file a leftover temp file of `atomic_output` (`.NAME.XXXXXXXX.tmp[.suffix]`, or the older
+    `.NAME.XXXXXXXX.tmp`) was meant to become, or None: what a crash between writing and renaming leaves is
+    still the writer's own file."""
     import re
 
-    found = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{8}\.tmp", name)
-    return found.group(1) if found else None
+    found = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?", name)
+    if found is None or (found.group(2) and not found.group(1).endswith(found.group(2))):
+        return None
+    return found.group(1)

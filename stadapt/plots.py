@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import Any
 
 
+def save_figure(fig: Any, out: Path, **options: Any) -> None:
+    """fig.savefig, atomically (a reader never sees half a PNG), with the mode open() gives."""
+    from stadapt.fileio import atomic_output
+
+    with atomic_output(out) as staging:
+        fig.savefig(staging, **options)
+
+
 def _pyplot():
     import matplotlib
 
@@ -35,7 +43,7 @@ def training_curves(events: Sequence[dict[str, Any]], out: Path) -> Path:
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out
 
@@ -65,6 +73,6 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out

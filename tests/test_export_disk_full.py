@@ -44,6 +44,6 @@ def test_export_onto_a_full_disk_says_so(run: Path, tmp_path: Path, mountable: N
     error = [line for line in result.stderr.splitlines() if line.startswith("stadapt: error:")]
     assert len(error) == 1 and "Traceback" not in result.stderr, result.stderr
     message = error[0]
-    assert "full" in message and str(target) in message and "nothing else was lost" in message, message
+    assert "full" in message and str(target) in message and "nothing was lost" in message, message
     assert "free" in message and "opset" not in message, message
     assert result.stdout.split() == ["notes.txt", "keep"]  # no half-written model, no temp file

@@ -205,6 +205,7 @@ def write_synthetic(out: str | Path, spec: SyntheticSpec, *, progress: Callable[
     """
     from stadapt.data.encode import write_video
     from stadapt.data.prepared import file_sha256, write_prepared
+    from stadapt.fileio import atomic_write_text
 
     out = Path(out)
     splits: dict[str, list[tuple[str, int]]] = {}
@@ -221,7 +222,8 @@ def write_synthetic(out: str | Path, spec: SyntheticSpec, *, progress: Callable[
                 if progress is not None:
                     progress(1)
         splits[split] = rows
-    (out / "videos.sha256").write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(videos.items())))
+    atomic_write_text(out / "videos.sha256",
+                      "".join(f"{digest}  {name}\n" for name, digest in sorted(videos.items())))
     extra = {
         "synthetic": {**asdict(spec), "motions": list(spec.motions)},
         "videos_sha256": hashlib.sha256((out / "videos.sha256").read_bytes()).hexdigest(),

@@ -128,7 +128,8 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
 
     run = RunDir(recipe.output.dir)
     # decided on the main process (under the lock when the folder is stadapt's), agreed by every process
-    mode = _on_main(world, lambda: _plan_run(run, lock, resume=resume, auto_resume=auto_resume, overwrite=overwrite))
+    mode = _on_main(world, lambda: _plan_run(run, lock, resume=resume, auto_resume=auto_resume, overwrite=overwrite,
+                                                       keep=recipe.train.keep_checkpoints))
     resume = mode == "resume"
     torch.manual_seed(recipe.train.seed)
     built = build_from_recipe(recipe, len(prepared.classes), device=device)  # refuses before the folder exists
@@ -328,12 +329,15 @@ def _on_main(world: World, action: Callable[[], T]) -> T:
     return outcome[1]
 
 
-def _plan_run(run: RunDir, lock: RunLock, *, resume: bool, auto_resume: bool, overwrite: bool) -> str:
+def _plan_run(run: RunDir, lock: RunLock, *, resume: bool, auto_resume: bool, overwrite: bool, keep: int) -> str:
     """How this run starts (RunDir.plan_start), read before the model is built. A folder stadapt made is locked
-    first, so a second training into it is refused naming the holder; a new or empty folder (or a user's,
-    which is refused) is not touched yet."""
+    first, so a second training into it is refused naming the holder, and a save a crash cut short is
+    recovered under the lock (the newest complete checkpoint back as `last`); a new or empty folder (or a
+    user's, which is refused) is not touched yet."""
     if run.state().stadapts:
         lock.acquire()
+        if not overwrite:
+            run.recover_checkpoints(keep)
     return run.plan_start(resume=resume, auto_resume=auto_resume, overwrite=overwrite)
 
 

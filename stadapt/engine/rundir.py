@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stadapt.errors import StadaptError
-from stadapt.errors import preview
-from stadapt.fileio import atomic_write_text, temp_target
+from stadapt.errors import DiskFullError, StadaptError, preview
+from stadapt.fileio import atomic_write_text, disk_full_as_error, fsync_dir, temp_target
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -41,6 +40,7 @@ MARKER_FORMAT = "stadapt-run"
 RUN_FILES = frozenset({RECIPE_FILE, METRICS_FILE, MARKER_FILE, LOCK_FILE, "curves.png", "checkpoints", "tensorboard",
                        "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx"})
 _CHECKPOINT_NAME = re.compile(r"\.?(last|step_\d+)(\..+)?")  # last, step_N, and their staging / swap folders
+CONTINUE_AFTER_DISK_FULL = "free some space, then continue with the same command and --auto-resume"
 
 
 class RunError(StadaptError):
@@ -67,12 +67,52 @@ class RunDir:
         return sorted(p for p in self.checkpoints.glob("step_*") if (p / "stadapt.json").is_file())
 
     def resume_checkpoint(self) -> Path | None:
-        """The checkpoint a resume continues from: `last`, or (if a crash hit the instant between
-        renaming it and putting the new one in place) the newest kept step checkpoint."""
-        if (self.last / "stadapt.json").is_file():
-            return self.last
+        """The checkpoint a resume continues from: the newest complete one, `last` on a tie. Only a
+        crash in the middle of a save makes it another (`recover_checkpoints` puts it back as `last`)."""
+        found = self.complete_checkpoints()
+        return found[-1][2] if found else None
+
+    def complete_checkpoints(self) -> list[tuple[int, int, Path]]:
+        """(step, preference, path) of every complete checkpoint, oldest first: `last`, the kept
+        `step_*`, and what a save cut short by a crash leaves (`.last.old`, a staging `.last.*`)."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = []
+        for path in self.checkpoints.iterdir():
+            preference = 3 if path.name == "last" else 2 if path.name.startswith("step_") else \
+                1 if path.name.startswith(".last.") else 0
+            step = complete_step(path) if preference else None
+            if step is not None:
+                found.append((step, preference, path))
+        return sorted(found)
+
+    def recover_checkpoints(self, keep: int) -> Path | None:
+        """Finish what a save cut short by a crash left: the newest complete checkpoint becomes `last`
+        (a `last` it replaces is kept as `step_N` when `keep` > 1), then the save's leftovers, all
+        older or incomplete, go. Nothing changes when no checkpoint is complete. Returns `last`."""
+        found = self.complete_checkpoints()
+        if not found:
+            return None
+        best = found[-1][2]
+        if best != self.last:
+            if self.last.exists():
+                last_step = complete_step(self.last)
+                aside = self.checkpoints / f"step_{last_step:08d}" if last_step is not None and keep > 1 else None
+                if aside is not None and not aside.exists():
+                    os.replace(self.last, aside)
+                else:
+                    shutil.rmtree(self.last)
+            os.replace(best, self.last)
+            fsync_dir(self.checkpoints)
+        for leftover in self.checkpoints.glob(".last.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        self._prune_steps(keep)
+        return self.last
+
+    def _prune_steps(self, keep: int) -> None:
         kept = self.step_checkpoints()
-        return kept[-1] if kept else None
+        for stale in kept[: max(0, len(kept) - (keep - 1))]:
+            shutil.rmtree(stale, ignore_errors=True)
 
     def save_checkpoint(self, step: int, tensors: Any, meta: dict[str, Any], extra_files: dict[str, bytes],
                         keep: int) -> Path:
@@ -88,11 +128,13 @@ class RunDir:
                 old_step = -1
             if 0 <= old_step < step:
                 previous = self.checkpoints / f"step_{old_step:08d}"
-        write_checkpoint(self.last, tensors, meta, overwrite=True, extra_files=extra_files,
-                         keep_replaced_as=previous)
-        kept = self.step_checkpoints()
-        for stale in kept[: max(0, len(kept) - (keep - 1))]:
-            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            write_checkpoint(self.last, tensors, meta, overwrite=True, extra_files=extra_files,
+                             keep_replaced_as=previous)
+        except DiskFullError as exc:  # say how to go on: --auto-resume continues, or restarts a run with none
+            raise DiskFullError(exc.path, exc.reason, exc.intact,
+                                CONTINUE_AFTER_DISK_FULL) from None
+        self._prune_steps(keep)
         return self.last
 
     def start(self, *, resume: bool, overwrite: bool) -> None:
@@ -304,11 +346,29 @@ class MetricsLog:
         self._file = path.open("a", encoding="utf-8")
 
     def write(self, event: dict[str, Any]) -> None:
-        self._file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
-        self._file.flush()
+        with disk_full_as_error(self.path, "the run's checkpoints are intact", CONTINUE_AFTER_DISK_FULL):
+            self._file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        with disk_full_as_error(self.path, "the run's checkpoints are intact", CONTINUE_AFTER_DISK_FULL):
+            self._file.close()
+
+
+def complete_step(checkpoint: Path) -> int | None:
+    """The step of a complete training checkpoint directory (metadata, tensors and trainer state all
+    there and whole), else None."""
+    from stadapt.checkpoint import FORMAT, META_FILE, TENSORS_FILE, safetensors_intact
+    from stadapt.engine.state import STATE_META, STATE_TENSORS
+
+    try:
+        meta = json.loads((checkpoint / META_FILE).read_text())
+        json.loads((checkpoint / STATE_META).read_text())
+        step = int(meta["step"]) if meta.get("format") == FORMAT else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    whole = safetensors_intact(checkpoint / TENSORS_FILE) and safetensors_intact(checkpoint / STATE_TENSORS)
+    return step if whole else None
 
 
 def _step_of(line: str) -> float:

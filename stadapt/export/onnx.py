@@ -15,11 +15,9 @@ real clips with onnxruntime.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stadapt.errors import StadaptError, first_line
+from stadapt.errors import DiskFullError, StadaptError, first_line
+from stadapt.fileio import DISK_FULL_ERRNOS, atomic_output
 
 INPUT_NAME = "video"
 OUTPUT_NAME = "logits"
@@ -102,9 +101,6 @@ def _mha_fastpath_off() -> Iterator[None]:
         mha.set_fastpath_enabled(before)
 
 
-DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
-
-
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc` (or what it wraps) is a full disk or quota, also when an exporter's C++ code only
     passes on the message: such a failure is not the exporter's, and another opset cannot help."""
@@ -120,12 +116,12 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-def disk_full_error(out: Path, exc: BaseException) -> StadaptError:
+def disk_full_error(out: Path, exc: BaseException) -> DiskFullError:
     """The one-line refusal for an export that ran out of disk space while writing `out`."""
     kept = "the existing file is unchanged" if out.exists() else "no file was written there"
-    return StadaptError(f"the disk holding {out.parent} is full ({first_line(exc)}): {out} could not be written; "
-                        f"nothing else was lost ({kept}, the checkpoint is untouched)",
-                        "free some space there, or pass --out on another disk")
+    reason = exc.reason if isinstance(exc, DiskFullError) else first_line(exc)
+    return DiskFullError(out, reason, f"{kept}, the checkpoint is untouched",
+                         "free some space there, or pass --out on another disk")
 
 
 def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> str:
@@ -303,10 +299,7 @@ def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metad
 
     from stadapt import __version__
 
-    handle, staging_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(handle)
-    staging = Path(staging_name)
-    try:
+    with atomic_output(out) as staging:  # the mode open() gives; replaces `out` only when all went well
         example = torch.zeros(2, 3, config["frames"], config["size"], config["size"])
         exporter = _export_graph(model, example, staging, opset)
         proto = onnx.load(str(staging))
@@ -323,8 +316,5 @@ def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metad
         verification = None
         if verify_clips is not None:
             verification = verify_onnx(staging, model, verify_clips, config, tolerance=tolerance)
-        os.replace(staging, out)
-    finally:
-        staging.unlink(missing_ok=True)
     return {"out": out, "bytes": out.stat().st_size, "exporter": exporter, "opset": opset, "metadata": metadata,
             "verification": verification}

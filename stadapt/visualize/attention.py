@@ -132,7 +132,7 @@ def plot_attention(
     Before and after of one frame share a colour scale (0 to the larger of their maxima), so the two
     rows compare directly. The size in pixels is `figure_size(T)`.
     """
-    from stadapt.plots import _pyplot
+    from stadapt.plots import _pyplot, save_figure
 
     plt = _pyplot()
     frames, size = shown.shape[0], shown.shape[1]
@@ -160,7 +160,7 @@ def plot_attention(
                 ax.set_ylabel(ROWS[row], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.12 * TITLE_IN * DPI / height_px, va="top")
-    fig.savefig(out, dpi=DPI)
+    save_figure(fig, out, dpi=DPI)
     plt.close(fig)
     return out
 
