@@ -285,7 +285,8 @@ class RunLock:
     `stadapt train` into the same folder is refused every time. A POSIX record lock (fcntl.lockf): the kernel
     releases it when the process ends in any way (a dead process never leaves a stale lock), DataLoader
     workers forked from the holder do not inherit it, and it works on NFS. The holder writes its pid and
-    host into the file, for the refusal to name it."""
+    host into the file, for the refusal to name it. The holding process must never open the lock file
+    anywhere else: closing any descriptor of it would drop a POSIX lock."""
 
     def __init__(self, run_path: Path) -> None:
         self.path = Path(run_path) / LOCK_FILE
