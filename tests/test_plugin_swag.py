@@ -72,7 +72,7 @@ def test_variants_name_the_family_sizes_and_release_tags(plugin) -> None:
     for name, info in variants.items():
         assert info.name == name and info.family == "SWAG ViT" and info.interpolation == "bicubic", name
         assert info.mean == IMAGENET_MEAN and info.std == IMAGENET_STD, name
-    patches = {name: info.extra["patch_size"] for name, info in variants.items()}
+    patches = {name: info.patch_size for name, info in variants.items()}
     assert patches == {"ViT-B-16": 16, "ViT-L-16": 16, "ViT-H-14": 14, "ViT-B-16-384": 16, "ViT-L-16-512": 16,
                        "ViT-H-14-518": 14, "tiny": 8}
     # the IG-3.6B trunks at 224 px are tagged `swag`; the end-to-end ImageNet-1k fine-tunes `swag_in1k`
@@ -213,9 +213,9 @@ def test_full_size_variants_count_like_torchvision(plugin, variant: str) -> None
     head = sum(p.numel() for n, p in reference.named_parameters() if n.startswith("heads.head."))
     assert head > 0
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters()) - head
-    assert len(ours.block_layouts()) == len(reference.encoder.layers) == info.extra["blocks"]
-    assert ours.feature_width == reference.hidden_dim == info.extra["width"]
-    assert ours.block_layouts()[0].grid == (info.image_size // info.extra["patch_size"],) * 2
+    assert len(ours.block_layouts()) == len(reference.encoder.layers) == info.blocks
+    assert ours.feature_width == reference.hidden_dim == info.width
+    assert ours.block_layouts()[0].grid == (info.image_size // info.patch_size,) * 2
 
 
 def test_full_size_vit_b_16_video_model_runs(plugin) -> None:
@@ -235,7 +235,7 @@ def test_full_size_backbone_runs_one_frame(plugin, variant: str) -> None:
     backbone = plugin.build(variant).eval()
     with torch.no_grad():
         features = backbone.native_forward(torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
-    assert features.shape == (1, plugin.variants()[variant].extra["width"])
+    assert features.shape == (1, plugin.variants()[variant].width)
     assert bool(torch.isfinite(features).all())
 
 
