@@ -286,6 +286,8 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
     """
     plugin, variant = parse_backbone(config.backbone)
     implied = plugin.options_for_weights(variant.name, weights) if weights is not None else {}
+    # None: the weights do not decide that option and the user must; their own value then stands
+    implied = {k: v for k, v in implied.items() if v is not None or k not in config.backbone_options}
     clashes = [k for k in implied if k in config.backbone_options and config.backbone_options[k] != implied[k]]
     if clashes:
         raise WeightsError(
