@@ -37,6 +37,8 @@ def _fit_with_timm_filter(model: nn.Module, state_dict: dict[str, torch.Tensor],
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     kept = {k: v for k, v in inner.items() if k in own and own[k] != tuple(v.shape) and (
         k.endswith(guarded) or (k in resampled and own[k][-1:] != tuple(v.shape)[-1:]))}
+    if kept:  # a file of another architecture: nothing is resampled, the load names what does not fit
+        kept.update({k: v for k, v in inner.items() if k in resampled and k in own and own[k] != tuple(v.shape)})
     try:
         out = filter_fn({k: v for k, v in inner.items() if k not in kept}, model)
     except Exception as exc:  # a foreign layout the filter cannot read
@@ -56,7 +58,7 @@ def _resample_notice(model: nn.Module, key: str, found: tuple[int, ...], own: tu
     size = tuple(model.patch_embed.img_size)
     return (f"the weights' position embeddings ({key} {found}, a {old} patch grid) were resampled to this "
             f"backbone's {grid[0]}x{grid[1]} grid ({size[0]} px: {own}) as timm does (resample_abs_pos_embed, "
-            "bicubic); fine-tuning at this size is what the adapters then see")
+            "bicubic)")
 
 
 class TimmSwinBackbone(FrameBackbone):

@@ -58,8 +58,11 @@ def create(timm_name: str, **options: Any) -> nn.Module:
         raise UnknownBackboneError(f"timm:{timm_name}: the backbone option(s) {', '.join(reserved)} are set by stadapt",
                                    "remove them from backbone.options; weights come from backbone.weights")
     kwargs: dict[str, Any] = {"num_classes": 0, **{k: v for k, v in freeze(options)}}
-    if timm.models.is_model_in_modules(split_name(timm_name)[0], ["vision_transformer", "eva"]):
+    arch = split_name(timm_name)[0]
+    if timm.models.is_model_in_modules(arch, ["vision_transformer", "eva"]):
         kwargs["use_naflex"] = False  # TIMM_USE_NAFLEX=1 would swap in another class
+    if timm.models.is_model_in_modules(arch, ["vision_transformer", "eva", "deit"]):
+        kwargs["dynamic_img_size"] = False  # static shapes (DINOv3 defaults to dynamic): compile, ONNX
     try:
         return timm.create_model(timm_name, pretrained=False, **kwargs)
     except (TypeError, ValueError, AssertionError, RuntimeError, KeyError) as exc:
