@@ -343,6 +343,7 @@ def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, varia
     """Read `path`, convert its keys with the plugin and load it; mismatches are errors naming keys."""
     raw = plugin.read_weights(path, variant)
     state_dict = plugin.convert_state_dict(read_state_dict(path) if raw is None else raw, variant)
+    state_dict = backbone.fit_state_dict(state_dict)
     report = load_into(backbone, state_dict, ignored=plugin.ignored_keys(variant), what=f"weights file {path}")
     if report.unexpected:
         warnings.warn(f"{path}: {report.summary()}", stacklevel=2)

@@ -96,8 +96,8 @@ def test_search_lists_accepted_names_and_the_listing_names_open_plugins(open_plu
     none = run_cli("backbones", "--search", "resnet*", env=open_plugin)
     assert none.returncode == 1 and "no installed plugin accepts" in none.stderr
     listing = run_cli("backbones", "--json", env=open_plugin)
-    assert {"clip", "open"} <= set(json.loads(listing.stdout)["open_ended"])
-    assert "accept any model their library builds: clip, open" in run_cli("backbones", env=open_plugin).stdout
+    assert {"clip", "open", "timm"} <= set(json.loads(listing.stdout)["open_ended"])
+    assert "accept any model their library builds: clip, open, timm" in run_cli("backbones", env=open_plugin).stdout
 
 
 def test_bad_names_are_one_line_with_the_closest_names(open_plugin: dict[str, str]) -> None:

@@ -128,20 +128,21 @@ class ClipPlugin(BackbonePlugin):
         model = _model(variant)
         visual = build_open_clip_tower(model.embed_dim, dict(model.vision_cfg),
                                        quick_gelu=bool(options.get("quick_gelu", model.quick_gelu)))
-        if model.timm_name:
-            from stadapt_clip.timm_tower import TimmTowerBackbone
+        if model.timm_name:  # a timm ViT / Eva trunk: the timm plugin's decomposition, keys `model.` + timm's
+            from stadapt_timm.backbone import frame_backbone
 
-            return TimmTowerBackbone(visual)
+            return frame_backbone(timm_trunk(visual))
         return ClipBackbone(visual)
 
     def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
-        """Full CLIP state dicts (OpenAI, OpenCLIP) keep the vision tower under `visual.`; the rest is it
-        (for a timm tower, a timm-format file of the trunk alone is the trunk)."""
+        """Full CLIP state dicts (OpenAI, OpenCLIP) keep the vision tower under `visual.`; the rest is it.
+        A timm tower is the timm plugin's backbone (`model.` + timm's keys): its trunk comes from
+        `visual.trunk.` (open_clip's files), `trunk.`, or a timm-format file of the trunk alone."""
+        if variant not in _ARCHS and _model(variant).timm_name:
+            return _timm_trunk_keys(state_dict)
         if any(k.startswith("visual.") for k in state_dict):
             return {"visual." + k[len("visual."):]: v for k, v in state_dict.items() if k.startswith("visual.")}
-        timm_trunk = variant not in _ARCHS and _model(variant).timm_name and "patch_embed.proj.weight" in state_dict
-        prefix = "visual.trunk." if timm_trunk else "visual."
-        return {prefix + k: v for k, v in state_dict.items()}
+        return {"visual." + k: v for k, v in state_dict.items()}
 
     def ignored_keys(self, variant: str) -> frozenset[str]:
         # CLIP's image-text projection: the video head reads the width-sized feature instead.
@@ -244,6 +245,20 @@ def _tower_shape(model: OpenClipModel) -> tuple[int, int, int, int]:
             int(trunk.num_prefix_tokens))
 
 
+def timm_trunk(visual: Any) -> Any:
+    """The timm trunk of open_clip's TimmModel tower without what projects into the text space."""
+    return timm_trunk_without_head(visual.trunk)
+
+
+def timm_trunk_without_head(trunk: Any) -> Any:
+    """`trunk` with its classifier replaced by nothing (the video model has its own head)."""
+    from torch import nn
+
+    if not isinstance(getattr(trunk, "head", nn.Identity()), nn.Identity):
+        trunk.head = nn.Identity()
+    return trunk
+
+
 def _meta_tower(variant: str) -> Any:
     """The open_clip timm tower of `variant` with shapes only (PyTorch's meta device): instant at any size."""
     import torch
@@ -256,13 +271,19 @@ def _meta_tower(variant: str) -> Any:
 
 
 def _timm_projection_keys(variant: str) -> frozenset[str]:
-    """Keys of a timm tower's file that project into the text space (the trunk's head, open_clip's head)."""
-    from stadapt_clip.timm_tower import strip_projection
+    """Keys of a timm tower's file that project into the text space: the trunk's own classifier (open_clip's
+    `visual.head` projection never reaches the backbone's keys)."""
+    trunk = _meta_tower(variant).trunk
+    before = set(trunk.state_dict())
+    return frozenset("model." + k for k in before - set(timm_trunk_without_head(trunk).state_dict()))
 
-    visual = _meta_tower(variant)
-    before = {"visual." + k for k in visual.state_dict()}
-    strip_projection(visual)
-    return frozenset(before - {"visual." + k for k in visual.state_dict()})
+
+def _timm_trunk_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A file's timm trunk under the timm plugin's keys (`model.` + timm's), whatever it was saved under."""
+    for prefix in ("visual.trunk.", "trunk.", "model."):
+        if any(k.startswith(prefix) for k in state_dict):
+            return {"model." + k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {"model." + k: v for k, v in state_dict.items()}
 
 
 def _download_url(variant: str, tag: str, url: str) -> Path:
