@@ -279,7 +279,8 @@ def test_a_tag_resolves_offline_from_the_cache_and_names_the_file_without_it(plu
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty"))
     with pytest.raises(WeightsError) as exc:
         plugin.resolve_pretrained("vit_small_patch14_dinov2", "lvd142m")
-    assert "could not download timm:vit_small_patch14_dinov2 weights 'lvd142m'" in exc.value.message
+    assert ("timm:vit_small_patch14_dinov2 weights 'lvd142m' file model.safetensors" in exc.value.message
+            and "neither in the Hugging Face cache nor downloadable" in exc.value.message)
     assert ("https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m/resolve/main/model.safetensors"
             in exc.value.hint and "pass the local path" in exc.value.hint)
     with pytest.raises(WeightsError, match="use backbone timm:vit_small_patch14_dinov2.lvd142m"):
