@@ -286,6 +286,8 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
     """
     plugin, variant = parse_backbone(config.backbone)
     implied = plugin.options_for_weights(variant.name, weights) if weights is not None else {}
+    # None: the weights do not decide that option and the user must; their own value then stands
+    implied = {k: v for k, v in implied.items() if v is not None or k not in config.backbone_options}
     clashes = [k for k in implied if k in config.backbone_options and config.backbone_options[k] != implied[k]]
     if clashes:
         raise WeightsError(
@@ -341,6 +343,7 @@ def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, varia
     """Read `path`, convert its keys with the plugin and load it; mismatches are errors naming keys."""
     raw = plugin.read_weights(path, variant)
     state_dict = plugin.convert_state_dict(read_state_dict(path) if raw is None else raw, variant)
+    state_dict = backbone.fit_state_dict(state_dict)
     report = load_into(backbone, state_dict, ignored=plugin.ignored_keys(variant), what=f"weights file {path}")
     if report.unexpected:
         warnings.warn(f"{path}: {report.summary()}", stacklevel=2)

@@ -447,7 +447,8 @@ def test_known_tag_offline_names_the_download(plugin, tmp_path: Path, monkeypatc
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=os.environ)
     assert done.returncode == 0, done.stderr
     message, hint = json.loads(done.stdout)
-    assert "could not download timm:swin_base_patch4_window7_224 weights 'ms_in22k'" in message
+    assert "timm:swin_base_patch4_window7_224 weights 'ms_in22k'" in message and "neither in the Hugging Face cache" \
+        in message
     assert URL in hint
 
     # in this process huggingface_hub has read its settings already: set them where it looks now

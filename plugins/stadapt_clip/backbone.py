@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stadapt.backbones.attention import is_plain_self_attention, mha_query_attention, self_attention
@@ -85,15 +86,34 @@ def build_visual(
 
 
 class ClipBackbone(FrameBackbone):
-    """Tokens (N, 1 + H*W, C): the CLS token, then the patch grid; features = CLS, final norm = ln_post."""
+    """Tokens (N, 1 + H*W, C): the CLS token, then the patch grid.
+
+    Features as open_clip pools them: CLIP's CLS token (or mean patch token, `final_ln_after_pool`) with
+    the final norm `ln_post` applied after the mean over time, as the reference's head does; where
+    open_clip normalises every token before pooling (`pool_type` avg) or pools with an attentional
+    pooler (CoCa), the features are open_clip's own pooled feature per frame and `video_norm` is the
+    identity. The image-text projection `proj` is never used.
+    """
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
         self.visual = visual
-        self.feature_width = visual.transformer.width
         self._blocks = list(visual.transformer.resblocks)
         self._plain_attention = [is_plain_self_attention(block.attn) for block in self._blocks]
-        self._layout = TokenLayout(width=self.feature_width, grid=tuple(visual.grid_size), prefix_tokens=1)
+        self._layout = TokenLayout(width=visual.transformer.width, grid=tuple(visual.grid_size), prefix_tokens=1)
+        pool = getattr(visual, "pool_type", "tok")
+        if getattr(visual, "attn_pool", None) is not None:
+            self._pooling = "open_clip"  # attentional pooler: open_clip's own _pool per frame
+            self.feature_width = int(visual.ln_post.normalized_shape[0])
+        elif pool == "tok" or (pool == "avg" and getattr(visual, "final_ln_after_pool", False)):
+            self._pooling = "cls" if pool == "tok" else "mean"  # ln_post after the mean over time
+            self.feature_width = visual.transformer.width
+        elif pool == "avg":
+            self._pooling = "open_clip"
+            self.feature_width = visual.transformer.width
+        else:
+            raise PluginError(f"the open_clip vision tower pools with {pool!r}, not into one image feature",
+                              "use a tower with pool_type tok or avg, or an attentional pooler")
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         v = self.visual
@@ -109,7 +129,11 @@ class ClipBackbone(FrameBackbone):
     def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
         y = block.ln_1(x)
-        return block.ls_1(self_attention(block.attn, y) if self._plain_attention[index] else block.attention(y))
+        if self._plain_attention[index]:
+            return block.ls_1(self_attention(block.attn, y))
+        if hasattr(block, "ln_attn"):  # open_clip's CustomResidualAttentionBlock (qk-norm, scaled cosine, ...)
+            return block.ls_1(block.ln_attn(block.attn(y)))
+        return block.ls_1(block.attention(y))
 
     def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
@@ -117,16 +141,69 @@ class ClipBackbone(FrameBackbone):
 
     def block_attention(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
-        return mha_query_attention(block.attn, block.ln_1(x))
+        if isinstance(block.attn, nn.MultiheadAttention):
+            return mha_query_attention(block.attn, block.ln_1(x))
+        return open_clip_query_attention(block.attn, block.ln_1(x))
 
     def block_modules(self, index: int) -> list[nn.Module]:
         return [self._blocks[index]]
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 0]
+        if self._pooling == "cls":
+            return x[:, 0]
+        if self._pooling == "mean":
+            return x[:, 1:].mean(dim=1)
+        pooled = self.visual._pool(x)[0]
+        return pooled.reshape(pooled.shape[0], -1)
 
     def video_norm(self, features: torch.Tensor) -> torch.Tensor:
-        return self.visual.ln_post(features)
+        return self.visual.ln_post(features) if self._pooling in ("cls", "mean") else features
 
     def native_forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.visual(images)
+        out = self.visual(images)
+        pooled = out[0] if isinstance(out, tuple) else out  # output_tokens towers return (pooled, tokens)
+        return pooled.reshape(pooled.shape[0], -1)
+
+
+def open_clip_query_attention(attn: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The [CLS] query's attention weights (N, L) of open_clip's own `Attention` module (custom blocks) on
+    its normed input h, with its q/k norms or scaled cosine logits, averaged over the heads."""
+    n, length, width = h.shape
+    heads = attn.num_heads
+    q, k, _ = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q = q[:, :1].reshape(n, 1, heads, -1).transpose(1, 2)
+    k = k.reshape(n, length, heads, -1).transpose(1, 2)
+    if attn.logit_scale is not None:
+        scale = torch.clamp(attn.logit_scale, max=attn.logit_scale_max).exp()
+        scores = (F.normalize(q.float(), dim=-1) @ F.normalize(k.float(), dim=-1).transpose(-1, -2)) * scale
+    else:
+        q, k = attn.ln_q(q), attn.ln_k(k)
+        scores = (q.float() @ k.float().transpose(-1, -2)) * attn.scale
+    return scores.softmax(dim=-1).mean(dim=(1, 2))
+
+
+def use_memory_saving_quick_gelu(visual: nn.Module) -> None:
+    """Swap open_clip's QuickGELU modules in the tower's MLPs for ours (same values, a quarter less memory)."""
+    from open_clip.transformer import QuickGELU as OpenClipQuickGELU
+
+    for block in visual.transformer.resblocks:
+        if type(block.mlp.gelu) is OpenClipQuickGELU:
+            block.mlp.gelu = QuickGELU()
+
+
+def build_open_clip_tower(embed_dim: int, vision_cfg: dict, *, quick_gelu: bool) -> nn.Module:
+    """open_clip's vision tower built from its model configuration by open_clip's own builder, randomly
+    initialised (timm towers without their pretrained weights), without the unused `proj`."""
+    from open_clip.model import _build_vision_tower
+
+    cfg = dict(vision_cfg)
+    if cfg.get("timm_model_name"):
+        cfg["timm_model_pretrained"] = False  # never download: weights come through the plugin
+    visual = _build_vision_tower(embed_dim, cfg, quick_gelu=quick_gelu, cast_dtype=None)
+    if not cfg.get("timm_model_name"):
+        if not getattr(visual.transformer, "batch_first", True):
+            raise PluginError("the installed open_clip runs its transformer sequence-first",
+                              "pip install -U open_clip_torch")
+        use_memory_saving_quick_gelu(visual)
+        visual.proj = None
+    return visual

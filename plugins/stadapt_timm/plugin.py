@@ -1,10 +1,10 @@
-"""The `timm` backbone plugin: variants, building, weight conversion (timm, Microsoft Swin, JAX .npz)."""
+"""The `timm` backbone plugin: any timm ViT, Eva or Swin / SwinV2 by name, the curated variants of the
+first version, building, weight conversion (timm, Microsoft Swin, JAX .npz) and the hub's pretrained tags."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,30 +38,33 @@ class _Spec:
     timm_kwargs: Mapping[str, Any] = field(default_factory=dict)  # overrides of the timm architecture
     tags: tuple[str, ...] = ()  # pretrained tags on the Hugging Face hub (timm/<timm_name>.<tag>)
     aliases: tuple[str, ...] = ()
+    sizes: tuple[int, int, int, int] = (0, 0, 0, 0)  # width (last stage), blocks, patch size, prefix tokens
 
 
 _SPECS: dict[str, _Spec] = {
     "swin_base_patch4_window7_224": _Spec(
         "swin", "swin_base_patch4_window7_224", 224, IMAGENET_MEAN, IMAGENET_STD,
         "Swin-B, patch 4, window 7, 224 px (ImageNet-22k weights: tag ms_in22k)",
-        tags=("ms_in22k",), aliases=("swin_base_patch4_window7_224.ms_in22k", "Swin-B"),
+        tags=("ms_in22k",), aliases=("swin_base_patch4_window7_224.ms_in22k", "Swin-B"), sizes=(1024, 24, 4, 0),
     ),
     "vit_base_patch16_224.augreg_in21k": _Spec(
         "vit", "vit_base_patch16_224", 224, INCEPTION_MEAN, INCEPTION_STD,
         "ViT-B/16, 224 px, ImageNet-21k weights (tag augreg_in21k; orig_in21k also fits)",
         tags=("augreg_in21k", "orig_in21k"), aliases=("vit_base_patch16_224_in21k", "ViT-B-16-in21k"),
+        sizes=(768, 12, 16, 1),
     ),
     "swin_tiny_test": _Spec(
         "swin", "swin_tiny_patch4_window7_224", 32, IMAGENET_MEAN, IMAGENET_STD,
         "a tiny Swin (32 px, patch 2, window 4, widths 16/32/64, depths 2/2/2), random init, for tests and "
         "the CPU quickstart",
         timm_kwargs={"img_size": 32, "patch_size": 2, "window_size": 4, "embed_dim": 16, "depths": (2, 2, 2),
-                     "num_heads": (1, 2, 4)},
+                     "num_heads": (1, 2, 4)}, sizes=(64, 6, 2, 0),
     ),
     "vit_tiny_test": _Spec(
         "vit", "vit_tiny_patch16_224", 32, INCEPTION_MEAN, INCEPTION_STD,
         "a tiny timm ViT (32 px, patch 8, width 64, 3 blocks), random init, for tests and the CPU quickstart",
         timm_kwargs={"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 3, "num_heads": 4},
+        sizes=(64, 3, 8, 1),
     ),
 }
 
@@ -80,28 +83,32 @@ def _spec(variant: str) -> _Spec:
     return spec
 
 
-def create_timm_model(variant: str, **overrides: Any) -> nn.Module:
-    """The variant's timm model, headless and randomly initialised (timm does no I/O without pretrained)."""
+def _target(variant: str) -> tuple[str, dict[str, Any]]:
+    """(the timm name to build, the variant's own create_model arguments): a curated variant's, or any
+    timm name as it is (`arch.tag`: the tag's pretrained config sets the input size)."""
+    spec = _SPECS.get(variant)
+    if spec is not None:
+        return spec.timm_name, dict(spec.timm_kwargs)
     import timm
 
-    spec = _spec(variant)
-    kwargs: dict[str, Any] = {**spec.timm_kwargs, "num_classes": 0, **overrides}
-    if spec.kind == "vit":
-        kwargs.setdefault("use_naflex", False)  # TIMM_USE_NAFLEXVIT would swap in another class
-    return timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+    from stadapt_timm.catalog import split_name
+
+    if not timm.is_model(split_name(variant)[0]):
+        raise UnknownBackboneError(f"timm has no model '{variant}'", "`stadapt backbones --search PATTERN` lists them")
+    return variant, {}
 
 
-@lru_cache(maxsize=None)
-def _meta_model(variant: str) -> nn.Module:
-    """Shapes only (no memory, instant): what timm's checkpoint filters inspect."""
-    import torch
+def create_timm_model(variant: str, **overrides: Any) -> nn.Module:
+    """The variant's timm model, headless and randomly initialised (timm does no I/O without pretrained)."""
+    from stadapt_timm.catalog import create
 
-    with torch.device("meta"):
-        return create_timm_model(variant)
+    timm_name, kwargs = _target(variant)
+    return create(timm_name, **{**kwargs, **overrides})
 
 
 class TimmPlugin(BackbonePlugin):
-    """timm's SwinTransformer (NHWC tokens, four stages) and VisionTransformer (CLS + patch tokens).
+    """timm's SwinTransformer / SwinTransformerV2 (NHWC tokens, four stages), VisionTransformer and Eva (prefix
+    + patch tokens): the curated variants below, and any timm name of those classes (`resolve_variant`).
 
     Weights: timm's own files (`model.safetensors` of timm/<name>.<tag> on the Hugging Face hub, .pth),
     the original Microsoft Swin checkpoints, and the original JAX ViT `.npz` files.
@@ -109,6 +116,7 @@ class TimmPlugin(BackbonePlugin):
 
     name = "timm"
     test_variant = "swin_tiny_test"
+    open_ended = True
 
     def variants(self) -> Mapping[str, VariantInfo]:
         return {
@@ -121,30 +129,54 @@ class TimmPlugin(BackbonePlugin):
                 interpolation="bicubic",
                 aliases=spec.aliases,
                 family=SWIN_FAMILY if spec.kind == "swin" else VIT_FAMILY,
+                width=spec.sizes[0] or None, blocks=spec.sizes[1] or None, patch_size=spec.sizes[2] or None,
+                prefix_tokens=spec.sizes[3] if spec.sizes[0] else None,
                 extra={"timm_model": spec.timm_name, "timm_kwargs": dict(spec.timm_kwargs), "kind": spec.kind},
             )
             for name, spec in _SPECS.items()
         }
 
+    def resolve_variant(self, name: str) -> VariantInfo | None:
+        """Any timm ViT / Eva / Swin / SwinV2 name (`arch` or `arch.tag`), from timm's own configuration."""
+        from stadapt_timm.catalog import resolve
+
+        return resolve(name)
+
+    def search(self, pattern: str) -> list[str]:
+        from stadapt_timm.catalog import search
+
+        return sorted(set(super().search(pattern)) | set(search(pattern)))
+
+    def configure(self, info: VariantInfo, options: Mapping[str, Any]) -> VariantInfo:
+        """The variant as built with `options` (any timm.create_model argument: img_size changes the input
+        size, and a weights file's position embeddings are then resampled to it)."""
+        if not options:
+            return info
+        from stadapt_timm.catalog import configure
+
+        timm_name, base = _target(info.name)
+        return configure(info.name, timm_name, base, options, info)
+
     def pretrained_tags(self, variant: str) -> tuple[str, ...]:
-        return _spec(variant).tags
+        if variant in _SPECS:
+            return _SPECS[variant].tags
+        from stadapt_timm.catalog import pretrained_tags, split_name
+
+        return pretrained_tags(split_name(variant)[0])
 
     def build(self, variant: str, **options: Any) -> FrameBackbone:
-        from stadapt_timm.backbone import TimmSwinBackbone, TimmViTBackbone
+        from stadapt_timm.backbone import frame_backbone
 
-        if options:
-            raise UnknownBackboneError(
-                f"timm backbones take no option(s) {', '.join(sorted(options))}", "remove the backbone options"
-            )
-        model = create_timm_model(variant)
-        return TimmSwinBackbone(model) if _spec(variant).kind == "swin" else TimmViTBackbone(model)
+        return frame_backbone(create_timm_model(variant, **options))
 
     def read_weights(self, path: Path, variant: str) -> Mapping[str, torch.Tensor] | None:
         """Original JAX / big_vision ViT `.npz` files, through timm's own loader; None for other files."""
         if Path(path).suffix != ".npz":
             return None
-        spec = _spec(variant)
-        if spec.kind != "vit":
+        from stadapt_timm.catalog import classify, freeze, meta_model
+
+        timm_name, base = _target(variant)
+        if classify(meta_model(timm_name, freeze(base))) != "vit":
             raise WeightsError(f"{path} is a JAX .npz checkpoint, which only timm ViT variants read, not timm:{variant}",
                                "pass a .safetensors or .pth Swin checkpoint, or pick a ViT variant")
         if not Path(path).is_file():
@@ -172,52 +204,37 @@ class TimmPlugin(BackbonePlugin):
         tensors = dict(state_dict)
         if tensors and all(k.startswith("model.") for k in tensors):  # saved from the backbone module itself
             tensors = {k[len("model."):]: v for k, v in tensors.items()}
-        if _spec(variant).kind == "swin":
-            tensors = _filter_swin(tensors, variant)
+        # timm's family filter (Microsoft Swin layouts, resampled position embeddings) runs in the backbone's
+        # `fit_state_dict`, which knows the model as built with its options
         return {"model." + k: v for k, v in tensors.items()}
 
     def ignored_keys(self, variant: str) -> frozenset[str]:
         return _IGNORED
 
     def resolve_pretrained(self, variant: str, tag: str) -> Path:
-        spec = _spec(variant)
-        if tag not in spec.tags:
+        """The hub file of a pretrained tag, from huggingface_hub's cache where it holds it (offline too)."""
+        from stadapt.backbones.hub import hf_cached_file
+
+        what = f"timm:{variant} weights '{tag}'"
+        if variant in _SPECS:
+            if tag not in _SPECS[variant].tags:
+                raise self.unknown_tag_error(variant, tag)
+            return hf_cached_file(f"timm/{_SPECS[variant].timm_name}.{tag}", "model.safetensors", what=what)
+        from timm.models import get_pretrained_cfg
+
+        from stadapt_timm.catalog import split_name
+
+        arch, own = split_name(variant)
+        if tag not in self.pretrained_tags(variant):
             raise self.unknown_tag_error(variant, tag)
-        repo = f"timm/{spec.timm_name}.{tag}"
-        where = f"https://huggingface.co/{repo}/resolve/main/model.safetensors"
-        try:
-            from huggingface_hub import hf_hub_download
-        except ImportError as exc:
-            raise WeightsError(f"downloading timm:{variant} weights '{tag}' needs huggingface_hub",
-                               f"pip install huggingface_hub, or download {where} elsewhere and pass the local path"
-                               ) from exc
-        try:
-            return Path(hf_hub_download(repo, "model.safetensors"))
-        except Exception as exc:  # no network, offline mode, hub errors
-            raise WeightsError(
-                f"could not download timm:{variant} weights '{tag}' from the Hugging Face hub ({first_line(exc)})",
-                f"without a network, download {where} elsewhere and pass the local path",
-            ) from exc
-
-
-def _filter_swin(tensors: dict[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
-    """timm's own Swin checkpoint filter: drops the `relative_position_index` / `attn_mask` buffers of
-    Microsoft's checkpoints and moves their end-of-stage downsample to the start of the next stage.
-
-    Tensors whose shape differs from the model's are kept out of the filter: it would resample them to
-    fit (another patch or window size), where a wrong file must fail naming the shapes it really has."""
-    from timm.models.swin_transformer import checkpoint_filter_fn
-
-    model = _meta_model(variant)
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    resampled = ("patch_embed.proj.weight", "relative_position_bias_table")
-    kept = {k: v for k, v in tensors.items() if k.endswith(resampled) and own.get(k) != tuple(v.shape)}
-    try:
-        out = checkpoint_filter_fn({k: v for k, v in tensors.items() if k not in kept}, model)
-    except Exception as exc:  # a foreign layout the filter cannot read
-        raise WeightsError(f"timm's Swin checkpoint filter cannot read this file for timm:{variant} "
-                           f"({first_line(exc)})", "pass a timm or Microsoft Swin checkpoint of this variant") from exc
-    return {**kept, **out}  # the file's first tensors first: errors name the patch embedding
+        if own and tag != own:
+            raise WeightsError(f"timm:{variant} is the model of tag '{own}' (its input settings), not of '{tag}'",
+                               f"use backbone timm:{arch}.{tag} for those weights")
+        cfg = get_pretrained_cfg(f"{arch}.{tag}")
+        if not cfg.hf_hub_id:
+            raise WeightsError(f"timm's {arch}.{tag} weights are not on the Hugging Face hub",
+                               f"download {cfg.url or 'them'} elsewhere and pass the local path")
+        return hf_cached_file(cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors", what=what)
 
 
 def _check_npz_shapes(path: Path, model: nn.Module, variant: str) -> None:

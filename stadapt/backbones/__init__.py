@@ -6,7 +6,7 @@ plugins stays instant.
 
 from typing import Any
 
-from stadapt.backbones.plugin import CLIP_MEAN, CLIP_STD, BackbonePlugin, VariantInfo
+from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.registry import (
     GROUP,
@@ -19,8 +19,6 @@ from stadapt.backbones.registry import (
 )
 
 __all__ = [
-    "CLIP_MEAN",
-    "CLIP_STD",
     "GROUP",
     "BackbonePlugin",
     "FrameBackbone",

@@ -77,6 +77,12 @@ class FrameBackbone(nn.Module):
             "backbone plugin contract (stadapt.backbones.base) that `stadapt visualize` reads attention through"
         )
 
+    def fit_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A weights file's tensors, already converted to this backbone's keys, fitted to the backbone as
+        built with its options (e.g. position embeddings of another image size resampled, with a printed
+        notice); what does not fit is left as it is, so the load names it. Default: unchanged."""
+        return state_dict
+
     def native_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the plugin's native file layout (what `convert_state_dict` reads)."""
         return self.state_dict()

@@ -19,10 +19,6 @@ if TYPE_CHECKING:
 
     from stadapt.backbones.base import FrameBackbone
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
 @dataclass(frozen=True)
 class VariantInfo:
     """What a user and the data pipeline need to know about one variant."""
@@ -105,7 +101,9 @@ class BackbonePlugin:
         return frozenset()
 
     def options_for_weights(self, variant: str, source: str | Path) -> dict[str, Any]:
-        """Build options implied by a weights source (e.g. OpenAI CLIP weights imply QuickGELU)."""
+        """Build options implied by a weights source (e.g. OpenAI CLIP weights imply QuickGELU). A value of
+        None says the source does not decide that option and the user must: the user's own value stands,
+        and without one `build` receives None and refuses, naming the choices."""
         return {}
 
     def resolve_pretrained(self, variant: str, tag: str) -> Path:

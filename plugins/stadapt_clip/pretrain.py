@@ -6,8 +6,8 @@ ViT regresses the object's position, size and orientation on single synthetic fr
 randomly initialised ViT does not learn the motion task at all (measured: chance on the pairs), so
 this step is what makes the quickstart a faithful miniature of the real use.
 
-`python -m stadapt.quickstart.pretrain` (in a source checkout) remakes the shipped weights file,
-plugins/stadapt_clip/weights/tiny_synthetic.safetensors.
+`python -m stadapt_clip.pretrain` remakes the shipped weights file, stadapt_clip/weights/tiny_synthetic.safetensors
+(it lives with the CLIP plugin, whose `clip:tiny` variant and `synthetic` tag it makes).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from stadapt.engine.schedule import lr_factor
 BACKBONE = "clip:tiny"
 # frames are rendered like the synthetic videos, then resized to the model's 32 px
 RENDER_SIZE = 48
-DEFAULT_OUT = Path(__file__).resolve().parents[2] / "plugins" / "stadapt_clip" / "weights" / "tiny_synthetic.safetensors"
+DEFAULT_OUT = Path(__file__).resolve().parent / "weights" / "tiny_synthetic.safetensors"
 
 
 def _batch(rng: np.random.Generator, count: int, image_size: int, mean: torch.Tensor, std: torch.Tensor):
@@ -90,7 +90,7 @@ def main() -> None:
     state = pretrain(steps=args.steps, seed=args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(args.out),
-              metadata={"backbone": BACKBONE, "made_by": "python -m stadapt.quickstart.pretrain",
+              metadata={"backbone": BACKBONE, "made_by": "python -m stadapt_clip.pretrain",
                         "steps": str(args.steps), "seed": str(args.seed)})
     print(f"wrote {args.out}")
 
