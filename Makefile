@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pytest-xdist workers for `make test` (each loads torch; on 2 cores, 2 halve the time)
+TEST_WORKERS ?= 2
 
 .PHONY: test quickstart install clean
 
@@ -14,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # synthetic motion clips, ST-Adapter vs linear probe on a frozen tiny image model, on the CPU
 quickstart: $(VENV)/.installed
