@@ -134,3 +134,13 @@ def temp_target(name: str) -> str | None:
     if found is None or (found.group(2) and not found.group(1).endswith(found.group(2))):
         return None
     return found.group(1)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a link (not what it points to) or a whole folder; nothing if it is gone already."""
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

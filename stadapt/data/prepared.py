@@ -25,7 +25,7 @@ from typing import Any
 
 from stadapt.data.textfile import read_lines
 from stadapt.errors import DataError, preview
-from stadapt.fileio import atomic_write_text
+from stadapt.fileio import atomic_write_text, remove_path
 
 FORMAT = "stadapt-prepared"
 FORMAT_VERSION = 1
@@ -237,7 +237,6 @@ def claim_out_dir(out: Path, *, overwrite: bool, owned: Sequence[str] = ()) -> N
     quarantine, manifest) and the `owned` names (e.g. the synthetic set's `videos/`) are removed,
     nothing else. The videos of a real data set are never inside what is removed.
     """
-    import shutil
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -262,11 +261,7 @@ def claim_out_dir(out: Path, *, overwrite: bool, owned: Sequence[str] = ()) -> N
             names.add(info["file"])
     manifest_path.unlink()  # first: an interrupted removal must not leave a manifest behind
     for name in sorted(names):
-        target = out / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+        remove_path(out / name)
 
 
 # ----------------------------------------------------------------------------------------- opening

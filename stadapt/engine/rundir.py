@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from stadapt.errors import DiskFullError, StadaptError, preview
-from stadapt.fileio import atomic_write_text, disk_full_as_error, fsync_dir, temp_target
+from stadapt.fileio import atomic_write_text, disk_full_as_error, fsync_dir, remove_path, temp_target
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -246,12 +246,8 @@ class RunDir:
             return
         for entry in sorted(self.path.iterdir()):
             owned = entry.name in RUN_FILES or temp_target(entry.name) in RUN_FILES
-            if not owned or entry.name in (MARKER_FILE, LOCK_FILE):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink(missing_ok=True)
+            if owned and entry.name not in (MARKER_FILE, LOCK_FILE):
+                remove_path(entry)
 
 
 @dataclass
