@@ -367,9 +367,5 @@ def test_every_command_runs_with_the_family(name: str, clips: Path, tmp_path: Pa
     video = clips / (clips / "val.txt").read_text().split()[0]
     png = tmp_path / "attention.png"
     shown = run_cli("visualize", str(video), "--checkpoint", str(run), "--out", str(png), env=env, cwd=tmp_path)
-    if "swin" in name:  # windowed attention: no [CLS] map to draw, said in one line
-        assert shown.returncode == 2 and "does not provide attention maps" in shown.stderr and not png.exists()
-        assert len(shown.stderr.strip().splitlines()) == 1
-    else:
-        assert shown.returncode == 0, shown.stderr
-        assert png.stat().st_size > 0
+    assert shown.returncode == 0, shown.stderr  # Swin too: its windows' mean-query attention
+    assert png.stat().st_size > 0

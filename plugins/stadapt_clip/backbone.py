@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -158,6 +161,31 @@ class ClipBackbone(FrameBackbone):
 
     def video_norm(self, features: torch.Tensor) -> torch.Tensor:
         return self.visual.ln_post(features) if self._pooling in ("cls", "mean") else features
+
+    def fit_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A position embedding of another patch grid (weights for another input size, option image_size)
+        resampled to this tower's grid as open_clip does (`resize_pos_embed`: class token kept, grid bicubic),
+        with a notice. A file of another architecture (another width, patch or class-token layout) is left
+        as it is, so the load names its shapes."""
+        key = "visual.positional_embedding"
+        found, own = state_dict.get(key), self.visual.positional_embedding
+        if found is None or found.shape == own.shape or found.ndim != 2 or found.shape[1] != own.shape[1]:
+            return state_dict
+        side = math.isqrt(found.shape[0] - 1)
+        conv = state_dict.get("visual.conv1.weight")
+        if side * side != found.shape[0] - 1 or (conv is not None and conv.shape != self.visual.conv1.weight.shape):
+            return state_dict
+        from open_clip.model import resize_pos_embed
+
+        fitted = dict(state_dict)
+        resize_pos_embed(fitted, self)  # reads self.visual.grid_size, writes fitted[key]
+        grid = tuple(self.visual.grid_size)
+        size = self.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        warnings.warn(f"the weights' position embeddings ({key} {tuple(found.shape)}, a {side}x{side} patch grid) "
+                      f"were resampled to this backbone's {grid[0]}x{grid[1]} grid ({size} px: {tuple(own.shape)}) "
+                      "as open_clip does (resize_pos_embed, bicubic)", stacklevel=3)
+        return fitted
 
     def native_forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.visual(images)

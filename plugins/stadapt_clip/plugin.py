@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,17 +106,18 @@ class ClipPlugin(BackbonePlugin):
     def build(self, variant: str, **options: Any) -> FrameBackbone:
         from stadapt_clip.backbone import ClipBackbone, build_open_clip_tower, build_visual
 
-        unknown = set(options) - {"quick_gelu"}
+        unknown = set(options) - {"quick_gelu", "image_size"}
         if unknown:
             raise UnknownBackboneError(
-                f"clip backbones take no option(s) {', '.join(sorted(unknown))}", "the only option is quick_gelu"
+                f"clip backbones take no option(s) {', '.join(sorted(unknown))}", "the options are quick_gelu, image_size"
             )
         if "quick_gelu" in options and options["quick_gelu"] is None:
             raise _ask_activation(variant)
+        image_size = _checked_image_size(variant, options)
         arch = _ARCHS.get(variant)
         if arch is not None:
             visual = build_visual(
-                image_size=arch.image_size,
+                image_size=image_size or arch.image_size,
                 patch_size=arch.patch_size,
                 width=arch.width,
                 layers=arch.layers,
@@ -126,13 +127,22 @@ class ClipPlugin(BackbonePlugin):
             )
             return ClipBackbone(visual)
         model = _model(variant)
-        visual = build_open_clip_tower(model.embed_dim, dict(model.vision_cfg),
+        vision_cfg = {**model.vision_cfg, **({"image_size": image_size} if image_size else {})}
+        visual = build_open_clip_tower(model.embed_dim, vision_cfg,
                                        quick_gelu=bool(options.get("quick_gelu", model.quick_gelu)))
         if model.timm_name:  # a timm ViT / Eva trunk: the timm plugin's decomposition, keys `model.` + timm's
             from stadapt_timm.backbone import frame_backbone
 
             return frame_backbone(timm_trunk(visual))
         return ClipBackbone(visual)
+
+    def configure(self, info: VariantInfo, options: Mapping[str, Any]) -> VariantInfo:
+        """Option `image_size` (open_clip ViT towers): the input size, the position embedding of a weights
+        file resampled to its patch grid (`ClipBackbone.fit_state_dict`)."""
+        size = _checked_image_size(info.name, options)
+        if not size or size == info.image_size:
+            return info
+        return replace(info, image_size=size, description=f"{info.description}; built for {size} px (image_size)")
 
     def convert_state_dict(self, state_dict: Mapping[str, torch.Tensor], variant: str) -> dict[str, torch.Tensor]:
         """Full CLIP state dicts (OpenAI, OpenCLIP) keep the vision tower under `visual.`; the rest is it.
@@ -198,6 +208,24 @@ def _ask_activation(variant: str) -> WeightsError:
         "say it: backbone.options quick_gelu: true (QuickGELU) or quick_gelu: false (GELU), or name the model "
         f"clip:{variant}-quickgelu (QuickGELU) instead",
     )
+
+
+def _checked_image_size(variant: str, options: Mapping[str, Any]) -> int | None:
+    """The `image_size` option, None when unset; refused for a timm tower (open_clip builds it at the timm
+    model's own size) and where it is not a positive multiple of the patch size."""
+    size = options.get("image_size")
+    if size is None:
+        return None
+    arch = _ARCHS.get(variant)
+    if arch is None and _model(variant).timm_name:
+        raise UnknownBackboneError(f"clip:{variant} has a timm tower {_model(variant).timm_name}, whose input size "
+                                   "is the timm model's: the option image_size applies to open_clip ViT towers",
+                                   "remove backbone.options image_size, or use the timm plugin's img_size")
+    patch = arch.patch_size if arch is not None else _tower_shape(_model(variant))[2]
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % patch:
+        raise UnknownBackboneError(f"clip:{variant}: image_size {size!r} is not a multiple of its patch size {patch}",
+                                   f"set backbone.options image_size to a multiple of {patch} (e.g. {patch * 14})")
+    return size
 
 
 def _open_clip_name(variant: str) -> str:

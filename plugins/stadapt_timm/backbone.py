@@ -67,6 +67,7 @@ class TimmSwinBackbone(FrameBackbone):
     Swin (pre-norm blocks) and SwinV2 (post-norm blocks: the norm after attention / MLP, inside the branch).
     Features: the final norm on every token, then the mean over H and W (timm's avg-pool head), so the
     video feature is the mean over space and time of the normalised tokens; `video_norm` is the identity.
+    Attention maps: no class token, so each window's mean query (`block_attention`).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -128,6 +129,23 @@ class TimmSwinBackbone(FrameBackbone):
 
     def native_state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
+
+    def block_attention(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Without a class token and with windowed attention: per token, the attention it receives averaged
+        over the heads and over every query of its (shifted) window, mapped back to the un-shifted (H, W)
+        grid and normalised per frame; (N, H*W), rows sum to 1."""
+        block = self._blocks[index]
+        h = x if self._post_norm else block.norm1(x)  # what timm's `_attn` receives
+        batch, height, width, _ = h.shape
+        probs = swin_window_probabilities(block, h)  # (N * windows, heads, A, A)
+        received = probs.mean(dim=(1, 2))[..., None]  # (N * windows, A, 1): each key's mean over the queries
+        window = tuple(block.window_size)
+        padded = (-(-height // window[0]) * window[0], -(-width // window[1]) * window[1])  # whole windows
+        grid = _merge_windows(received, window, padded)[:, :height, :width, 0]
+        if any(block.shift_size):
+            grid = torch.roll(grid, shifts=tuple(block.shift_size), dims=(1, 2))
+        weights = grid.reshape(batch, height * width)
+        return weights / weights.sum(dim=-1, keepdim=True)
 
     def fit_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """timm's Swin filter: drops the `relative_position_index` / `attn_mask` buffers of Microsoft's
@@ -302,6 +320,61 @@ def _project_qk(attn: nn.Module, h: torch.Tensor, rope: torch.Tensor | None) -> 
     if k.shape[1] != heads:
         k = k.repeat_interleave(heads // k.shape[1], dim=1)
     return q, k
+
+
+def swin_window_probabilities(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The softmax of timm's Swin / SwinV2 block `_attn` on its input h (N, H, W, C), (N * windows, heads, A, A)
+    in timm's window order: cyclic shift, padding to whole windows, window partition and the shift mask as
+    the block does them, then the block's `WindowAttention` scores (Swin: scaled q k^T + relative position
+    bias; SwinV2: cosine similarity x clamped logit scale + 16 sigmoid(continuous position bias MLP))."""
+    attn = block.attn
+    if type(attn).__name__ != "WindowAttention":
+        raise PluginError(f"attention maps of timm's {type(attn).__name__} are not available",
+                          "use a timm Swin or SwinV2 model")
+    window = tuple(block.window_size)
+    shifted = torch.roll(h, shifts=(-block.shift_size[0], -block.shift_size[1]), dims=(1, 2)) \
+        if any(block.shift_size) else h
+    pad_h, pad_w = (-h.shape[1]) % window[0], (-h.shape[2]) % window[1]
+    shifted = F.pad(shifted, (0, 0, 0, pad_w, 0, pad_h))
+    mask = block.get_attn_mask(shifted) if getattr(block, "dynamic_mask", False) else block.attn_mask
+    return _window_softmax(attn, _split_windows(shifted, window), mask)
+
+
+def _window_softmax(attn: nn.Module, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """timm's WindowAttention (Swin or SwinV2) up to its softmax, on windows (N * windows, A, C)."""
+    count, area, _ = windows.shape
+    heads = attn.num_heads
+    bias = attn.qkv.bias  # Swin; SwinV2 keeps q and v biases apart (its k bias is a zero buffer)
+    if getattr(attn, "q_bias", None) is not None:
+        bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+    qkv = F.linear(windows, attn.qkv.weight, bias).reshape(count, area, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = qkv[0], qkv[1]
+    if hasattr(attn, "cpb_mlp"):  # SwinV2
+        scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        scores = scores * torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp()
+        table = attn.cpb_mlp(attn.relative_coords_table).view(-1, heads)
+        position = table[attn.relative_position_index.view(-1)].view(area, area, -1).permute(2, 0, 1)
+        scores = scores + 16 * torch.sigmoid(position).unsqueeze(0)
+    else:
+        scores = (q * attn.scale) @ k.transpose(-2, -1) + attn._get_rel_pos_bias()
+    if mask is not None:  # windows are frame-major: the mask repeats over the frames
+        scores = scores.view(-1, mask.shape[0], heads, area, area) + mask.unsqueeze(1).unsqueeze(0)
+        scores = scores.view(count, heads, area, area)
+    return scores.float().softmax(dim=-1)
+
+
+def _split_windows(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """(N, H, W, C) -> (N * windows, A, C), windows row by row per frame (timm's window_partition)."""
+    n, height, width, channels = x.shape
+    x = x.view(n, height // window[0], window[0], width // window[1], window[1], channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window[0] * window[1], channels)
+
+
+def _merge_windows(windows: torch.Tensor, window: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(N * windows, A, C) -> (N, H, W, C): the inverse of `_split_windows` (timm's window_reverse)."""
+    height, width = size
+    x = windows.reshape(-1, height // window[0], width // window[1], window[0], window[1], windows.shape[-1])
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, windows.shape[-1])
 
 
 def frame_backbone(model: nn.Module) -> FrameBackbone:

@@ -44,8 +44,9 @@ def _check_attention(model: nn.Module) -> None:
 
 
 def _last_attention_input(model: nn.Module, images: torch.Tensor, adapted: bool) -> torch.Tensor:
-    """Tokens (N, L, C) entering the last block's attention branch (before its ln_1), with or without
-    the adapters: the loop of `VideoClassifier.forward_features` stopped there."""
+    """Tokens entering the last block's attention branch (before its ln_1), (N, L, C) or channels-last
+    (N, H, W, C) as the layout says, with or without the adapters: `VideoClassifier.forward_features`'s
+    loop stopped there."""
     backbone = model.backbone
     last = model.num_blocks - 1
     x = backbone.embed(images)
@@ -208,5 +209,6 @@ def visualize(
         probs = model(clip[None].to(torch_device)).float().softmax(dim=-1)[0].cpu()
     best = int(probs.argmax())
     name = model.classes[best] if best < len(model.classes) else f"class {best}"
-    title = f"{video.name}: predicted {name!r} ({100 * float(probs[best]):.1f}%)  -  last-block [CLS] attention"
+    query = "[CLS]" if model.backbone.block_layouts()[-1].prefix_tokens else "mean-query"  # Swin, SigLIP: no CLS
+    title = f"{video.name}: predicted {name!r} ({100 * float(probs[best]):.1f}%)  -  last-block {query} attention"
     return plot_attention(shown, before, after, out, title=title, indices=indices)
