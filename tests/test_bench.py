@@ -71,3 +71,19 @@ def test_cli_prints_the_table_and_writes_json(tmp_path):
     assert set(report["models"]) == {"without_adapters", "with_adapters"}
     assert report["latency_runs"] == report["throughput_runs"] == 2 and report["batch"] == 2
     assert report["ratio"]["of"] == "with_adapters / without_adapters"
+
+
+def test_option_builds_the_backbone_with_it(tmp_path):
+    """--option KEY=VALUE reaches the backbone's build like backbone.options in a recipe (e.g. timm's img_size:
+    DINOv2 is built at 518 px by default, the paper's setting is 224)."""
+    app = typer.Typer()
+    app.command()(bench)
+    out = tmp_path / "bench.json"
+    args = ["--backbone", "timm:vit_tiny_test", "--frames", "2", "--bottleneck", "8", "--batch", "1", "--runs", "1",
+            "--device", "cpu", "--json", str(out)]
+    result = CliRunner().invoke(app, [*args, "--option", "img_size=48"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["image_size"] == 48 and report["backbone_options"] == {"img_size": 48}
+    default = CliRunner().invoke(app, args)
+    assert default.exit_code == 0 and json.loads(out.read_text())["image_size"] == 32

@@ -29,7 +29,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from stadapt.bench.train_memory import _cpu_name
@@ -47,19 +47,21 @@ def defaults_for(device_type: str) -> dict[str, int]:
 
 
 def build_pair(backbone: str, *, frames: int, num_classes: int, bottleneck: int, positions: Sequence[str],
-               seed: int = 0) -> dict[str, Any]:
-    """The two models of the benchmark, {name: VideoClassifier}, sharing one random backbone module."""
+               seed: int = 0, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The two models of the benchmark, {name: VideoClassifier}, sharing one random backbone module built
+    with the backbone `options` (e.g. timm's img_size)."""
     import torch
 
     from stadapt.adapters import AdapterConfig
     from stadapt.model import ModelConfig, build_model
 
     torch.manual_seed(seed)
+    options = dict(options or {})
     adapted = build_model(ModelConfig(backbone, num_classes, frames,
                                       AdapterConfig(bottleneck=bottleneck, positions=tuple(positions)),
-                                      tuning="st_adapter"))
+                                      tuning="st_adapter", backbone_options=options))
     torch.manual_seed(seed)
-    plain = build_model(ModelConfig(backbone, num_classes, frames, None, tuning="linear"))
+    plain = build_model(ModelConfig(backbone, num_classes, frames, None, tuning="linear", backbone_options=options))
     plain.model.backbone = adapted.model.backbone  # the very same weights (and memory)
     plain.model.head.load_state_dict(adapted.model.head.state_dict())
     return {"without_adapters": plain.model, "with_adapters": adapted.model, "image_size": adapted.variant.image_size,
@@ -81,6 +83,7 @@ def bench_inference(
     compile: bool = False,
     warmup: int | None = None,
     seed: int = 0,
+    options: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Table 4 of the paper on `device`: per model (without / with adapters) the parameter counts, the
@@ -105,7 +108,7 @@ def bench_inference(
     latency_runs, throughput_runs = chosen["latency_runs"], chosen["throughput_runs"]
 
     pair = build_pair(backbone, frames=frames, num_classes=num_classes, bottleneck=bottleneck,
-                      positions=positions, seed=seed)
+                      positions=positions, seed=seed, options=options)
     size = pair["image_size"]
     models = {}
     results: dict[str, dict[str, Any]] = {}
@@ -170,6 +173,7 @@ def bench_inference(
     plain, adapted = results["without_adapters"], results["with_adapters"]
     report: dict[str, Any] = {
         "backbone": pair["backbone"],
+        "backbone_options": dict(options or {}),
         "frames": frames,
         "image_size": size,
         "num_classes": num_classes,

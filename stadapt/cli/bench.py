@@ -21,6 +21,9 @@ def bench(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 or fp16 autocast on CUDA, fp32 on the "
                                                               "CPU), fp32, bf16 or fp16."),
     compile: bool = typer.Option(False, "--compile", help="Run both models through torch.compile."),
+    option: list[str] = typer.Option(None, "--option", metavar="KEY=VALUE",
+                                     help="A backbone build option (repeatable), as backbone.options in a recipe, "
+                                          "e.g. img_size=224 for a timm DINOv2."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
 ) -> None:
@@ -35,7 +38,11 @@ def bench(
 
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise StadaptError(f"unknown --precision {precision!r}", "choose auto, fp32, bf16 or fp16")
+    from stadapt.recipe.load import parse_override
+
+    options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
     report = bench_inference(backbone, frames=frames, bottleneck=bottleneck, batch=batch, latency_runs=runs,
                              throughput_runs=runs, device=device, precision=precision, compile=compile,
+                             options=options,
                              progress=None if quiet else lambda m: typer.echo(m, err=True))
     show_report(format_report(report), report, json_out, announce=not quiet)
