@@ -19,8 +19,8 @@ from stadapt.data.formats.videos import (
     index_videos,
     numbered_classes,
     read_class_names,
-    read_lines,
 )
+from stadapt.data.textfile import read_lines
 from stadapt.data.prepared import open_prepared, write_prepared
 from stadapt.errors import DataError
 

@@ -16,10 +16,10 @@ from stadapt.data.formats.videos import (
     explicit_dir,
     first_dir,
     make_listing,
-    read_lines,
     require_dir,
     row_ref,
 )
+from stadapt.data.textfile import read_lines
 from stadapt.errors import DataError, preview
 
 SPLITS_DIR = "testTrainMulti_7030_splits"

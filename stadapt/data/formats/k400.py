@@ -24,11 +24,11 @@ from stadapt.data.formats.videos import (
     numbered_classes,
     pick,
     read_class_names,
-    read_text,
     require_dir,
     row_ref,
     under_root,
 )
+from stadapt.data.textfile import read_text
 from stadapt.errors import DataError, preview
 
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "validate", "validation"), "test": ("test", "testing")}

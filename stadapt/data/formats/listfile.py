@@ -22,12 +22,11 @@ from stadapt.data.formats.videos import (
     make_listing,
     numbered_classes,
     read_class_names,
-    read_lines,
-    read_text,
     require_dir,
     row_ref,
     under_root,
 )
+from stadapt.data.textfile import read_lines, read_text
 from stadapt.errors import DataError
 
 _PATH_HEADERS = {"path", "video", "video_path", "videopath", "file", "filename", "file_name", "filepath"}

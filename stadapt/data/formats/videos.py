@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stadapt.data.formats.base import Listing
-from stadapt.data.textfile import read_lines, read_text, split_lines  # noqa: F401 (shared by the readers)
+from stadapt.data.textfile import read_lines, read_text
 from stadapt.errors import DataError, preview
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
