@@ -142,11 +142,14 @@ def safetensors_intact(path: Path) -> bool:
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a checkpoint directory, with clear errors for anything else."""
+    """(metadata, tensors) of a checkpoint directory (or an `hf-hub:ORG/NAME` id, from the hub cache), with
+    clear errors for anything else."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
+    from stadapt.hub import checkpoint_dir
+
+    path = checkpoint_dir(path)
     meta_path = path / META_FILE
     if not meta_path.is_file():
         hint = "import reference checkpoints first: stadapt import-checkpoint --help" if path.is_file() else \

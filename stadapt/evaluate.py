@@ -169,9 +169,13 @@ def _pct(value: float | None) -> str:
 
 
 def resolve_target(target: Path | None) -> tuple[Path, Path | None]:
-    """(checkpoint directory, run directory or None) for a run, a checkpoint, or None = latest run."""
+    """(checkpoint directory, run directory or None) for a run, a checkpoint, an `hf-hub:ORG/NAME` id, or
+    None = latest run."""
     from stadapt.engine.rundir import RunDir, RunError, latest_run
+    from stadapt.hub import checkpoint_dir, is_hub_id
 
+    if is_hub_id(target):
+        return checkpoint_dir(str(target)), None
     if target is None:
         run = RunDir(latest_run([Path("runs")]))
         return run.last, run.path
@@ -213,6 +217,7 @@ def run_eval(
     from stadapt.engine.setup import eval_dataset, parse_views, resolve_device
     from stadapt.errors import StadaptError
     from stadapt.fileio import atomic_write_text
+    from stadapt.hub import output_home
     from stadapt.plots import confusion_matrix
 
     checkpoint, run = resolve_target(target)
@@ -276,7 +281,7 @@ def run_eval(
         **summary,
     }
     if out is None:
-        out = (run if run is not None else checkpoint) / "eval.json"
+        out = (run if run is not None else output_home(checkpoint)) / "eval.json"
     out = Path(out)
     if not world.main:
         return report, out

@@ -22,6 +22,7 @@ from stadapt.cli import (
     import_checkpoint,
     predict,
     prepare_data,
+    push,
     quickstart,
     train,
     transfer,
@@ -65,6 +66,7 @@ app.command("visualize")(visualize.visualize)
 app.command("finetune-transfer", context_settings={"allow_interspersed_args": True})(transfer.finetune_transfer)
 app.command("backbones")(backbones.backbones)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
+app.command("push")(push.push)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001

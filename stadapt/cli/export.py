@@ -33,9 +33,10 @@ def export(
         raise StadaptError("say which format to export to", "only --onnx exists for now: stadapt export --onnx")
     from stadapt.evaluate import resolve_target
     from stadapt.export.onnx import default_verify_videos, export_onnx
+    from stadapt.hub import output_home
 
     ckpt, run = resolve_target(checkpoint)
-    target = out if out is not None else (run if run is not None else ckpt) / "model.onnx"
+    target = out if out is not None else (run if run is not None else output_home(ckpt)) / "model.onnx"
     if target.exists() and not overwrite:
         raise StadaptError(f"{target} already exists", "choose another --out or pass --overwrite to replace it")
     clips = None

@@ -1,0 +1,159 @@
+"""The model card `stadapt push` writes (README.md of a hub repository), from a checkpoint's stadapt.json and
+the eval.json of that checkpoint.
+
+The YAML front matter is huggingface_hub's own (`ModelCardData`), so the hub reads the library, the tags,
+the data set and the results (`model-index`, the exact numbers of eval.json). The body says what a user
+needs before loading it: the backbone and where its weights come from, the adapter layout, the classes,
+the evaluation with its views and data fingerprint, the recipe, and how to load it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any
+
+
+def model_card(meta: Mapping[str, Any], report: Mapping[str, Any] | None, repo: str, dataset: str | None) -> str:
+    """The README.md text: front matter, then one section per topic."""
+    sections = [
+        f"# {repo}\n\nA video classifier made with stadapt (ST-Adapter, Pan et al., NeurIPS "
+        "2022): a frozen image backbone with small spatio-temporal adapters and a linear head; this repository "
+        "holds only the adapters and the head (`adapters.safetensors`) and their description (`stadapt.json`).",
+        _usage(meta, repo),
+        _model(meta, repo),
+        _evaluation(report, dataset),
+        _classes(meta),
+        _recipe(meta),
+    ]
+    return f"---\n{_front_matter(meta, report, repo, dataset)}\n---\n\n" + "\n\n".join(sections) + "\n"
+
+
+def _front_matter(meta: Mapping[str, Any], report: Mapping[str, Any] | None, repo: str, dataset: str | None) -> str:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    model = meta.get("model") or {}
+    plugin = str(model.get("backbone", "")).split(":", 1)[0]
+    results = None
+    if report is not None and report.get("top1") is not None:
+        common = dict(task_type="video-classification", task_name="Video Classification",
+                      dataset_type=dataset or "unknown", dataset_name=dataset or "unknown",
+                      dataset_split=PurePath(str(report.get("list", ""))).stem or None)
+        results = [EvalResult(metric_type="accuracy", metric_name="top-1", metric_value=report["top1"], **common)]
+        if report.get("top5") is not None:
+            results.append(EvalResult(metric_type="accuracy", metric_name=f"top-{report.get('top5_k', 5)}",
+                                      metric_value=report["top5"], **common))
+    data = ModelCardData(
+        library_name="stadapt", pipeline_tag="video-classification",
+        tags=["stadapt", "st-adapter", "video-classification", "action-recognition", *([plugin] if plugin else [])],
+        datasets=[dataset] if dataset else None, model_name=repo.split("/")[-1], eval_results=results,
+    )
+    return data.to_yaml()
+
+
+def _weights_source(meta: Mapping[str, Any], repo: str) -> str:
+    """Where the frozen backbone's weights come from, and what a user passes when they are a local file."""
+    recorded = meta.get("backbone_weights") or {}
+    fingerprint = recorded.get("fingerprint")
+    check = f" Its fingerprint is checked on load: `{fingerprint}`." if fingerprint else ""
+    if recorded.get("random_init"):
+        return (f"randomly initialised (no pretrained weights) with seed {recorded.get('seed')}; loading rebuilds "
+                f"it and checks it.{check}")
+    source = str(recorded.get("source"))
+    if _weights_are_a_file(meta):
+        name = re.split(r"[\\/]", source)[-1]
+        return (f"the file `{name}`, which is not in this repository: pass your copy when loading, "
+                f"`stadapt.load_model(\"hf-hub:{repo}\", backbone_weights=\"path/to/{name}\")` "
+                f"(CLI: `--backbone-weights path/to/{name}`).{check}")
+    return f"`{source}` (the backbone plugin's weights tag; fetched by the plugin).{check}"
+
+
+def _model(meta: Mapping[str, Any], repo: str) -> str:
+    model = meta.get("model") or {}
+    adapter = model.get("adapter") or {}
+    plugin = meta.get("backbone_plugin") or {}
+    params = meta.get("parameters") or {}
+    blocks = adapter.get("blocks")
+    rows = [
+        ("backbone", f"`{model.get('backbone')}`" + (f" with options `{json.dumps(model.get('backbone_options'))}`"
+                                                     if model.get("backbone_options") else "")),
+        ("backbone plugin", f"{plugin.get('name')} ({plugin.get('distribution')})"),
+        ("backbone weights", _weights_source(meta, repo)),
+        ("tuning", str(model.get("tuning", meta.get("tuning")))),
+        ("adapters", f"bottleneck {adapter.get('bottleneck')}, kernel {adapter.get('kernel')} (T, H, W), at "
+                     f"{', '.join(adapter.get('positions') or [])}, in "
+                     f"{'every block' if blocks is None else 'blocks ' + str(blocks)}"),
+        ("frames per clip", str(model.get("num_frames"))),
+        ("parameters", f"{params.get('total', 0):,} in all, {params.get('trainable', 0):,} trained"
+                       if params else "not recorded"),
+        ("trained steps", str(meta.get("step", "not recorded"))),
+        ("stadapt version", str(meta.get("stadapt_version"))),
+    ]
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    return f"## Model\n\n| | |\n|---|---|\n{table}"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * float(value):.2f}%"
+
+
+def _evaluation(report: Mapping[str, Any] | None, dataset: str | None) -> str:
+    if report is None:
+        return ("## Evaluation\n\nNo evaluation was recorded for this checkpoint (`stadapt eval` writes eval.json; "
+                "`stadapt push` includes it).")
+    rows = [
+        ("data set", f"{dataset or 'unknown'}, list `{PurePath(str(report.get('list', ''))).name}`"),
+        ("top-1", f"{_pct(report.get('top1'))} ({report.get('top1')})"),
+        (f"top-{report.get('top5_k', 5)}", f"{_pct(report.get('top5'))} ({report.get('top5')})"),
+        ("mean class accuracy", f"{_pct(report.get('mean_class_accuracy'))} ({report.get('mean_class_accuracy')})"),
+        ("videos", f"{report.get('videos')} evaluated of {report.get('listed')} listed, {report.get('skipped')} "
+                   "skipped (undecodable)"),
+        ("views", f"{report.get('views')} (temporal x spatial; {report.get('fusion')})"),
+        ("clips", f"{report.get('frames')} frames, {report.get('sampling')} sampling, stride {report.get('stride')}, "
+                  f"crop {report.get('crop_size')} px"),
+        ("list sha256", f"`{report.get('list_sha256')}`"),
+        ("classes sha256", f"`{report.get('classes_sha256')}`"),
+        ("checkpoint sha256", f"`{report.get('checkpoint_sha256')}` (adapters.safetensors)"),
+    ]
+    table = "\n".join(f"| {key} | {value} |" for key, value in rows)
+    return (f"## Evaluation\n\nFrom `eval.json` (in this repository, with per-class accuracy and the confusion "
+            f"matrix), written by stadapt {report.get('stadapt_version')}:\n\n| | |\n|---|---|\n{table}")
+
+
+def _classes(meta: Mapping[str, Any]) -> str:
+    classes = list(meta.get("classes") or [])
+    listed = "\n".join(f"{i}. {name}" for i, name in enumerate(classes))
+    return (f"## Classes\n\n{len(classes)} classes, in the order of the head's outputs (index: name):\n\n"
+            f"<details>\n\n```\n{listed}\n```\n\n</details>")
+
+
+def _recipe(meta: Mapping[str, Any]) -> str:
+    import yaml
+
+    recipe = meta.get("recipe")
+    if not recipe:
+        return "## Recipe\n\nThis checkpoint records no training recipe (it was imported, not trained by stadapt)."
+    text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+    return f"## Recipe\n\nThe fully resolved training recipe (also in `stadapt.json`):\n\n```yaml\n{text}```"
+
+
+def _usage(meta: Mapping[str, Any], repo: str) -> str:
+    return (
+        "## How to load it\n\n```bash\npip install stadapt\n```\n\n```python\nimport stadapt\n\n"
+        f"model = stadapt.load_model(\"hf-hub:{repo}\")   # VideoClassifier in eval mode\n"
+        "logits = model(video)                         # video: (B, 3, T, H, W), normalised as the backbone expects\n"
+        "model.classes[logits.argmax(-1)[0]]\n```\n\n"
+        f"```bash\nstadapt predict clip.mp4 --checkpoint hf-hub:{repo}\n"
+        f"stadapt eval hf-hub:{repo} --root DATA --list val.txt   # DATA: a prepared data set with the same classes\n"
+        f"stadapt export --onnx --checkpoint hf-hub:{repo} --out model.onnx\n```\n\n"
+        "The files come through huggingface_hub's cache: once fetched, `HF_HUB_OFFLINE=1` works."
+        + (f" Backbone weights: {_weights_source(meta, repo)}" if _weights_are_a_file(meta) else "")
+    )
+
+
+def _weights_are_a_file(meta: Mapping[str, Any]) -> bool:
+    recorded = meta.get("backbone_weights") or {}
+    source = str(recorded.get("source"))
+    return not recorded.get("random_init") and ("/" in source or "\\" in source)
