@@ -19,9 +19,9 @@ from typing import Any
 def model_card(meta: Mapping[str, Any], report: Mapping[str, Any] | None, repo: str, dataset: str | None) -> str:
     """The README.md text: front matter, then one section per topic."""
     sections = [
-        f"# {repo}\n\nA video classifier made with stadapt (ST-Adapter, Pan et al., NeurIPS "
-        "2022): a frozen image backbone with small spatio-temporal adapters and a linear head; this repository "
-        "holds only the adapters and the head (`adapters.safetensors`) and their description (`stadapt.json`).",
+        (f"# {repo}\n\nA video classifier made with stadapt (ST-Adapter, Pan et al., NeurIPS "
+         "2022): a frozen image backbone with small spatio-temporal adapters and a linear head; this repository "
+         "holds only the adapters and the head (`adapters.safetensors`) and their description (`stadapt.json`)."),
         _usage(meta, repo),
         _model(meta, repo),
         _evaluation(report, dataset),
@@ -38,13 +38,16 @@ def _front_matter(meta: Mapping[str, Any], report: Mapping[str, Any] | None, rep
     plugin = str(model.get("backbone", "")).split(":", 1)[0]
     results = None
     if report is not None and report.get("top1") is not None:
-        common = dict(task_type="video-classification", task_name="Video Classification",
-                      dataset_type=dataset or "unknown", dataset_name=dataset or "unknown",
-                      dataset_split=PurePath(str(report.get("list", ""))).stem or None)
-        results = [EvalResult(metric_type="accuracy", metric_name="top-1", metric_value=report["top1"], **common)]
+        split = PurePath(str(report.get("list", ""))).stem or None
+
+        def accuracy(name: str, value: Any) -> EvalResult:
+            return EvalResult(task_type="video-classification", task_name="Video Classification",
+                              dataset_type=dataset or "unknown", dataset_name=dataset or "unknown",
+                              dataset_split=split, metric_type="accuracy", metric_name=name, metric_value=value)
+
+        results = [accuracy("top-1", report["top1"])]
         if report.get("top5") is not None:
-            results.append(EvalResult(metric_type="accuracy", metric_name=f"top-{report.get('top5_k', 5)}",
-                                      metric_value=report["top5"], **common))
+            results.append(accuracy(f"top-{report.get('top5_k', 5)}", report["top5"]))
     data = ModelCardData(
         library_name="stadapt", pipeline_tag="video-classification",
         tags=["stadapt", "st-adapter", "video-classification", "action-recognition", *([plugin] if plugin else [])],
@@ -82,9 +85,9 @@ def _model(meta: Mapping[str, Any], repo: str) -> str:
         ("backbone plugin", f"{plugin.get('name')} ({plugin.get('distribution')})"),
         ("backbone weights", _weights_source(meta, repo)),
         ("tuning", str(model.get("tuning", meta.get("tuning")))),
-        ("adapters", f"bottleneck {adapter.get('bottleneck')}, kernel {adapter.get('kernel')} (T, H, W), at "
-                     f"{', '.join(adapter.get('positions') or [])}, in "
-                     f"{'every block' if blocks is None else 'blocks ' + str(blocks)}"),
+        ("adapters", (f"bottleneck {adapter.get('bottleneck')}, kernel {adapter.get('kernel')} (T, H, W), at "
+                      f"{', '.join(adapter.get('positions') or [])}, in "
+                      f"{'every block' if blocks is None else 'blocks ' + str(blocks)}")),
         ("frames per clip", str(model.get("num_frames"))),
         ("parameters", f"{params.get('total', 0):,} in all, {params.get('trainable', 0):,} trained"
                        if params else "not recorded"),
@@ -108,11 +111,11 @@ def _evaluation(report: Mapping[str, Any] | None, dataset: str | None) -> str:
         ("top-1", f"{_pct(report.get('top1'))} ({report.get('top1')})"),
         (f"top-{report.get('top5_k', 5)}", f"{_pct(report.get('top5'))} ({report.get('top5')})"),
         ("mean class accuracy", f"{_pct(report.get('mean_class_accuracy'))} ({report.get('mean_class_accuracy')})"),
-        ("videos", f"{report.get('videos')} evaluated of {report.get('listed')} listed, {report.get('skipped')} "
-                   "skipped (undecodable)"),
+        ("videos", (f"{report.get('videos')} evaluated of {report.get('listed')} listed, "
+                    f"{report.get('skipped')} skipped (undecodable)")),
         ("views", f"{report.get('views')} (temporal x spatial; {report.get('fusion')})"),
-        ("clips", f"{report.get('frames')} frames, {report.get('sampling')} sampling, stride {report.get('stride')}, "
-                  f"crop {report.get('crop_size')} px"),
+        ("clips", (f"{report.get('frames')} frames, {report.get('sampling')} sampling, "
+                   f"stride {report.get('stride')}, crop {report.get('crop_size')} px")),
         ("list sha256", f"`{report.get('list_sha256')}`"),
         ("classes sha256", f"`{report.get('classes_sha256')}`"),
         ("checkpoint sha256", f"`{report.get('checkpoint_sha256')}` (adapters.safetensors)"),

@@ -40,7 +40,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def bundle(target: Path | str | None, repo: str) -> tuple[dict[str, bytes], dict[str, Any] | None]:
+def bundle(target: Path | None, repo: str) -> tuple[dict[str, bytes], dict[str, Any] | None]:
     """(the files to upload as name -> bytes, the evaluation report they include or None) for a run, a
     checkpoint or None (the latest run). An eval.json that evaluated another checkpoint is refused: the card
     would state numbers this model did not score."""
@@ -157,7 +157,7 @@ def upload(files: Mapping[str, bytes], repo: str, *, private: bool = False) -> s
             api.create_repo(repo, private=True if private else None, exist_ok=True)
             commit = api.upload_folder(repo_id=repo, folder_path=folder, commit_message="stadapt push",
                                        delete_patterns=None if EVAL_FILE in files else [EVAL_FILE])
-        except Exception as exc:  # offline, no access, HTTP and network errors: all end the upload the same way
+        except Exception as exc:  # noqa: BLE001 -- offline, no access, HTTP and network errors: all end the upload the same way
             raise StadaptError(f"uploading to the hub repository {repo} failed ({first_line(exc)})",
                                f"check the network and that your token may write to it (`hf auth whoami`), {instead}")\
                 from None

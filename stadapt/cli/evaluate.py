@@ -8,7 +8,8 @@ import typer
 
 
 def evaluate(
-    target: Path = typer.Argument(None, help="A run directory or a checkpoint directory; default: the latest "
+    target: Path = typer.Argument(None, help="A run or checkpoint directory, or hf-hub:ORG/NAME[@REV]; default: "
+                                             "the latest "
                                              "run under ./runs."),
     views: str = typer.Option(None, "--views", help="TxS: temporal x spatial views (S = 1: the centre crop; S > 1: "
                                                     "crops spread along the long side), e.g. 1x3, 3x1; default: "

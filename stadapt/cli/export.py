@@ -9,7 +9,8 @@ import typer
 
 def export(
     onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (the only format for now; required)."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="A run directory or a checkpoint directory; "
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A run or checkpoint directory, or "
+                                                               "hf-hub:ORG/NAME[@REV]; "
                                                                "default: the latest run under ./runs."),
     out: Path = typer.Option(None, "--out", help="The .onnx file to write; default: RUN/model.onnx (or "
                                                  "CHECKPOINT/model.onnx for a checkpoint outside a run)."),

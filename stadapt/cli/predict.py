@@ -10,7 +10,8 @@ import typer
 
 def predict(
     videos: list[Path] = typer.Argument(..., help="Video files."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="A run or checkpoint directory; default: the latest "
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A run or checkpoint directory, or "
+                                                               "hf-hub:ORG/NAME[@REV]; default: the latest "
                                                                "run under ./runs."),
     onnx: Path = typer.Option(None, "--onnx", help="An exported model (`stadapt export --onnx`) instead."),
     top_k: int = typer.Option(5, "--top-k", "-k", min=1, help="How many classes to show per video."),

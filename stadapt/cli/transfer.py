@@ -8,7 +8,8 @@ import typer
 
 
 def finetune_transfer(
-    source: Path = typer.Option(None, "--from", help="The Kinetics-400 ST-Adapter run (or checkpoint) to start "
+    source: Path = typer.Option(None, "--from", help="The Kinetics-400 ST-Adapter run (or checkpoint, or "
+                                                     "hf-hub:ORG/NAME) to start "
                                                      "from; default: the latest run under ./runs."),
     dataset: str = typer.Option(..., "--dataset", help="ucf101 or hmdb51."),
     root: Path = typer.Option(..., "--root", help="The data set as published (ucfTrainTestlist/ + UCF-101/, or "

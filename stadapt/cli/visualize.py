@@ -9,7 +9,8 @@ import typer
 
 def visualize(
     video: Path = typer.Argument(..., help="The video file to show."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="A run directory or a checkpoint directory; "
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A run or checkpoint directory, or "
+                                                               "hf-hub:ORG/NAME[@REV]; "
                                                                "default: the latest run under ./runs."),
     out: Path = typer.Option(None, "--out", help="The PNG to write; default: VIDEO_STEM.attention.png here."),
     backbone_weights: str = typer.Option(None, "--backbone-weights",
