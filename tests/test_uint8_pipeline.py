@@ -108,7 +108,7 @@ def _recipe(name: str):
 def test_training_clips_equal_the_old_pipeline_bit_for_bit(recipe_file: str, videos) -> None:
     recipe, variant = _recipe(recipe_file)
     dataset = train_dataset(recipe, videos, variant)
-    for epoch in (0, 3):
+    for epoch in (2,):
         items = [dataset[epoch, i] for i in range(len(videos))]
         assert all(item["video"].dtype == torch.uint8 and item["video"].shape[0] == 3 for item in items)
         batch = collate_clips(items)
