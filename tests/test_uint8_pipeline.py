@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from stadapt.backbones.registry import parse_backbone
+from stadapt.data.dataset import collate_clips
 from stadapt.data.decode import VideoReader
 from stadapt.data.encode import write_video
 from stadapt.data.on_device import to_model_input
 from stadapt.data.prepared import VideoEntry
-from stadapt.data.dataset import collate_clips
 from stadapt.engine.setup import eval_dataset, parse_views, train_dataset
 from stadapt.recipe import load_recipe
 
@@ -165,9 +165,9 @@ TINY = {
 def test_uint8_batches_reach_the_loop_and_are_normalised_where_the_model_runs(tmp_path: Path, monkeypatch) -> None:
     """The loop and evaluation call `to_model_input` at the spot where a batch moves to the device, with a
     uint8 batch straight from a DataLoader worker; what the model gets is float and normalised."""
-    import stadapt.data.on_device as on_device
-    import stadapt.engine.loop as loop
+    from stadapt.data import on_device
     from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+    from stadapt.engine import loop
     from stadapt.recipe import recipe_from_dict
 
     root = tmp_path / "data"

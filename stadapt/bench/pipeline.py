@@ -47,8 +47,8 @@ def time_worker_paths(dataset: Any, clips: int, *, seed: int, progress: bool) ->
         "worker_float_before": lambda epoch, index: collate_clips([before[epoch, index]]),
     }
     seconds: dict[str, list[float]] = {name: [] for name in paths}
-    for name in paths:  # warm-up: imports, codec and kernel initialisation
-        paths[name](0, 0)
+    for run in paths.values():  # warm-up: imports, codec and kernel initialisation
+        run(0, 0)
     for n in tqdm(range(clips), desc="worker paths", unit="clip", disable=not progress):
         epoch, index = divmod(n, len(dataset))
         shift = n % len(WORKER_PATHS)
@@ -90,7 +90,11 @@ def time_model(recipe: Any, dataset: Any, batch: dict[str, Any], *, steps: int, 
 
     from stadapt.data.on_device import to_model_input
     from stadapt.engine.optim import build_optimizer
-    from stadapt.engine.setup import apply_memory_options, model_config, resolve_precision
+    from stadapt.engine.setup import (
+        apply_memory_options,
+        model_config,
+        resolve_precision,
+    )
     from stadapt.model import build_model
 
     precision = resolve_precision(recipe.train.precision, device)

@@ -24,11 +24,11 @@ def bench_data(
 ) -> None:
     """Measure data loading: one process decodes the same clips with stadapt's seeking decoder and with
     the reference implementation's whole-video decode, interleaved, and checks the frames are identical."""
+    from stadapt.cli.reports import show_report
     from stadapt.data.bench import bench_decoders, format_report, write_k400_like
     from stadapt.data.prepared import open_prepared
     from stadapt.data.sampling import make_sampler
     from stadapt.errors import StadaptError
-    from stadapt.cli.reports import show_report
 
     if (data is None) == (synthetic is None):
         raise StadaptError("give either a prepared DATA directory or --synthetic DIR (not both)",

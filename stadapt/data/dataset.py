@@ -9,7 +9,7 @@ with the item; in evaluation nothing is substituted: the item comes back as an e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         self,
         entries: Sequence[VideoEntry],
         sampler: FrameSampler,
-        transform: Callable[..., torch.Tensor],
+        transform: Any,  # TrainTransform / TestTransform (or any callable, without on_device)
         *,
         train: bool,
         seed: int = 0,
