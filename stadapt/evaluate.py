@@ -49,6 +49,7 @@ def predict(
     from tqdm import tqdm
 
     from stadapt.data import collate_clips
+    from stadapt.data.on_device import to_model_input
 
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips,
@@ -64,7 +65,7 @@ def predict(
             bar.update(len(batch["label"]) + len(batch["skipped"]))
             if batch["video"] is None:
                 continue
-            video = batch["video"].to(device, non_blocking=True)
+            video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised views, there
             b, v = video.shape[:2]
             context = precision.autocast(device) if precision is not None else torch.autocast(device.type, enabled=False)
             clips = video.flatten(0, 1)

@@ -59,6 +59,7 @@ app.command("train", context_settings={"allow_interspersed_args": True})(train.t
 app.command("eval")(evaluate.evaluate)
 app.command("bench")(bench.bench)
 app.command("bench-data")(bench_data.bench_data)
+app.command("bench-pipeline")(bench_data.bench_pipeline)
 app.command("bench-train")(bench_train.bench_train)
 app.command("export")(export.export)
 app.command("predict")(predict.predict)

@@ -9,13 +9,14 @@ with the item; in evaluation nothing is substituted: the item comes back as an e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from stadapt.data.decode import VideoReader
+from stadapt.data.on_device import stack_padded
 from stadapt.data.prepared import VideoEntry
 from stadapt.data.sampling import FrameSampler
 from stadapt.errors import VideoDecodeError
@@ -28,17 +29,21 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
     `transform` is called as `transform(frames, rng)` in training (-> (3, T, S, S)) and as
     `transform(frames)` in evaluation (-> (spatial_views, 3, T, S, S), e.g. a `TestTransform`).
+    With `on_device=True` only its `worker` half runs here: items are uint8 (3, T, H, W) clips (eval:
+    (temporal_views, 3, T, H, W)) with their `params`, and `stadapt.data.on_device.to_model_input`
+    finishes them where the model runs.
     """
 
     def __init__(
         self,
         entries: Sequence[VideoEntry],
         sampler: FrameSampler,
-        transform: Callable[..., torch.Tensor],
+        transform: Any,  # TrainTransform / TestTransform (or any callable, without on_device)
         *,
         train: bool,
         seed: int = 0,
         temporal_views: int = 1,
+        on_device: bool = False,
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
@@ -51,6 +56,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.temporal_views = int(temporal_views)
         self.epoch = 0
+        self.on_device = bool(on_device)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation `__getitem__` reproduces (call before each epoch)."""
@@ -74,7 +80,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         if not self.train:
             entry = self.entries[index]
             try:
-                return {"video": self._views(entry), "label": entry.label, "index": index}
+                return {**self._views(entry), "label": entry.label, "index": index}
             except VideoDecodeError as exc:
                 return {"video": None, "label": entry.label, "index": index, "path": str(entry.path),
                         "error": str(exc)}
@@ -84,7 +90,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         for attempt in range(TRAIN_RETRIES + 1):
             entry = self.entries[chosen]
             try:
-                video = self._clip(entry, index, epoch, attempt)
+                clip = self._clip(entry, index, epoch, attempt)
             except VideoDecodeError as exc:
                 replaced.append({"index": chosen, "path": str(entry.path), "error": str(exc)})
                 failed = {event["index"] for event in replaced}
@@ -93,30 +99,38 @@ class VideoClipDataset(torch.utils.data.Dataset):
                 while chosen in failed:
                     chosen = int(draws.integers(len(self)))
                 continue
-            return {"video": video, "label": entry.label, "index": chosen, "replaced": replaced}
+            return {**clip, "label": entry.label, "index": chosen, "replaced": replaced}
         last = replaced[-1]
         return {"video": None, "label": self.entries[last["index"]].label, "index": last["index"],
                 "path": last["path"], "error": last["error"], "replaced": replaced[:-1]}
 
-    def _clip(self, entry: VideoEntry, index: int, epoch: int, attempt: int = 0) -> torch.Tensor:
+    def _clip(self, entry: VideoEntry, index: int, epoch: int, attempt: int = 0) -> dict[str, torch.Tensor]:
         key = [self.seed, epoch, index] + ([attempt] if attempt else [])  # attempt 0 keeps the old streams
         rng = np.random.default_rng(key)
         with VideoReader(entry.path) as reader:
             frames = reader.read(self.sampler.train(reader.num_frames, rng))
-        return self.transform(frames, rng)
+        if self.on_device:
+            video, params = self.transform.worker(frames, rng)
+            return {"video": video, "params": params}
+        return {"video": self.transform(frames, rng)}
 
-    def _views(self, entry: VideoEntry) -> torch.Tensor:
-        """(temporal_views * spatial_views, 3, T, S, S), temporal-major; one decode for all views."""
+    def _views(self, entry: VideoEntry) -> dict[str, torch.Tensor]:
+        """(temporal_views * spatial_views, 3, T, S, S), temporal-major; one decode for all views.
+        With `on_device`: (temporal_views, 3, T, H, W) uint8 and the params of the spatial views."""
         with VideoReader(entry.path) as reader:
             views = self.sampler.test(reader.num_frames, self.temporal_views)
             union = sorted({i for view in views for i in view})
             frames = reader.read(union)
         row = {frame: r for r, frame in enumerate(union)}
+        clips = [frames[[row[i] for i in view]] for view in views]
+        if self.on_device:
+            parts = [self.transform.worker(clip) for clip in clips]
+            return {"video": torch.stack([video for video, _ in parts]), "params": parts[0][1]}
         out = []
-        for view in views:
-            clip = self.transform(frames[[row[i] for i in view]])
-            out.append(clip if clip.ndim == 5 else clip.unsqueeze(0))
-        return torch.cat(out)
+        for clip in clips:
+            views_of_clip = self.transform(clip)
+            out.append(views_of_clip if views_of_clip.ndim == 5 else views_of_clip.unsqueeze(0))
+        return {"video": torch.cat(out)}
 
 
 def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -128,10 +142,14 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
         for item in batch
         if item.get("video") is None
     ]
-    return {
-        "video": torch.stack([item["video"] for item in good]) if good else None,
+    deferred = bool(good) and "params" in good[0]
+    out = {
+        "video": (stack_padded if deferred else torch.stack)([item["video"] for item in good]) if good else None,
         "label": torch.tensor([int(item["label"]) for item in good], dtype=torch.long),
         "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
         "skipped": skipped,
         "replaced": [event for item in batch for event in item.get("replaced", ())],
     }
+    if deferred:  # uint8 clips, finished on the device by to_model_input
+        out["params"] = torch.stack([item["params"] for item in good])
+    return out

@@ -4,6 +4,17 @@ Every frame of a clip gets the same resize, crop and flip: the adapters model mo
 and per-frame jitter would invent some. Input is (T, H, W, 3) uint8 as decoded; output is float32,
 channels first (3, T, S, S), normalised. The paper's two training pipelines (Table 1) are both
 `TrainTransform`: K400 = short-side jitter + crop + mirror; SSv2 = RandAugment + RandomResizedCrop.
+
+Each transform comes in two halves so that a DataLoader worker does only per-clip integer work and the
+float work runs where the model runs (see stadapt/data/on_device.py):
+
+* `worker(frames, rng)`: in the worker, uint8 in, uint8 out: draws every random parameter of the clip
+  from `rng` (in the order the whole transform always drew them) and does what must stay per clip and
+  is cheap in uint8 (RandAugment, an integer crop box). Returns a (3, T, h, w) uint8 clip and a small
+  int64 row of parameters, `(h, w, ...)`, that travels with the batch.
+* `on_device(video, params)`: on the training device, a uint8 batch padded to one size (B, 3, T, H, W)
+  -> float32 (B, 3, T, S, S) normalised: the resize, crop, flip and normalisation, with the same float
+  operations in the same order as `__call__` (which is the two halves run back to back on the CPU).
 """
 
 from __future__ import annotations
@@ -31,17 +42,22 @@ def _check_common(size: int, mean: Sequence[float], std: Sequence[float], interp
         raise DataError(f"unknown interpolation {interpolation!r}", f"choose one of: {', '.join(INTERPOLATIONS)}")
 
 
-def _to_uint8_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, H, W) uint8, contiguous (what the RandAugment ops take)."""
+def _uint8_cthw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> a (3, T, H, W) view of it, no copy (the batch's collation copies once)."""
     clip = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
     if clip.ndim != 4 or clip.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) frames, got shape {tuple(clip.shape)}")
-    return clip.permute(0, 3, 1, 2).contiguous()
+    return clip.permute(3, 0, 1, 2)
 
 
-def _to_float_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in 0..255."""
-    return _to_uint8_tchw(frames).to(torch.float32)
+def short_side_shape(height: int, width: int, short: int) -> tuple[int, int]:
+    """(height, width) after resizing the short side to `short`, aspect kept (the worker needs it to
+    draw a crop position without resizing anything)."""
+    if min(height, width) == short:
+        return height, width
+    if height <= width:
+        return short, max(short, round(width * short / height))
+    return max(short, round(height * short / width)), short
 
 
 def resize_short_side(clip: torch.Tensor, short: int, interpolation: str) -> torch.Tensor:
@@ -49,18 +65,9 @@ def resize_short_side(clip: torch.Tensor, short: int, interpolation: str) -> tor
     height, width = clip.shape[-2:]
     if min(height, width) == short:
         return clip
-    if height <= width:
-        new_h, new_w = short, max(short, round(width * short / height))
-    else:
-        new_h, new_w = max(short, round(height * short / width)), short
+    new_h, new_w = short_side_shape(height, width, short)
     out = F.interpolate(clip, size=(new_h, new_w), mode=interpolation, antialias=True, align_corners=False)
     return out.clamp_(0.0, 255.0)
-
-
-def _normalise(clip: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(T, 3, S, S) in 0..255 -> (3, T, S, S) normalised, contiguous."""
-    clip = (clip / 255.0 - mean) / std
-    return clip.permute(1, 0, 2, 3).contiguous()
 
 
 class _Normalising:
@@ -75,6 +82,20 @@ class _Normalising:
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.tensor(self.mean).view(1, 3, 1, 1), torch.tensor(self.std).view(1, 3, 1, 1))
+
+    def _normalise_batch(self, clips: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """(T, 3, S, S) float clips in 0..255 -> (B, 3, T, S, S) normalised, (x / 255 - mean) / std
+        (element-wise, so the same numbers whether one clip or a batch goes through)."""
+        if not clips:
+            return torch.zeros(0, 3, 0, self.size, self.size, device=device)
+        mean, std = (stat.view(1, 1, 3, 1, 1).to(device) for stat in self._stats())
+        batch = (torch.stack(clips) / 255.0 - mean) / std
+        return batch.permute(0, 2, 1, 3, 4).contiguous()
+
+
+def _float_tchw(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The unpadded (3, T, height, width) part of a padded uint8 clip -> (T, 3, height, width) float32."""
+    return clip[..., :height, :width].transpose(0, 1).contiguous().to(torch.float32)
 
 
 class TrainTransform(_Normalising):
@@ -114,34 +135,51 @@ class TrainTransform(_Normalising):
         self.flip = bool(flip)
         self.randaugment = ClipRandAugment.from_config(randaugment) if randaugment else None
 
+    PARAMS = ("height", "width", "short", "top", "left", "flip")  # what `worker` hands on, per clip
+
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        clip = _to_uint8_tchw(frames)
-        if self.randaugment is not None:
-            clip = self.randaugment(clip, rng)
-        clip = clip.to(torch.float32)
-        clip = self._jitter_crop(clip, rng) if self.crop == "jitter" else self._resized_crop(clip, rng)
-        if self.flip and rng.random() < 0.5:
-            clip = clip.flip(-1)
-        return _normalise(clip, *self._stats())
+        """The whole transform on the CPU: (T, H, W, 3) uint8 -> (3, T, S, S) float32, normalised."""
+        clip, params = self.worker(frames, rng)
+        return self.on_device(clip.unsqueeze(0), params.unsqueeze(0))[0]
 
-    def _jitter_crop(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        short = max(self.size, round(self.size * rng.uniform(*self.scale)))
-        clip = resize_short_side(clip, short, self.interpolation)
+    def worker(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, H, W, 3) uint8 -> ((3, T, h, w) uint8, int64 row `PARAMS`), all draws from `rng`.
+
+        `jitter` keeps the whole frame (resizing it exactly needs all of it) and draws the short side
+        and the crop position; `resized` cuts its integer box here, so only the box travels."""
+        clip = _uint8_cthw(frames)
+        if self.randaugment is not None:  # its ops take contiguous (T, 3, H, W)
+            clip = self.randaugment(clip.transpose(0, 1).contiguous(), rng).transpose(0, 1)
         height, width = clip.shape[-2:]
-        if min(height, width) < self.size:
-            raise ValueError(f"frames of {height}x{width} cannot give a {self.size} crop")
-        top = int(rng.integers(0, height - self.size + 1))
-        left = int(rng.integers(0, width - self.size + 1))
-        return clip[..., top : top + self.size, left : left + self.size]
+        short = top = left = 0
+        if self.crop == "jitter":
+            short = max(self.size, round(self.size * rng.uniform(*self.scale)))
+            new_h, new_w = short_side_shape(height, width, short)
+            if min(new_h, new_w) < self.size:
+                raise ValueError(f"frames of {new_h}x{new_w} cannot give a {self.size} crop")
+            top = int(rng.integers(0, new_h - self.size + 1))
+            left = int(rng.integers(0, new_w - self.size + 1))
+        else:
+            from stadapt.data.augment import random_resized_crop_box
 
-    def _resized_crop(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        from stadapt.data.augment import random_resized_crop_box
+            box_top, box_left, height, width = random_resized_crop_box(height, width, self.area, self.ratio, rng=rng)
+            clip = clip[..., box_top : box_top + height, box_left : box_left + width]
+        flip = int(self.flip and rng.random() < 0.5)
+        return clip, torch.tensor([height, width, short, top, left, flip], dtype=torch.long)
 
-        top, left, h, w = random_resized_crop_box(*clip.shape[-2:], self.area, self.ratio, rng=rng)
-        box = clip[..., top : top + h, left : left + w]
-        out = F.interpolate(box, size=(self.size, self.size), mode=self.interpolation, antialias=True,
-                            align_corners=False)
-        return out.clamp_(0.0, 255.0)
+    def on_device(self, video: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, T, H, W) on the device (padded; `params` on the CPU) -> float32 (B, 3, T, S, S)."""
+        s = self.size
+        clips = []
+        for clip, (height, width, short, top, left, flip) in zip(video, params.tolist()):
+            x = _float_tchw(clip, height, width)
+            if self.crop == "jitter":
+                x = resize_short_side(x, short, self.interpolation)[..., top : top + s, left : left + s]
+            else:
+                x = F.interpolate(x, size=(s, s), mode=self.interpolation, antialias=True,
+                                  align_corners=False).clamp_(0.0, 255.0)
+            clips.append(x.flip(-1) if flip else x)
+        return self._normalise_batch(clips, video.device)
 
 
 class TestTransform(_Normalising):
@@ -178,11 +216,26 @@ class TestTransform(_Normalising):
         return [((k * (height - s)) // (n - 1) if k < n - 1 else height - s, centre[1]) for k in range(n)]
 
     def __call__(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        clip = resize_short_side(_to_float_tchw(frames), self.size, self.interpolation)
-        mean, std = self._stats()
+        """The whole transform on the CPU: (T, H, W, 3) uint8 -> (spatial_views, 3, T, S, S) float32."""
+        clip, params = self.worker(frames)
+        return self.on_device(clip[None, None], params.unsqueeze(0))[0]
+
+    def worker(self, frames: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, H, W, 3) uint8 -> ((3, T, H, W) uint8, int64 row (H, W)): nothing to draw, nothing to cut."""
+        clip = _uint8_cthw(frames)
+        return clip, torch.tensor(clip.shape[-2:], dtype=torch.long)
+
+    def on_device(self, video: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, V, 3, T, H, W) on the device (V temporal views, padded) -> float32
+        (B, V * spatial_views, 3, T, S, S), temporal-major."""
         s = self.size
-        views = [
-            _normalise(clip[..., top : top + s, left : left + s], mean, std)
-            for top, left in self.crop_offsets(*clip.shape[-2:])
-        ]
-        return torch.stack(views)
+        out = []
+        for views, (height, width) in zip(video, params.tolist()):
+            crops = []
+            for view in views:
+                clip = resize_short_side(_float_tchw(view, height, width), s, self.interpolation)
+                crops += [clip[..., top : top + s, left : left + s] for top, left in self.crop_offsets(*clip.shape[-2:])]
+            out.append(self._normalise_batch(crops, video.device))
+        if not out:
+            return torch.zeros(0, 0, 3, 0, s, s, device=video.device)
+        return torch.stack(out)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from stadapt.checkpoint import model_meta
+from stadapt.data.on_device import to_model_input
 from stadapt.engine.distributed import (
     BatchPlan,
     World,
@@ -230,7 +231,7 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
                             if last_pass and world.distributed:  # join the gradient all-reduce all the same
                                 (sum(p.sum() for p in trainable) * 0.0).backward()
                             continue
-                        video = batch["video"].to(device, non_blocking=True)
+                        video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised, there
                         labels = batch["label"].to(device, non_blocking=True)
                         with precision.autocast(device):
                             logits = forward(video)

@@ -160,7 +160,7 @@ def train_dataset(recipe: Recipe, entries: Sequence[Any], variant: VariantInfo):
         ratio=tuple(a.ratio), flip=a.flip, randaugment=a.randaugment, interpolation=variant.interpolation,
     )
     sampler = make_sampler(d.sampling, d.frames, d.stride)
-    return VideoClipDataset(entries, sampler, transform, train=True, seed=recipe.train.seed)
+    return VideoClipDataset(entries, sampler, transform, train=True, seed=recipe.train.seed, on_device=True)
 
 
 def eval_dataset(
@@ -173,5 +173,6 @@ def eval_dataset(
         variant.image_size, variant.mean, variant.std, spatial_views=spatial, interpolation=variant.interpolation
     )
     return VideoClipDataset(
-        entries, make_sampler(sampling, frames, stride), transform, train=False, temporal_views=temporal
+        entries, make_sampler(sampling, frames, stride), transform, train=False, temporal_views=temporal,
+        on_device=True,
     )

@@ -1,0 +1,187 @@
+"""`stadapt bench-pipeline`: is a run data-bound? The data path and the model measured side by side, in
+one run, from real files and a recipe's real transform.
+
+* Worker ms per clip, the same clips interleaved clip by clip (machine noise hits all alike): decode
+  alone; the full worker pipeline (decode + the transform's worker half + the batch copy, uint8); and
+  the float transform in the worker as it was before issue 16, for comparison.
+* Clips/s the DataLoader supplies with N workers (uint8 batches, pinned on CUDA).
+* Clips/s the model consumes from a batch already in memory: `to_model_input` on the device, forward,
+  backward and AdamW step, as the loop runs them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+WORKER_PATHS = ("decode", "worker_uint8", "worker_float_before")
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    """Median and the 10th-90th percentiles (what one reports beside a median)."""
+    p10, p50, p90 = np.percentile(np.asarray(values, dtype=np.float64), [10, 50, 90])
+    return {"median": float(p50), "p10": float(p10), "p90": float(p90)}
+
+
+def time_worker_paths(dataset: Any, clips: int, *, seed: int, progress: bool) -> dict[str, Any]:
+    """Per-clip seconds of decode alone, the uint8 worker pipeline and the old float one, interleaved."""
+    from tqdm import tqdm
+
+    from stadapt.data.dataset import VideoClipDataset, collate_clips
+    from stadapt.data.decode import VideoReader
+
+    before = VideoClipDataset(dataset.entries, dataset.sampler, dataset.transform, train=True, seed=seed)
+
+    def decode(epoch: int, index: int) -> Any:
+        rng = np.random.default_rng([seed, epoch, index])
+        with VideoReader(dataset.entries[index].path) as reader:
+            return reader.read(dataset.sampler.train(reader.num_frames, rng))
+
+    paths: dict[str, Callable[[int, int], Any]] = {
+        "decode": decode,
+        "worker_uint8": lambda epoch, index: collate_clips([dataset[epoch, index]]),
+        "worker_float_before": lambda epoch, index: collate_clips([before[epoch, index]]),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in paths}
+    for run in paths.values():  # warm-up: imports, codec and kernel initialisation
+        run(0, 0)
+    for n in tqdm(range(clips), desc="worker paths", unit="clip", disable=not progress):
+        epoch, index = divmod(n, len(dataset))
+        shift = n % len(WORKER_PATHS)
+        for name in WORKER_PATHS[shift:] + WORKER_PATHS[:shift]:  # rotate who goes first
+            tick = time.perf_counter()
+            paths[name](epoch, index)
+            seconds[name].append(time.perf_counter() - tick)
+    decode_s = np.asarray(seconds["decode"])
+    return {
+        "ms_per_clip": {name: _spread([1000 * s for s in values]) for name, values in seconds.items()},
+        "ratio_to_decode": {name: _spread(list(np.asarray(seconds[name]) / decode_s))
+                            for name in WORKER_PATHS[1:]},
+    }
+
+
+def time_loader(dataset: Any, *, workers: int, batch: int, batches: int, seed: int,
+                device: torch.device) -> tuple[float, dict[str, Any]]:
+    """Clips/s the training DataLoader supplies after its first batch; returns it and one batch."""
+    from torch.utils.data import BatchSampler, DataLoader
+
+    from stadapt.data.dataset import collate_clips
+    from stadapt.engine.stream import ClipStream
+
+    loader = DataLoader(dataset, batch_sampler=BatchSampler(ClipStream(len(dataset), seed=seed), batch, False),
+                        num_workers=workers, collate_fn=collate_clips, pin_memory=device.type == "cuda")
+    it = iter(loader)
+    first = next(it)  # workers starting up: not counted
+    tick = time.perf_counter()
+    count = sum(len(next(it)["label"]) for _ in range(batches))
+    rate = count / (time.perf_counter() - tick)
+    del it
+    return rate, first
+
+
+def time_model(recipe: Any, dataset: Any, batch: dict[str, Any], *, steps: int, device: torch.device,
+               num_classes: int) -> dict[str, Any]:
+    """Clips/s of training steps on one batch held in memory (one warm-up step not counted)."""
+    import torch.nn.functional as F
+
+    from stadapt.data.on_device import to_model_input
+    from stadapt.engine.optim import build_optimizer
+    from stadapt.engine.setup import (
+        apply_memory_options,
+        model_config,
+        resolve_precision,
+    )
+    from stadapt.model import build_model
+
+    precision = resolve_precision(recipe.train.precision, device)
+    built = build_model(model_config(recipe, num_classes), weights=None, seed=recipe.train.seed)  # random: no I/O
+    apply_memory_options(built.model, storage=recipe.train.backbone_storage, checkpointing=recipe.train.checkpointing,
+                         precision=precision, device=device)
+    model = built.model.to(device).train()
+    optimizer = build_optimizer(model, recipe.optim, device)
+    labels = batch["label"].to(device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        video = to_model_input(batch, dataset.transform, device)
+        with precision.autocast(device):
+            logits = model(video)
+        F.cross_entropy(logits.float(), labels).backward()
+        optimizer.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step()
+    sync()
+    tick = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    seconds = time.perf_counter() - tick
+    return {"clips_per_s": steps * len(labels) / seconds, "precision": precision.name,
+            "backbone": recipe.backbone.name}
+
+
+def bench_pipeline(recipe: Any, entries: Sequence[Any], *, clips: int, workers: int, batch: int, batches: int,
+                   model_steps: int, device: torch.device, num_classes: int, progress: bool = True) -> dict[str, Any]:
+    """The whole report: worker paths, loader throughput, model throughput, and whether data bounds the run."""
+    import platform
+
+    from stadapt.backbones.registry import parse_backbone
+    from stadapt.engine.setup import train_dataset
+
+    _, variant = parse_backbone(recipe.backbone.name, dict(recipe.backbone.options))
+    dataset = train_dataset(recipe, entries, variant)
+    seed = recipe.train.seed
+    report: dict[str, Any] = {
+        "recipe": recipe.name, "videos": len(entries), "clips": clips, "workers": workers, "batch": batch,
+        "device": str(device), "transform": _describe(recipe, variant),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+    }
+    report["worker"] = time_worker_paths(dataset, clips, seed=seed, progress=progress)
+    loader_rate, first = time_loader(dataset, workers=workers, batch=batch, batches=batches, seed=seed, device=device)
+    report["loader_clips_per_s"] = loader_rate
+    report["model"] = None
+    if model_steps > 0:
+        report["model"] = time_model(recipe, dataset, first, steps=model_steps, device=device, num_classes=num_classes)
+        report["data_bound"] = loader_rate < report["model"]["clips_per_s"]
+    return report
+
+
+def _describe(recipe: Any, variant: Any) -> str:
+    a, d = recipe.data.augment, recipe.data
+    crop = f"jitter x{tuple(a.scale)}" if a.crop == "jitter" else f"resized area {tuple(a.area)}"
+    extra = (", flip" if a.flip else "") + (f", {a.randaugment}" if a.randaugment else "")
+    return (f"{d.frames} frames, {d.sampling}" + (f" {d.stride}" if d.sampling == "stride" else "")
+            + f", {variant.image_size} px {crop}{extra}, {variant.interpolation}")
+
+
+def format_report(report: dict[str, Any]) -> str:
+    w = report["worker"]
+    ms, ratio = w["ms_per_clip"], w["ratio_to_decode"]
+    labels = {"decode": "decode alone", "worker_uint8": "worker pipeline (uint8, now)",
+              "worker_float_before": "worker pipeline (float, before)"}
+    rows = [("one worker, per clip", "median ms", "p10-p90 ms", "x decode (p10-p90)")]
+    for name in WORKER_PATHS:
+        r = ratio.get(name)
+        rows.append((labels[name], f"{ms[name]['median']:.1f}", f"{ms[name]['p10']:.1f}-{ms[name]['p90']:.1f}",
+                     f"{r['median']:.2f}x ({r['p10']:.2f}-{r['p90']:.2f})" if r else "1.00x"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(wd) if i == 0 else c.rjust(wd) for i, (c, wd) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.append(f"loader: {report['loader_clips_per_s']:.1f} clips/s with {report['workers']} worker(s), "
+                 f"batch {report['batch']}")
+    model = report.get("model")
+    if model:
+        verdict = "DATA-BOUND" if report["data_bound"] else "not data-bound"
+        lines.append(f"model: {model['clips_per_s']:.1f} clips/s ({model['backbone']}, {model['precision']}, "
+                     f"{report['device']}, in-memory batch) -> {verdict}")
+    lines.append(f"{report['recipe']}: {report['transform']}; {report['clips']} clips from {report['videos']} videos")
+    return "\n".join(lines)
