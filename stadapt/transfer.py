@@ -157,7 +157,7 @@ def finetune_transfer(
     from stadapt.checkpoint import read_checkpoint
     from stadapt.data.formats import READERS
     from stadapt.data.prepare import prepare_listing
-    from stadapt.evaluate import resolve_target
+    from stadapt.engine.rundir import resolve_target
     from stadapt.fileio import atomic_write_text
 
     if dataset not in DATASETS:

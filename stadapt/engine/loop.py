@@ -446,7 +446,7 @@ def _leave_signals_to_the_main_process(worker_id: int) -> None:
 
 def _validate(model, recipe: Recipe, entries, classes, variant, device, precision, progress,
               world: World) -> dict[str, Any]:
-    from stadapt.evaluate import predict_sharded, summarize
+    from stadapt.engine.validate import predict_sharded, summarize
 
     views = parse_views(recipe.data.views)
 
