@@ -8,7 +8,7 @@ validation and `stadapt eval` both go through here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -148,3 +148,37 @@ def summarize(pred: Predictions, classes: list[str]) -> dict[str, Any]:
         "per_class": per_class,
         "confusion": confusion.tolist(),
     }
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """A run's validation at one step, as metrics.jsonl records it (split "val")."""
+
+    top1: float | None
+    top5: float | None
+    mean_class_accuracy: float | None
+    videos: int
+    skipped: int
+    views: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate(model: torch.nn.Module, recipe: Any, entries: list[Any], classes: list[str], variant: Any, *,
+             device: torch.device, precision: Any, progress: bool, world: Any) -> ValidationResult:
+    """Evaluate the training model on the recipe's validation list with its views (split over the processes)."""
+    from stadapt.engine.setup import eval_dataset, parse_views
+
+    views = parse_views(recipe.data.views)
+
+    def dataset(part: list[Any]) -> Any:
+        return eval_dataset(part, variant, frames=recipe.data.frames, sampling=recipe.data.sampling,
+                            stride=recipe.data.stride, views=views)
+
+    per_batch = max(1, recipe.micro_batch // (views[0] * views[1]))
+    pred = predict_sharded(model, entries, dataset, world, batch_size=per_batch, num_workers=recipe.data.num_workers,
+                           device=device, precision=precision, progress=progress, desc="validate")
+    summary = summarize(pred, classes)
+    return ValidationResult(summary["top1"], summary["top5"], summary["mean_class_accuracy"], summary["videos"],
+                            len(pred.skipped), recipe.data.views)
