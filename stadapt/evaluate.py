@@ -1,154 +1,16 @@
-"""Multi-view evaluation: softmax per view, probabilities averaged over the views of a video.
+"""`stadapt eval`: multi-view evaluation of a checkpoint on a list, and its reports.
 
-Temporal views are spread evenly over the video, spatial views are 1 centre crop or 3 crops along
-the long side. A video that cannot be decoded is reported as skipped, never replaced.
+The prediction itself (softmax per view, probabilities averaged over the views of a video) is
+stadapt.engine.validate, which training's validation shares.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-FUSION = "mean of per-view softmax probabilities"
-
-
-@dataclass
-class Predictions:
-    """Fused class probabilities of the evaluated videos, in data set order."""
-
-    probs: torch.Tensor  # (N, C) float32
-    labels: torch.Tensor  # (N,)
-    indices: torch.Tensor  # (N,) positions in the list
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    dataset: Any,
-    *,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-    precision: Any = None,
-    progress: bool = True,
-    desc: str = "eval",
-    max_clips: int | None = None,
-) -> Predictions:
-    """Run every video's views through `model` and fuse them (dataset items are (V, 3, T, S, S)).
-
-    `max_clips` bounds the clips (views) per forward pass: a batch's views run in chunks of that size,
-    so memory does not grow with T x S.
-    """
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from stadapt.data import collate_clips
-    from stadapt.data.on_device import to_model_input
-
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips,
-        pin_memory=device.type == "cuda", generator=torch.Generator(),
-    )
-    was_training = model.training
-    model.eval()
-    probs, labels, indices, skipped = [], [], [], []
-    start = time.perf_counter()
-    with tqdm(total=len(dataset), desc=desc, unit="video", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for batch in loader:
-            skipped.extend(batch["skipped"])
-            bar.update(len(batch["label"]) + len(batch["skipped"]))
-            if batch["video"] is None:
-                continue
-            video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised views, there
-            b, v = video.shape[:2]
-            context = precision.autocast(device) if precision is not None else torch.autocast(device.type, enabled=False)
-            clips = video.flatten(0, 1)
-            step = max_clips or len(clips)
-            with context:
-                logits = torch.cat([model(clips[i : i + step]) for i in range(0, len(clips), step)])
-            fused = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1)
-            probs.append(fused.cpu())
-            labels.append(batch["label"])
-            indices.append(batch["index"])
-    model.train(was_training)
-    num_classes = getattr(getattr(model, "head", None), "fc", None)
-    width = num_classes.out_features if num_classes is not None else 0
-    return Predictions(
-        probs=torch.cat(probs) if probs else torch.zeros(0, width),
-        labels=torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
-        indices=torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
-        skipped=skipped,
-        seconds=time.perf_counter() - start,
-    )
-
-
-def predict_sharded(
-    model: torch.nn.Module,
-    entries: list[Any],
-    make_dataset: Any,
-    world: Any,
-    **kwargs: Any,
-) -> Predictions:
-    """`predict` with the videos split over the processes of `world` (video i goes to process
-    i mod N: no video twice, none dropped), merged on every process in list order.
-
-    `make_dataset(entries)` builds the dataset of a shard; `kwargs` go to `predict`.
-    """
-    if world.size == 1:
-        return predict(model, make_dataset(entries), **kwargs)
-    positions = list(range(world.rank, len(entries), world.size))
-    part = predict(model, make_dataset([entries[i] for i in positions]), **kwargs)
-    local = {
-        "probs": part.probs,
-        "labels": part.labels,
-        "indices": torch.tensor([positions[i] for i in part.indices.tolist()], dtype=torch.long),
-        "skipped": [{**s, "index": positions[s["index"]]} for s in part.skipped],
-        "seconds": part.seconds,
-    }
-    parts = world.gather(local)
-    indices = torch.cat([q["indices"] for q in parts])
-    order = indices.argsort()
-    return Predictions(
-        probs=torch.cat([q["probs"] for q in parts])[order],
-        labels=torch.cat([q["labels"] for q in parts])[order],
-        indices=indices[order],
-        skipped=sorted((s for q in parts for s in q["skipped"]), key=lambda s: s["index"]),
-        seconds=max(q["seconds"] for q in parts),
-    )
-
-
-def summarize(pred: Predictions, classes: list[str]) -> dict[str, Any]:
-    """Top-1, top-5 (top-k for fewer classes), per-class and mean-class accuracy, confusion matrix."""
-    n, c = len(pred.labels), len(classes)
-    confusion = torch.zeros(c, c, dtype=torch.long)
-    if n == 0:
-        return {"videos": 0, "top1": None, "top5": None, "mean_class_accuracy": None,
-                "per_class": {}, "confusion": confusion.tolist()}
-    k = min(5, c)
-    top = pred.probs.topk(k, dim=1).indices
-    top1 = (top[:, 0] == pred.labels).float().mean().item()
-    topk = (top == pred.labels[:, None]).any(dim=1).float().mean().item()
-    confusion.index_put_((pred.labels, top[:, 0]), torch.ones(n, dtype=torch.long), accumulate=True)
-    per_class = {}
-    for i, name in enumerate(classes):
-        total = int(confusion[i].sum())
-        per_class[name] = {"videos": total, "accuracy": (confusion[i, i].item() / total) if total else None}
-    seen = [v["accuracy"] for v in per_class.values() if v["accuracy"] is not None]
-    return {
-        "videos": n,
-        "top1": top1,
-        "top5": topk,
-        "top5_k": k,
-        "mean_class_accuracy": sum(seen) / len(seen),
-        "per_class": per_class,
-        "confusion": confusion.tolist(),
-    }
+from stadapt.engine.rundir import resolve_target
+from stadapt.engine.validate import FUSION, Predictions, predict_sharded, summarize
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -167,29 +29,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def resolve_target(target: Path | None) -> tuple[Path, Path | None]:
-    """(checkpoint directory, run directory or None) for a run, a checkpoint, an `hf-hub:ORG/NAME` id, or
-    None = latest run."""
-    from stadapt.engine.rundir import RunDir, RunError, latest_run
-    from stadapt.hub import checkpoint_dir, is_hub_id
-
-    if is_hub_id(target):
-        return checkpoint_dir(str(target)), None
-    if target is None:
-        run = RunDir(latest_run([Path("runs")]))
-        return run.last, run.path
-    target = Path(target)
-    if (target / "stadapt.json").is_file():
-        parent = target.parent.parent
-        return target, parent if RunDir(parent).is_run() else None
-    run = RunDir(target)
-    if (run.last / "stadapt.json").is_file():
-        return run.last, run.path
-    if not target.exists():
-        raise RunError(f"{target} does not exist", "pass a run directory (runs/NAME) or a checkpoint directory")
-    raise RunError(f"{target} is neither a run directory nor a checkpoint", "pass runs/NAME or runs/NAME/checkpoints/last")
 
 
 def run_eval(

@@ -80,7 +80,7 @@ def _torch_runner(target: Path | None, *, device: str, backbone_weights: str | N
     from stadapt.api import load_model
     from stadapt.checkpoint import checkpoint_variant, read_checkpoint
     from stadapt.engine.setup import resolve_device
-    from stadapt.evaluate import resolve_target
+    from stadapt.engine.rundir import resolve_target
 
     checkpoint, _ = resolve_target(target)
     meta, _ = read_checkpoint(checkpoint)

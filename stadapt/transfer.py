@@ -157,7 +157,7 @@ def finetune_transfer(
     from stadapt.checkpoint import read_checkpoint
     from stadapt.data.formats import READERS
     from stadapt.data.prepare import prepare_listing
-    from stadapt.evaluate import resolve_target
+    from stadapt.engine.rundir import resolve_target
     from stadapt.fileio import atomic_write_text
 
     if dataset not in DATASETS:
@@ -190,11 +190,12 @@ def finetune_transfer(
         data_dir = out / "data" / f"split{split}"
         prepare_listing(READERS[dataset](root, split=split), data_dir, check=check, overwrite=True, progress=progress)
         result = _train_split(split, split_recipe(split, True), overwrite=overwrite, progress=progress)
-        if not result.extra["finished"]:
-            summary.update(complete=False, interrupted={"split": split, "by": result.extra.get("interrupted"),
-                                                        "step": result.steps, "steps": result.extra["total_steps"]})
+        if not result.finished:
+            summary.update(complete=False, interrupted={"split": split, "by": result.interrupted,
+                                                        "step": result.steps, "steps": result.total_steps})
             return summary
-        summary["splits"].append(_split_result(split, result.final_val or {}, result.run_dir, reused=False))
+        val = result.final_val.to_dict() if result.final_val else {}
+        summary["splits"].append(_split_result(split, val, result.run_dir, reused=False))
     scores = [r["top1"] for r in summary["splits"] if r["top1"] is not None]
     summary.update(mean_top1=sum(scores) / len(scores) if scores else None, complete=True)
     atomic_write_text(out / "transfer.json", json.dumps(summary, indent=2) + "\n")

@@ -122,7 +122,7 @@ def test_every_command_works_with_the_family(backbone: str, hub: dict, clips: Pa
     """Conformance (features equal open_clip's own forward), 3 training steps from the hub cache's weights,
     reload with identical logits, ONNX verified in onnxruntime, visualize's PNG: all offline."""
     from stadapt.backbones import load_plugin
-    from stadapt.backbones.conformance import assert_conformant
+    from stadapt.conformance import assert_conformant
 
     env = hub["env"]
     _use_cache_in_process(hub, monkeypatch)

@@ -16,7 +16,7 @@ from torch import nn
 
 from stadapt.adapters import AdapterConfig
 from stadapt.backbones import installed_plugins, load_plugin, parse_backbone
-from stadapt.backbones.conformance import assert_conformant
+from stadapt.conformance import assert_conformant
 from stadapt.errors import WeightsError
 from stadapt.model import ModelConfig, VideoClassifier, build_model, load_backbone_weights
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from stadapt.adapters import AdapterConfig
 from stadapt.backbones import load_plugin, parse_backbone
-from stadapt.backbones.conformance import assert_conformant
+from stadapt.conformance import assert_conformant
 from stadapt.errors import UnknownBackboneError, WeightsError
 from stadapt.model import ModelConfig, build_model
 

@@ -137,7 +137,7 @@ def test_conformance_checks_block_modules(monkeypatch):
     from stadapt_clip.backbone import ClipBackbone
 
     from stadapt.backbones import load_plugin
-    from stadapt.backbones.conformance import check_plugin
+    from stadapt.conformance import check_plugin
 
     name = "block_modules name each block's parameters (partial fine-tuning)"
     monkeypatch.setattr(ClipBackbone, "block_modules", lambda self, index: [self._blocks[index].mlp])

@@ -163,11 +163,11 @@ TINY = {
 
 
 def test_uint8_batches_reach_the_loop_and_are_normalised_where_the_model_runs(tmp_path: Path, monkeypatch) -> None:
-    """The loop and evaluation call `to_model_input` at the spot where a batch moves to the device, with a
+    """The loop (its step unit) and evaluation call `to_model_input` at the spot where a batch moves to the device, with a
     uint8 batch straight from a DataLoader worker; what the model gets is float and normalised."""
     from stadapt.data import on_device
     from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-    from stadapt.engine import loop
+    from stadapt.engine import loop, step
     from stadapt.recipe import recipe_from_dict
 
     root = tmp_path / "data"
@@ -183,7 +183,7 @@ def test_uint8_batches_reach_the_loop_and_are_normalised_where_the_model_runs(tm
             return out
         return call
 
-    monkeypatch.setattr(loop, "to_model_input", spy("train"))
+    monkeypatch.setattr(step, "to_model_input", spy("train"))  # the loop's step unit
     monkeypatch.setattr(on_device, "to_model_input", spy("eval"))  # evaluation imports it when it runs
     raw = json.loads(json.dumps(TINY))
     raw["data"]["root"], raw["output"] = str(root), {"dir": str(tmp_path / "run")}

@@ -1,9 +1,11 @@
 """`stadapt bench-train`: peak training memory and step time per tuning mode (ST-Adapter vs fine-tuning).
 
-Each mode builds the model (random backbone weights: no download), moves it to the device, and runs
-`warmup + steps` training steps on one random micro-batch: zero_grad, forward (under the precision's
-autocast), cross-entropy, backward, AdamW step, i.e. what one micro-batch of `stadapt train` does,
-with the same tuning, backbone storage and checkpointing options. Step times are wall-clock times of
+Each mode builds the model (random backbone weights: no download; `options` are its backbone build
+options), moves it to the device, and runs `warmup + steps` optimizer steps of the training loop's own
+step (stadapt.engine.step.TrainStep: `accumulation` micro-batches of one random micro-batch, each
+forward under the precision's autocast, the loop's cross-entropy and backward, then the AdamW step
+through the grad scaler), with the loop's tuning, backbone storage and checkpointing options. `half`
+storage keeps a trained backbone in fp32 (the loop refuses it there); the report names such a mode. Step times are wall-clock times of
 the measured steps (after the warm-up), synchronised on CUDA; the report gives their median.
 
 Memory, measured from the moment the model is on the device (its weights are the baseline):
@@ -80,6 +82,7 @@ def measure_mode(
     *,
     frames: int = 8,
     micro_batch: int = 4,
+    accumulation: int = 1,
     steps: int = 3,
     warmup: int = 1,
     device: str = "cpu",
@@ -88,33 +91,28 @@ def measure_mode(
     checkpointing: bool | str = "adapters",
     num_classes: int = 400,
     seed: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure one tuning mode in THIS process (see the module docstring for what is measured)."""
+    import itertools
+
     import torch
-    import torch.nn.functional as F
 
-    from stadapt.adapters import AdapterConfig
-    from stadapt.engine.optim import build_optimizer
-    from stadapt.engine.setup import apply_memory_options, resolve_device, resolve_precision
-    from stadapt.model import ModelConfig, build_model
-    from stadapt.recipe.schema import OptimSection
+    from stadapt.engine.distributed import plan_batches
+    from stadapt.engine.step import TrainStep
 
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    torch.manual_seed(seed)
-    adapter = AdapterConfig() if mode == "st_adapter" else None
-    built = build_model(ModelConfig(backbone, num_classes, frames, adapter, tuning=mode))
+    dev, prec, built, storage = _build_for_bench(backbone, mode, frames=frames, device=device, precision=precision,
+                                                 backbone_storage=backbone_storage, checkpointing=checkpointing,
+                                                 num_classes=num_classes, seed=seed, options=options)
     model = built.model
-    if backbone_storage == "half" and model.backbone_trains:
-        backbone_storage = "fp32"  # a backbone that trains keeps float32 weights: "half" is for frozen ones
-    apply_memory_options(model, storage=backbone_storage, checkpointing=checkpointing, precision=prec, device=dev)
     model.to(dev).train()
     size = built.variant.image_size
     generator = torch.Generator().manual_seed(seed)
-    video = torch.randn(micro_batch, 3, frames, size, size, generator=generator).to(dev)
-    labels = torch.randint(0, num_classes, (micro_batch,), generator=generator).to(dev)
-    optimizer = build_optimizer(model, OptimSection(), dev)
-    scaler = torch.amp.GradScaler(dev.type, enabled=prec.scale_loss)
+    batch = {"video": torch.randn(micro_batch, 3, frames, size, size, generator=generator),
+             "label": torch.randint(0, num_classes, (micro_batch,), generator=generator), "replaced": [], "skipped": []}
+    optimizer, scaler, lr = _optimizer(model, dev, prec)
+    step = TrainStep(model, optimizer, scaler, precision=prec, device=dev,
+                     plan=plan_batches(micro_batch * accumulation, micro_batch, 1))
     cuda = dev.type == "cuda"
 
     def sync() -> None:
@@ -123,37 +121,16 @@ def measure_mode(
 
     gc.collect()
     sync()
-    if cuda:
-        baseline = torch.cuda.memory_allocated(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        method = "torch.cuda.max_memory_allocated, reset after the model was moved"
-    else:
-        baseline = _proc_kib("VmRSS")
-        if baseline is None:
-            method = "resource.getrusage peak RSS of the whole process (no /proc: no baseline)"
-        elif _reset_peak_rss():
-            method = "subprocess VmHWM after /proc/self/clear_refs reset, minus VmRSS after the model was moved"
-        else:
-            method = "subprocess VmHWM since the process started (reset refused), minus VmRSS after the model was moved"
-    times = []
-    logits = loss = torch.zeros(())
-    for step in range(warmup + steps):
+    baseline, method = _memory_baseline(dev)
+    times, loss = [], float("nan")
+    for i in range(warmup + steps):
         sync()
         tick = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with prec.autocast(dev):
-            logits = model(video)
-        loss = F.cross_entropy(logits.float(), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss = step(itertools.repeat(batch), lr).loss  # the loop's step, accumulation included
         sync()
-        if step >= warmup:
+        if i >= warmup:
             times.append(time.perf_counter() - tick)
-    if cuda:
-        peak = torch.cuda.max_memory_allocated(dev)
-    else:
-        peak = _peak_rss()
+    peak = torch.cuda.max_memory_allocated(dev) if cuda else _peak_rss()
     counts = model.parameter_counts()
     result = {
         "mode": mode,
@@ -164,17 +141,74 @@ def measure_mode(
         "peak_increase_bytes": None if baseline is None else peak - baseline,
         "step_seconds": statistics.median(times) if times else None,
         "step_seconds_all": times,
-        "final_loss": float(loss),
+        "final_loss": loss,
         "precision": prec.name,
+        "backbone_storage": storage,
         "backbone_dtype": str(model.backbone_dtype).removeprefix("torch."),
         "checkpointing": checkpointing,
         "memory_method": method,
     }
-    del model, optimizer, video, labels, logits, loss, built
+    del model, optimizer, step, batch, built
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
     return result
+
+
+def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, precision: str, backbone_storage: str,
+                     checkpointing: bool | str, num_classes: int, seed: int,
+                     options: dict[str, Any] | None) -> tuple[Any, Any, Any, str]:
+    """The model of one mode with the loop's memory options; `half` storage applies to a frozen backbone only
+    (the loop refuses it for a backbone that trains): such a mode keeps fp32, and the report says so."""
+    import torch
+
+    from stadapt.adapters import AdapterConfig
+    from stadapt.engine.setup import (
+        apply_memory_options,
+        resolve_device,
+        resolve_precision,
+    )
+    from stadapt.model import ModelConfig, build_model
+
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    torch.manual_seed(seed)
+    adapter = AdapterConfig() if mode == "st_adapter" else None
+    built = build_model(ModelConfig(backbone, num_classes, frames, adapter, tuning=mode,
+                                    backbone_options=dict(options or {})))
+    if backbone_storage == "half" and built.model.backbone_trains:
+        backbone_storage = "fp32 (half needs a frozen backbone)"
+        storage = "fp32"
+    else:
+        storage = backbone_storage
+    apply_memory_options(built.model, storage=storage, checkpointing=checkpointing, precision=prec, device=dev)
+    return dev, prec, built, backbone_storage
+
+
+def _optimizer(model: Any, dev: Any, prec: Any) -> tuple[Any, Any, float]:
+    """AdamW with the recipe's defaults (groups, lr), as the loop builds it, and the loop's grad scaler."""
+    import torch
+
+    from stadapt.engine.optim import build_optimizer
+    from stadapt.recipe.schema import OptimSection
+
+    optim = OptimSection()
+    return build_optimizer(model, optim, dev), torch.amp.GradScaler(dev.type, enabled=prec.scale_loss), optim.lr
+
+
+def _memory_baseline(dev: Any) -> tuple[int | None, str]:
+    """The memory the measured steps grow from (the built, moved model), and how it is measured."""
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        return torch.cuda.memory_allocated(dev), "torch.cuda.max_memory_allocated, reset after the model was moved"
+    baseline = _proc_kib("VmRSS")
+    if baseline is None:
+        return None, "resource.getrusage peak RSS of the whole process (no /proc: no baseline)"
+    if _reset_peak_rss():
+        return baseline, "subprocess VmHWM after /proc/self/clear_refs reset, minus VmRSS after the model was moved"
+    return baseline, "subprocess VmHWM since the process started (reset refused), minus VmRSS after the model was moved"
 
 
 def _measure_in_subprocess(options: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +236,7 @@ def bench_train_memory(
     *,
     frames: int = 8,
     micro_batch: int = 4,
+    accumulation: int = 1,
     steps: int = 3,
     warmup: int = 1,
     modes: Sequence[str] = DEFAULT_MODES,
@@ -210,6 +245,7 @@ def bench_train_memory(
     backbone_storage: str = "auto",
     checkpointing: bool | str = "adapters",
     num_classes: int = 400,
+    options: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Peak training memory and median step time of each tuning mode on `device` (module docstring:
@@ -225,7 +261,8 @@ def bench_train_memory(
     if unknown or not modes:
         raise StadaptError(f"unknown tuning mode(s) {', '.join(unknown) or '(none given)'}",
                            f"choose from {', '.join(TUNING_MODES)}")
-    for name, value in (("frames", frames), ("micro_batch", micro_batch), ("steps", steps)):
+    for name, value in (("frames", frames), ("micro_batch", micro_batch), ("accumulation", accumulation),
+                        ("steps", steps)):
         if value < 1:
             raise StadaptError(f"{name} must be at least 1, got {value}")
     plugin, variant = parse_backbone(backbone)  # unknown backbones fail here, with the plugin's message
@@ -234,22 +271,24 @@ def bench_train_memory(
     if dev.type not in ("cpu", "cuda"):
         raise StadaptError(f"bench-train measures memory on cpu or cuda, not {dev.type}", "pass --device cpu or cuda")
     prec = resolve_precision(precision, dev)
-    options = dict(backbone=backbone, frames=frames, micro_batch=micro_batch, steps=steps, warmup=warmup,
-                   device=str(dev), precision=precision, backbone_storage=backbone_storage,
-                   checkpointing=checkpointing, num_classes=num_classes)
+    settings = dict(backbone=backbone, frames=frames, micro_batch=micro_batch, accumulation=accumulation, steps=steps,
+                    warmup=warmup, device=str(dev), precision=precision, backbone_storage=backbone_storage,
+                    checkpointing=checkpointing, num_classes=num_classes, options=dict(options or {}))
     results = {}
     for mode in modes:
         if progress is not None:
             progress(f"measuring {mode} ({warmup} warm-up + {steps} steps on {dev})...")
         if dev.type == "cpu":
-            results[mode] = _measure_in_subprocess({**options, "mode": mode})
+            results[mode] = _measure_in_subprocess({**settings, "mode": mode})
         else:
-            results[mode] = measure_mode(mode=mode, **options)
+            results[mode] = measure_mode(mode=mode, **settings)  # type: ignore[arg-type]
     report: dict[str, Any] = {
         "backbone": backbone,
         "frames": frames,
         "image_size": variant.image_size,
         "micro_batch": micro_batch,
+        "accumulation": accumulation,
+        "options": dict(options or {}),
         "steps": steps,
         "warmup": warmup,
         "device": str(dev),
@@ -290,7 +329,8 @@ def format_report(report: dict[str, Any]) -> str:
     """The report as a small table."""
     lines = [
         f"{report['backbone']}, {report['frames']} frames x {report['image_size']} px, micro-batch "
-        f"{report['micro_batch']}, {report['device']} ({report['device_name']}, {report['precision']}), "
+        f"{report['micro_batch']}" + (f" x {report['accumulation']} accumulated" if report.get("accumulation", 1) > 1
+                                      else "") + f", {report['device']} ({report['device_name']}, {report['precision']}), "
         f"median of {report['steps']} steps after {report['warmup']} warm-up"
         + {True: ", blocks recomputed", "mlp": ", adapters and MLP branches recomputed",
            "adapters": ", adapters recomputed"}.get(report.get("checkpointing"), ""),
@@ -306,6 +346,12 @@ def format_report(report: dict[str, Any]) -> str:
                  (("peak increase", "peak_increase"), ("peak", "peak"), ("step time", "step_seconds"))
                  if ratio[key] is not None]
         lines.append(f"st_adapter / full_finetune: {', '.join(parts)}")
+    kept = {mode: r["backbone_storage"] for mode, r in report["modes"].items()
+            if r.get("backbone_storage") not in (None, report["backbone_storage"])}
+    if kept:
+        lines.append("backbone storage: " + "; ".join(f"{mode} {why}" for mode, why in kept.items()))
+    if report.get("options"):
+        lines.append("backbone options: " + ", ".join(f"{k}={v}" for k, v in report["options"].items()))
     first = next(iter(report["modes"].values()))
     lines.append(f"memory: {first['memory_method']}")
     return "\n".join(lines)

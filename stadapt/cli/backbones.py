@@ -118,7 +118,7 @@ def _search(entries: list, pattern: str, as_json: bool) -> None:
 
 
 def _check(entries: list, which: str) -> None:
-    from stadapt.backbones.conformance import check_plugin
+    from stadapt.conformance import check_plugin
     from stadapt.backbones.registry import load_plugin
 
     name, _, variant = which.partition(":")

@@ -10,7 +10,9 @@ import typer
 def bench_train(
     backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="plugin:variant (random weights: no download)."),
     frames: int = typer.Option(8, "--frames", min=1, help="Frames per clip."),
-    micro_batch: int = typer.Option(4, "--micro-batch", min=1, help="Clips per training step."),
+    micro_batch: int = typer.Option(4, "--micro-batch", min=1, help="Clips per forward pass."),
+    accumulation: int = typer.Option(1, "--accumulation", min=1,
+                                     help="Micro-batches accumulated per optimizer step, as the loop runs them."),
     steps: int = typer.Option(3, "--steps", min=1, help="Measured steps per mode (after one warm-up step)."),
     modes: str = typer.Option("st_adapter,full_finetune", "--modes",
                               help="Comma-separated tuning modes: st_adapter, linear, full_finetune, "
@@ -24,11 +26,14 @@ def bench_train(
     checkpointing: str = typer.Option("adapters", "--checkpointing",
                                       help="false, adapters, mlp or true (whole blocks), as train.checkpointing: "
                                            "what is recomputed in the backward pass; the same in every mode."),
+    option: list[str] = typer.Option(None, "--option", metavar="KEY=VALUE",
+                                     help="A backbone build option (repeatable), as backbone.options in a recipe, "
+                                          "e.g. img_size=224 for a timm DINOv2."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
 ) -> None:
-    """Measure training memory and speed per tuning mode: forward + backward + AdamW step on random
-    clips, as `stadapt train` runs them (autocast and backbone storage of train.precision=auto and
+    """Measure training memory and speed per tuning mode: the training loop's own step (forward, backward,
+    accumulation, AdamW step) on random clips (autocast and backbone storage of train.precision=auto and
     train.backbone_storage=auto). On the CPU each mode runs in a fresh process and memory is the peak
     resident-set growth over the built model; on CUDA it is torch.cuda.max_memory_allocated."""
     from stadapt.bench.train_memory import bench_train_memory, format_report
@@ -43,7 +48,11 @@ def bench_train(
     if precision not in ("auto", "fp32", "bf16", "fp16") or backbone_storage not in ("auto", "fp32", "half"):
         raise StadaptError(f"unknown --precision {precision!r} or --backbone-storage {backbone_storage!r}",
                            "precision: auto, fp32, bf16, fp16; backbone storage: auto, fp32, half")
-    report = bench_train_memory(backbone, frames=frames, micro_batch=micro_batch, steps=steps, modes=chosen,
+    from stadapt.recipe.load import parse_override
+
+    options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
+    report = bench_train_memory(backbone, frames=frames, micro_batch=micro_batch, accumulation=accumulation,
+                                steps=steps, modes=chosen, options=options,
                                 device=device, precision=precision, backbone_storage=backbone_storage,
                                 checkpointing=levels[checkpointing.lower()],
                                 progress=None if quiet else lambda m: typer.echo(m, err=True))

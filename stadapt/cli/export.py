@@ -32,7 +32,7 @@ def export(
 
     if not onnx:
         raise StadaptError("say which format to export to", "only --onnx exists for now: stadapt export --onnx")
-    from stadapt.evaluate import resolve_target
+    from stadapt.engine.rundir import resolve_target
     from stadapt.export.onnx import default_verify_videos, export_onnx
     from stadapt.hub import output_home
 

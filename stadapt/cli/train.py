@@ -42,18 +42,18 @@ def train(
     result = run_training(loaded, source=describe_source(str(recipe), overrides or []), resume=resume,
                           auto_resume=auto_resume, overwrite=overwrite, progress=not quiet, stop_after=stop_after)
     main = world_from_env().main
-    if not result.extra["finished"]:
-        why = f"interrupted by {result.extra['interrupted']}" if result.extra.get("interrupted") else "stopped"
+    if not result.finished:
+        why = f"interrupted by {result.interrupted}" if result.interrupted else "stopped"
         if main:
-            typer.echo(f"{why} at step {result.steps} of {result.extra['total_steps']}; continue with: "
+            typer.echo(f"{why} at step {result.steps} of {result.total_steps}; continue with: "
                        f"stadapt train {recipe} {' '.join(overrides or [])} --resume".replace("  ", " "))
-        if result.extra.get("interrupted"):  # the conventional status of a job a signal ended
-            name = result.extra["interrupted"]
+        if result.interrupted:  # the conventional status of a job a signal ended
+            name = result.interrupted
             raise typer.Exit(128 + int(getattr(signal, name, signal.SIGTERM)))
         return
     if not main:
         return
-    val = result.final_val or {}
+    val = result.final_val.to_dict() if result.final_val else {}
     top1 = val.get("top1")
     typer.echo(
         f"trained {result.steps} steps in {result.seconds:.0f}s; "

@@ -40,13 +40,11 @@ class World:
         if self.distributed:
             dist.barrier()
 
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum of `values` over all processes (float64, so counts stay exact)."""
-        if not self.distributed:
-            return list(values)
-        tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(tensor)
-        return tensor.tolist()
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` summed over all processes, where it lies (the training device: no trip to the host)."""
+        if self.distributed:
+            dist.all_reduce(tensor)
+        return tensor
 
     def gather(self, obj: Any) -> list[Any]:
         """Every process's `obj`, in rank order, on every process."""

@@ -10,19 +10,18 @@ current step with a checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
+from tqdm import tqdm
 
-from stadapt.checkpoint import model_meta
-from stadapt.data.on_device import to_model_input
+from stadapt.checkpoint import load_trainable, model_meta, read_checkpoint
+from stadapt.data.prepared import open_prepared
 from stadapt.engine.distributed import (
     BatchPlan,
     World,
@@ -32,22 +31,24 @@ from stadapt.engine.distributed import (
     shutdown,
     world_from_env,
 )
-from stadapt.engine.optim import build_optimizer, set_lr
+from stadapt.engine.optim import build_optimizer
 from stadapt.engine.reporting import RunLog, peak_memory_mb
 from stadapt.engine.rundir import RunDir, RunError, RunLock, read_metrics
-from stadapt.engine.signals import StopSignals
 from stadapt.engine.schedule import lr_factor
 from stadapt.engine.setup import (
+    Precision,
     build_from_recipe,
-    eval_dataset,
-    parse_views,
     resolve_device,
     resolve_precision,
     train_dataset,
 )
+from stadapt.engine.signals import StopSignals
 from stadapt.engine.state import Progress, restore_state, rng_state, state_files
+from stadapt.engine.step import StepResult, TrainStep
+from stadapt.engine.validate import ValidationResult, validate
 from stadapt.errors import StadaptError, first_line
-from stadapt.recipe import Recipe, dump_recipe
+from stadapt.model import BuiltModel, VideoClassifier
+from stadapt.recipe import Recipe, dump_recipe, load_recipe
 
 # keys a resumed run may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {"data.num_workers", "train.log_every", "train.val_every", "train.save_every", "train.device",
@@ -60,16 +61,6 @@ T = TypeVar("T")
 
 class TrainingError(StadaptError):
     """A run that cannot go on (e.g. the loss became NaN)."""
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    steps: int
-    seconds: float
-    final_val: dict[str, Any] | None
-    parameters: dict[str, int]
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -94,6 +85,79 @@ def check_resumable(saved: Recipe, now: Recipe) -> None:
         )
 
 
+@dataclass
+class TrainResult:
+    """Where a run went and how far it got."""
+
+    run_dir: Path
+    steps: int
+    seconds: float
+    final_val: ValidationResult | None
+    parameters: dict[str, int]
+    finished: bool  # reached optim.steps (False: stopped by --stop-after or a signal; resume to go on)
+    total_steps: int
+    interrupted: str | None  # the signal that stopped the run, if one did
+    processes: int
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """How `stadapt train` was asked to start: the command's flags and the run folder's lock."""
+
+    source: str
+    resume: bool
+    auto_resume: bool
+    overwrite: bool
+    lock: RunLock
+
+
+@dataclass
+class Run:
+    """Everything a run is made of, set up before its first step (see `_setup`)."""
+
+    recipe: Recipe
+    world: World
+    device: torch.device
+    precision: Precision
+    plan: BatchPlan
+    dir: RunDir
+    resumed: bool
+    built: BuiltModel
+    classes: list[str]
+    val_entries: list[Any]
+    model: VideoClassifier
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state: Progress
+    step: TrainStep
+    batches: Iterator[dict[str, Any]]
+    log: RunLog
+    progress: bool
+
+
+@dataclass
+class TrainWindow:
+    """Sums over the steps since the last train event of metrics.jsonl."""
+
+    loss: float = 0.0  # summed per clip
+    correct: float = 0.0
+    clips: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, result: StepResult, batch_size: int, seconds: float) -> None:
+        self.loss += result.loss * batch_size
+        self.correct += result.correct
+        self.clips += result.clips
+        self.seconds += seconds
+
+    def event(self, run: Run, lr: float) -> dict[str, Any]:
+        seen = max(self.clips, 1)
+        return {"step": run.state.step, "split": "train", "loss": self.loss / seen, "acc": self.correct / seen,
+                "lr": lr, "clips_per_s": self.clips / max(self.seconds, 1e-9),
+                "bad_videos": run.state.replaced + run.state.skipped,
+                "peak_memory_mb": round(peak_memory_mb(run.device), 1)}
+
+
 def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, auto_resume: bool = False,
           overwrite: bool = False, progress: bool = True, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) the run that `recipe` describes; returns where it went and how it did.
@@ -107,206 +171,205 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, aut
     world = init_world(device)
     try:
         with RunLock(recipe.output.dir) as lock:  # held by the main process until the run ends
-            return _train(recipe, world, device, source=source, resume=resume, auto_resume=auto_resume,
-                          overwrite=overwrite, progress=progress, stop_after=stop_after, lock=lock)
+            start = RunStart(source=source, resume=resume, auto_resume=auto_resume, overwrite=overwrite, lock=lock)
+            run = _setup(recipe, world, device, start, progress=progress)
+            try:
+                final_val, interrupted = _run_steps(run, stop_after)
+            finally:
+                run.log.close()
+                run.batches = iter(())  # shuts the loader's workers down
+            if world.main:
+                _write_curves(run.dir)
+            o = recipe.optim
+            return TrainResult(run.dir.path, run.state.step, run.state.train_seconds, final_val,
+                               run.model.parameter_counts(), finished=run.state.step == o.steps, total_steps=o.steps,
+                               interrupted=interrupted, processes=world.size)
     finally:
         shutdown(world)
 
 
-def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, resume: bool, auto_resume: bool,
-           overwrite: bool, progress: bool, stop_after: int | None, lock: RunLock) -> TrainResult:
-    from tqdm import tqdm
-
-    from stadapt.data.prepared import open_prepared
-    from stadapt.recipe import load_recipe
-
-    # everything that can refuse the run is checked before the run directory is touched
+def _setup(recipe: Recipe, world: World, device: torch.device, start: RunStart, *, progress: bool) -> Run:
+    """Model, optimizer, state and data of the run, its folder claimed; everything that can refuse the run is
+    checked before the folder is touched."""
     precision = resolve_precision(recipe.train.precision, device)
     plan = plan_batches(recipe.optim.batch_size, recipe.micro_batch, world.size)
     prepared = open_prepared(recipe.data.root)
     train_entries = prepared.entries(recipe.data.train_list)
     val_entries = prepared.entries(recipe.data.val_list)
+    run_dir, resumed, built = _open_run(recipe, world, device, start, len(prepared.classes))
+    model = built.model.to(device)
+    optimizer = build_optimizer(model, recipe.optim, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scale_loss)
+    state = _restore(run_dir, model, optimizer, scaler, world) if resumed else Progress()
+    forward = _wrap(model, world, device, compile_model=recipe.train.compile)
+    dataset = train_dataset(recipe, train_entries, built.variant)
+    step = TrainStep(model, optimizer, scaler, precision=precision, device=device, plan=plan, world=world,
+                     grad_clip=recipe.optim.grad_clip, forward=forward, transform=dataset.transform)
+    batches = iter(_train_loader(dataset, recipe, plan, world, start=state.step * recipe.optim.batch_size,
+                                 device=device))
+    log = RunLog(run_dir.path, run_dir.metrics, enabled=world.main, resume_step=state.step if resumed else None,
+                 tensorboard=recipe.train.tensorboard)
+    run = Run(recipe, world, device, precision, plan, run_dir, resumed, built, prepared.classes, val_entries, model,
+              optimizer, scaler, state, step, batches, log, progress and world.main)
+    _announce(run, len(train_entries))
+    return run
 
+
+def _open_run(recipe: Recipe, world: World, device: torch.device, start: RunStart,
+              num_classes: int) -> tuple[RunDir, bool, BuiltModel]:
+    """Decide how the run starts (on the main process, agreed by all), build the model (which can still
+    refuse), then create or take over the folder and write or check the recipe."""
     run = RunDir(recipe.output.dir)
-    # decided on the main process (under the lock when the folder is stadapt's), agreed by every process
-    mode = _on_main(world, lambda: _plan_run(run, lock, resume=resume, auto_resume=auto_resume, overwrite=overwrite,
-                                                       keep=recipe.train.keep_checkpoints))
-    resume = mode == "resume"
+    mode = _on_main(world, lambda: _plan_run(run, start.lock, resume=start.resume, auto_resume=start.auto_resume,
+                                             overwrite=start.overwrite, keep=recipe.train.keep_checkpoints))
+    resumed = mode == "resume"
     torch.manual_seed(recipe.train.seed)
-    built = build_from_recipe(recipe, len(prepared.classes), device=device)  # refuses before the folder exists
-    if recipe.model.init_from and not resume:
+    built = build_from_recipe(recipe, num_classes, device=device)  # refuses before the folder exists
+    if recipe.model.init_from and not resumed:
         _init_adapters(built.model, Path(recipe.model.init_from))
 
     def claim() -> None:
-        _claim_run(run, lock, mode, resume=resume, auto_resume=auto_resume, overwrite=overwrite)
-        if resume:
+        _claim_run(run, start.lock, mode, resume=resumed, auto_resume=start.auto_resume, overwrite=start.overwrite)
+        if resumed:
             check_resumable(load_recipe(run.recipe, check_files=False), recipe)
         else:
-            dump_recipe(recipe, run.recipe, source=source)
+            dump_recipe(recipe, run.recipe, source=start.source)
 
     _on_main(world, claim)
     world.barrier()
-    progress = progress and world.main
+    return run, resumed, built
 
-    model = built.model.to(device)
-    o = recipe.optim
-    optimizer = build_optimizer(model, o, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.scale_loss)
-    state = Progress()
-    if resume:
-        from stadapt.checkpoint import load_trainable, read_checkpoint
 
-        checkpoint = run.resume_checkpoint()
-        assert checkpoint is not None
-        _, tensors = read_checkpoint(checkpoint)
-        load_trainable(model, tensors, str(checkpoint))
-        state = restore_state(checkpoint, optimizer, scaler, rank=world.rank)
-    counts = model.parameter_counts()
-    forward = _wrap(model, world, device, compile_model=recipe.train.compile)
+def _restore(run: RunDir, model: VideoClassifier, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             world: World) -> Progress:
+    """Weights, optimizer, scaler and RNG states of the last checkpoint; returns its counters."""
+    checkpoint = run.resume_checkpoint()
+    assert checkpoint is not None
+    _, tensors = read_checkpoint(checkpoint)
+    load_trainable(model, tensors, str(checkpoint))
+    return restore_state(checkpoint, optimizer, scaler, rank=world.rank)
 
-    dataset = train_dataset(recipe, train_entries, built.variant)
-    batches = iter(_train_loader(dataset, recipe, plan, world, start=state.step * o.batch_size, device=device))
-    log = RunLog(run.path, run.metrics, enabled=world.main, resume_step=state.step if resume else None,
-                 tensorboard=recipe.train.tensorboard)
-    if not resume:
-        log.write({"step": 0, "split": "info", "parameters": counts, "device": str(device), "processes": world.size,
-                   "precision": precision.name, "train_videos": len(train_entries), "val_videos": len(val_entries),
-                   "micro_batch": plan.micro_batch, "accumulation": plan.accumulation,
-                   "tuning": recipe.tuning})
-    if progress:
+
+def _announce(run: Run, train_videos: int) -> None:
+    """The info event of a new run (metrics.jsonl) and the one-line summary above the progress bar."""
+    recipe, plan, counts = run.recipe, run.plan, run.model.parameter_counts()
+    if not run.resumed:
+        run.log.write({"step": 0, "split": "info", "parameters": counts, "device": str(run.device),
+                       "processes": run.world.size, "precision": run.precision.name, "train_videos": train_videos,
+                       "val_videos": len(run.val_entries), "micro_batch": plan.micro_batch,
+                       "accumulation": plan.accumulation, "tuning": recipe.tuning})
+    if run.progress:
         tqdm.write(f"{recipe.name}: {counts['trainable']:,} of {counts['total']:,} parameters train "
-                   f"({100 * counts['trainable'] / max(counts['total'], 1):.1f}%); {world.size} process(es) x "
-                   f"{plan.accumulation} x {plan.micro_batch} clips = batch {plan.global_batch}; {device}, "
-                   f"{precision.name}")
+                   f"({100 * counts['trainable'] / max(counts['total'], 1):.1f}%); {run.world.size} process(es) x "
+                   f"{plan.accumulation} x {plan.micro_batch} clips = batch {plan.global_batch}; {run.device}, "
+                   f"{run.precision.name}")
 
-    def validate() -> dict[str, Any]:
-        return _validate(model, recipe, val_entries, prepared.classes, built.variant, device, precision, progress,
-                         world)
 
-    def save() -> None:
-        rngs = world.gather(rng_state())
-        if world.main:
-            meta = model_meta(built, prepared.classes, recipe=recipe.to_dict(), step=state.step, tuning=recipe.tuning)
-            run.save_checkpoint(state.step, model.trainable_state_dict(), meta,
-                                state_files(optimizer, scaler, state, rngs), keep=recipe.train.keep_checkpoints)
-        world.barrier()
-
-    warned: set[str] = set()
-
-    def report_bad_videos(events: list[dict[str, Any]]) -> None:
-        """Count, log (metrics.jsonl, split "data") and show once per file each video that failed."""
-        for event in events:
-            kind = event["kind"]
-            setattr(state, kind, getattr(state, kind) + 1)
-            log.write({"step": state.step + 1, "split": "data", "event": f"bad_video_{kind}",
-                       "path": event["path"], "error": event["error"]})
-            if world.main and event["path"] not in warned:  # warnings show even without a progress bar
-                warned.add(event["path"])
-                action = "replaced by another video" if kind == "replaced" else "skipped"
-                tqdm.write(f"warning: {event['error']} ({action})")
-
-    final_val = None
+def _run_steps(run: Run, stop_after: int | None) -> tuple[ValidationResult | None, str | None]:
+    """Step until the run ends, `stop_after` steps are done or a signal arrives; validate, log and save on
+    the recipe's cadence. Returns the last validation and the signal that stopped the run, if any."""
+    o, t, state = run.recipe.optim, run.recipe.train, run.state
     stop_at = o.steps if stop_after is None else min(o.steps, state.step + stop_after)
-    window = {"loss": 0.0, "correct": 0.0, "clips": 0.0, "seconds": 0.0}
-    bar = tqdm(total=o.steps, initial=state.step, unit="step", desc=recipe.name, disable=not progress,
+    final_val, interrupted, window = None, None, TrainWindow()
+    bad_videos = BadVideoLog(run)
+    bar = tqdm(total=o.steps, initial=state.step, unit="step", desc=run.recipe.name, disable=not run.progress,
                dynamic_ncols=True)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    model.train()
-    interrupted = None
+    run.model.train()
     try:
         with StopSignals() as signals:
             while state.step < stop_at:
                 tick = time.perf_counter()
                 lr = o.lr * lr_factor(state.step, o.warmup_steps, o.steps)
-                set_lr(optimizer, lr)
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum, correct, clips, bad = 0.0, 0, 0, []
-                for k in range(plan.accumulation):
-                    batch = next(batches)
-                    bad += [{**e, "kind": "replaced"} for e in batch["replaced"]]
-                    bad += [{**e, "kind": "skipped"} for e in batch["skipped"]]
-                    last_pass = k == plan.accumulation - 1
-                    with _no_sync(forward, world, last_pass):
-                        if batch["video"] is None:
-                            if last_pass and world.distributed:  # join the gradient all-reduce all the same
-                                (sum(p.sum() for p in trainable) * 0.0).backward()
-                            continue
-                        video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised, there
-                        labels = batch["label"].to(device, non_blocking=True)
-                        with precision.autocast(device):
-                            logits = forward(video)
-                        # sum over this pass / global batch, x processes because DDP averages gradients
-                        loss = F.cross_entropy(logits.float(), labels, reduction="sum") * (world.size / o.batch_size)
-                        scaler.scale(loss).backward()
-                    loss_sum += loss.item() / world.size
-                    correct += int((logits.argmax(dim=1) == labels).sum())
-                    clips += len(labels)
-                loss_sum, correct, clips, n_bad, stop = world.sum(
-                    [loss_sum, correct, clips, len(bad), float(signals.received is not None)])
-                if n_bad:
-                    report_bad_videos([e for part in world.gather(bad) for e in part])
-                if clips == 0:
-                    raise TrainingError(
-                        f"no clip of step {state.step + 1} could be decoded, even after trying other videos; "
-                        f"the training list {recipe.data.train_path} names mostly broken videos",
-                        "prepare the data again with `stadapt prepare-data ... --check` so they go to quarantine.txt",
-                    )
-                if not math.isfinite(loss_sum):
-                    raise TrainingError(
-                        f"the loss became {loss_sum} at step {state.step + 1}; the last good checkpoint is "
-                        f"{run.resume_checkpoint() or run.last}",
-                        "lower optim.lr, add optim.grad_clip, or use train.precision=fp32",
-                    )
-                if o.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable, o.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                state.step += 1
-                state.clips_seen += int(clips)
+                result = run.step(run.batches, lr, stop=signals.received is not None)
+                bad_videos.report(result.bad_videos)
+                _check_step(run, result)
                 elapsed = time.perf_counter() - tick
+                state.step, state.clips_seen = state.step + 1, state.clips_seen + result.clips
                 state.train_seconds += elapsed
-                window["loss"] += loss_sum * o.batch_size
-                window["correct"] += correct
-                window["clips"] += clips
-                window["seconds"] += elapsed
+                window.add(result, o.batch_size, elapsed)
                 bar.update(1)
-                if state.step % recipe.train.log_every == 0 or state.step == o.steps:
-                    seen = max(window["clips"], 1)
-                    event = {"step": state.step, "split": "train", "loss": window["loss"] / seen,
-                             "acc": window["correct"] / seen, "lr": lr,
-                             "clips_per_s": window["clips"] / max(window["seconds"], 1e-9),
-                             "bad_videos": state.replaced + state.skipped,
-                             "peak_memory_mb": round(peak_memory_mb(device), 1)}
-                    log.write(event)
-                    bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['acc']:.2f}",
-                                    clips_s=f"{event['clips_per_s']:.1f}", lr=f"{lr:.2e}")
-                    window = {"loss": 0.0, "correct": 0.0, "clips": 0.0, "seconds": 0.0}
                 last = state.step == o.steps
-                if last or (recipe.train.val_every and state.step % recipe.train.val_every == 0):
-                    final_val = validate()
-                    log.write({"step": state.step, "split": "val", **final_val})
-                    if progress:
-                        bar.write(f"step {state.step}: val top-1 {100 * (final_val['top1'] or 0):.1f}% "
-                                  f"({final_val['videos']} videos, {final_val['skipped']} skipped)")
-                    if final_val["top1"] is not None and final_val["top1"] >= state.best.get("top1", -1.0):
-                        state.best = {"step": state.step, "top1": final_val["top1"]}
-                if stop and not last:
+                if state.step % t.log_every == 0 or last:
+                    _log_train(run, window.event(run, lr), bar)
+                    window = TrainWindow()
+                if last or (t.val_every and state.step % t.val_every == 0):
+                    final_val = _validate(run, bar)
+                if result.stop and not last:
                     interrupted = signals.name or "a signal to another process"
-                if (last or state.step == stop_at or interrupted
-                        or (recipe.train.save_every and state.step % recipe.train.save_every == 0)):
-                    save()
+                if last or state.step == stop_at or interrupted or (t.save_every and state.step % t.save_every == 0):
+                    _save(run)
                 if interrupted:
                     break
     finally:
         bar.close()
-        log.close()
-        del batches
-    if world.main:
-        _write_curves(run)
-    return TrainResult(run.path, state.step, state.train_seconds, final_val, counts,
-                       extra={"finished": state.step == o.steps, "total_steps": o.steps, "interrupted": interrupted,
-                              "processes": world.size})
+    return final_val, interrupted
+
+
+def _check_step(run: Run, result: StepResult) -> None:
+    """A step that trained nothing or whose loss is not finite ends the run (its optimizer did not step)."""
+    step = run.state.step + 1
+    if result.clips == 0:
+        raise TrainingError(
+            f"no clip of step {step} could be decoded, even after trying other videos; "
+            f"the training list {run.recipe.data.train_path} names mostly broken videos",
+            "prepare the data again with `stadapt prepare-data ... --check` so they go to quarantine.txt",
+        )
+    if not math.isfinite(result.loss):
+        raise TrainingError(
+            f"the loss became {result.loss} at step {step}; the last good checkpoint is "
+            f"{run.dir.resume_checkpoint() or run.dir.last}",
+            "lower optim.lr, add optim.grad_clip, or use train.precision=fp32",
+        )
+
+
+def _log_train(run: Run, event: dict[str, Any], bar: Any) -> None:
+    run.log.write(event)
+    bar.set_postfix(loss=f"{event['loss']:.3f}", acc=f"{event['acc']:.2f}",
+                    clips_s=f"{event['clips_per_s']:.1f}", lr=f"{event['lr']:.2e}")
+
+
+def _validate(run: Run, bar: Any) -> ValidationResult:
+    """Validate, log it (split "val"), show it, and remember the best top-1 in the run's counters."""
+    state = run.state
+    val = validate(run.model, run.recipe, run.val_entries, run.classes, run.built.variant, device=run.device,
+                   precision=run.precision, progress=run.progress, world=run.world)
+    run.log.write({"step": state.step, "split": "val", **val.to_dict()})
+    if run.progress:
+        bar.write(f"step {state.step}: val top-1 {100 * (val.top1 or 0):.1f}% "
+                  f"({val.videos} videos, {val.skipped} skipped)")
+    if val.top1 is not None and val.top1 >= state.best.get("top1", -1.0):
+        state.best = {"step": state.step, "top1": val.top1}
+    return val
+
+
+def _save(run: Run) -> None:
+    """Checkpoint the run: weights, metadata, optimizer, scaler, counters and every process's RNG states."""
+    rngs = run.world.gather(rng_state())
+    if run.world.main:
+        recipe, state = run.recipe, run.state
+        meta = model_meta(run.built, run.classes, recipe=recipe.to_dict(), step=state.step, tuning=recipe.tuning)
+        run.dir.save_checkpoint(state.step, run.model.trainable_state_dict(), meta,
+                                state_files(run.optimizer, run.scaler, state, rngs), keep=recipe.train.keep_checkpoints)
+    run.world.barrier()
+
+
+class BadVideoLog:
+    """Counts, logs (metrics.jsonl, split "data") and shows once per file each video that failed to decode."""
+
+    def __init__(self, run: Run) -> None:
+        self.run, self.warned = run, set[str]()
+
+    def report(self, events: list[dict[str, Any]]) -> None:
+        state = self.run.state
+        for event in events:
+            kind = event["kind"]
+            setattr(state, kind, getattr(state, kind) + 1)
+            self.run.log.write({"step": state.step + 1, "split": "data", "event": f"bad_video_{kind}",
+                                "path": event["path"], "error": event["error"]})
+            if self.run.world.main and event["path"] not in self.warned:  # shown even without a progress bar
+                self.warned.add(event["path"])
+                action = "replaced by another video" if kind == "replaced" else "skipped"
+                tqdm.write(f"warning: {event['error']} ({action})")
 
 
 def _on_main(world: World, action: Callable[[], T]) -> T:
@@ -387,14 +450,6 @@ def _wrap(model: torch.nn.Module, world: World, device: torch.device, *, compile
     return wrapped
 
 
-def _no_sync(forward: torch.nn.Module, world: World, last_pass: bool) -> contextlib.AbstractContextManager:
-    """Skip DDP's gradient all-reduce on all but the last micro-batch of a step (accumulation)."""
-    ddp = getattr(forward, "_orig_mod", forward)
-    if world.distributed and not last_pass and hasattr(ddp, "no_sync"):
-        return ddp.no_sync()
-    return contextlib.nullcontext()
-
-
 class _ShardedStream(torch.utils.data.Sampler):
     """This process's share of each global batch of the clip stream: clips [r*P, (r+1)*P) of every
     `global_batch` consecutive ones, so N processes together see exactly what one process sees."""
@@ -443,24 +498,6 @@ def _leave_signals_to_the_main_process(worker_id: int) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-
-
-def _validate(model, recipe: Recipe, entries, classes, variant, device, precision, progress,
-              world: World) -> dict[str, Any]:
-    from stadapt.evaluate import predict_sharded, summarize
-
-    views = parse_views(recipe.data.views)
-
-    def dataset(part: list[Any]) -> Any:
-        return eval_dataset(part, variant, frames=recipe.data.frames, sampling=recipe.data.sampling,
-                            stride=recipe.data.stride, views=views)
-
-    per_batch = max(1, recipe.micro_batch // (views[0] * views[1]))
-    pred = predict_sharded(model, entries, dataset, world, batch_size=per_batch, num_workers=recipe.data.num_workers,
-                           device=device, precision=precision, progress=progress, desc="validate")
-    summary = summarize(pred, classes)
-    return {"top1": summary["top1"], "top5": summary["top5"], "mean_class_accuracy": summary["mean_class_accuracy"],
-            "videos": summary["videos"], "skipped": len(pred.skipped), "views": recipe.data.views}
 
 
 def _write_curves(run: RunDir) -> None:

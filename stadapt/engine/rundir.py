@@ -393,3 +393,25 @@ def latest_run(roots: Iterable[Path]) -> Path:
         where = ", ".join(str(r) for r in roots)
         raise RunError(f"found no trained run under {where}", "pass a run directory or a checkpoint, or train one first")
     return max(found)[1]
+
+
+def resolve_target(target: Path | None) -> tuple[Path, Path | None]:
+    """(checkpoint directory, run directory or None) for a run, a checkpoint, an `hf-hub:ORG/NAME` id, or
+    None = latest run."""
+    from stadapt.hub import checkpoint_dir, is_hub_id
+
+    if is_hub_id(target):
+        return checkpoint_dir(str(target)), None
+    if target is None:
+        run = RunDir(latest_run([Path("runs")]))
+        return run.last, run.path
+    target = Path(target)
+    if (target / "stadapt.json").is_file():
+        parent = target.parent.parent
+        return target, parent if RunDir(parent).is_run() else None
+    run = RunDir(target)
+    if (run.last / "stadapt.json").is_file():
+        return run.last, run.path
+    if not target.exists():
+        raise RunError(f"{target} does not exist", "pass a run directory (runs/NAME) or a checkpoint directory")
+    raise RunError(f"{target} is neither a run directory nor a checkpoint", "pass runs/NAME or runs/NAME/checkpoints/last")

@@ -184,7 +184,7 @@ def visualize(
     from stadapt.api import load_model
     from stadapt.checkpoint import read_checkpoint
     from stadapt.engine.setup import resolve_device
-    from stadapt.evaluate import resolve_target
+    from stadapt.engine.rundir import resolve_target
     from stadapt.errors import VideoDecodeError
 
     video = Path(video)

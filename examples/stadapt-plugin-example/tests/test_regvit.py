@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stadapt.backbones import load_plugin
-from stadapt.backbones.conformance import assert_conformant
+from stadapt.conformance import assert_conformant
 from stadapt.model import ModelConfig, build_model
 
 

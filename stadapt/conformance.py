@@ -1,6 +1,6 @@
 """The conformance suite every backbone plugin runs, built-in or third-party alike.
 
-    from stadapt.backbones.conformance import assert_conformant
+    from stadapt.conformance import assert_conformant
     assert_conformant(my_plugin)            # in the plugin's own tests
 
 or `stadapt backbones --check NAME`. It builds the plugin's small test variant and checks what the
