@@ -117,6 +117,7 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
            overwrite: bool, progress: bool, stop_after: int | None, lock: RunLock) -> TrainResult:
     from tqdm import tqdm
 
+    from stadapt.data.decode import check_decoder
     from stadapt.data.prepared import open_prepared
     from stadapt.recipe import load_recipe
 
@@ -134,6 +135,7 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     resume = mode == "resume"
     torch.manual_seed(recipe.train.seed)
     built = build_from_recipe(recipe, len(prepared.classes), device=device)  # refuses before the folder exists
+    check_decoder(recipe.data.decoder, recipe.data.decode_device)  # so does a decoder that cannot load
     if recipe.model.init_from and not resume:
         _init_adapters(built.model, Path(recipe.model.init_from))
 
@@ -453,7 +455,8 @@ def _validate(model, recipe: Recipe, entries, classes, variant, device, precisio
 
     def dataset(part: list[Any]) -> Any:
         return eval_dataset(part, variant, frames=recipe.data.frames, sampling=recipe.data.sampling,
-                            stride=recipe.data.stride, views=views)
+                            stride=recipe.data.stride, views=views, decoder=recipe.data.decoder,
+                            decode_device=recipe.data.decode_device)
 
     per_batch = max(1, recipe.micro_batch // (views[0] * views[1]))
     pred = predict_sharded(model, entries, dataset, world, batch_size=per_batch, num_workers=recipe.data.num_workers,
