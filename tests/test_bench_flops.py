@@ -4,10 +4,15 @@ import json
 
 import pytest
 import torch
+from helpers import run_cli
 
 from stadapt.bench.flops import bf16_peak_tflops, count_flops
-from stadapt.bench.inference import bench_inference, build_pair, format_report, peak_line
-from helpers import run_cli
+from stadapt.bench.inference import (
+    bench_inference,
+    build_pair,
+    format_report,
+    peak_line,
+)
 
 # clip:tiny: 32 px, patch 8, width 128, 4 blocks, MLP 4x; 4 frames, 10 classes, adapters of bottleneck 16
 FRAMES, SIZE, PATCH, WIDTH, BLOCKS, CLASSES, BOTTLENECK = 4, 32, 8, 128, 4, 10, 16

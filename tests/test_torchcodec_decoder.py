@@ -5,9 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import run_cli
-from stadapt.data.decode import TorchCodecReader, VideoReader, check_decoder, open_video, torchcodec_problem
+
+from stadapt.data.decode import (
+    TorchCodecReader,
+    VideoReader,
+    check_decoder,
+    open_video,
+    torchcodec_problem,
+)
 from stadapt.data.encode import write_video
 from stadapt.errors import DecoderUnavailableError, StadaptError
 

@@ -71,9 +71,9 @@ def bench_temporal_conv(*, device: str = "cpu", dtype: str = "float32", clips: i
 
 def format_result(r: dict[str, Any]) -> str:
     """One line per form, then the verdict against the current default."""
-    lines = [f"adapter temporal conv ({r['kernel']},1,1), fwd+bwd, {r['clips']} clips x {r['frames']} frames x "
-             f"{r['grid']}x{r['grid']} tokens, bottleneck {r['bottleneck']}, {r['device']} "
-             f"{r['dtype']}, medians of {r['runs']} runs"]
+    lines = [(f"adapter temporal conv ({r['kernel']},1,1), fwd+bwd, {r['clips']} clips x {r['frames']} frames x "
+              f"{r['grid']}x{r['grid']} tokens, bottleneck {r['bottleneck']}, {r['device']} "
+              f"{r['dtype']}, medians of {r['runs']} runs")]
     base = r["forms"]["conv3d"]["ms"]
     for form, f in r["forms"].items():
         lines.append(f"  {form:<7} {f['ms']:9.2f} ms  (spread {100 * f['spread']:.1f}%)  conv3d / this = "

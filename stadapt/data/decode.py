@@ -413,7 +413,7 @@ _TORCHCODEC_FIX = ("pip install 'stadapt[torchcodec]' (it needs the system FFmpe
 def torchcodec_problem() -> str | None:
     """Why torchcodec cannot decode here (not installed, or its FFmpeg libraries do not load), or None."""
     try:
-        from torchcodec.decoders import VideoDecoder  # noqa: F401
+        from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]  # noqa: F401
     except (ImportError, OSError, RuntimeError) as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
@@ -456,7 +456,7 @@ class TorchCodecReader:
         problem = _file_problem(self.path)
         if problem:
             raise self._error(problem)
-        from torchcodec.decoders import VideoDecoder
+        from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]
 
         self._decoder: Any = None
         try:
