@@ -67,3 +67,7 @@ class DiskFullError(StadaptError):
                  then: str = "free some space and run the command again") -> None:
         self.path, self.reason, self.intact = path, reason, intact
         super().__init__(f"the disk is full: could not write {path} ({reason})", f"nothing was lost: {intact}; {then}")
+
+
+class DecoderUnavailableError(StadaptError):
+    """A video decoder chosen (data.decoder) that cannot be loaded here; says how to install it."""

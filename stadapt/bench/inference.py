@@ -8,7 +8,9 @@ data pipeline's normalisation), under the precision's autocast (`auto`: bf16 on 
 it, fp16 on older ones, float32 on the CPU); `compile=True` wraps each model in `torch.compile`.
 
 - latency: wall-clock time of one forward pass of ONE clip (batch 1), median over the runs, in ms;
-- throughput: clips per second of one forward pass of `batch` clips, median over the runs.
+- throughput: clips per second of one forward pass of `batch` clips, median over the runs;
+- GFLOPs per clip: counted by PyTorch's FlopCounterMode on one clip (stadapt.bench.flops) and, on CUDA,
+  the TFLOPS the throughput achieves as a fraction of the device's bf16 dense peak (a table by name).
 
 After `warmup` untimed passes of each model at each batch size, the measured runs ALTERNATE between
 the two models (and which goes first alternates from run to run), so that slow drifts of the machine
@@ -32,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from stadapt.bench.flops import bf16_peak_tflops, count_flops
 from stadapt.bench.train_memory import _cpu_name
 from stadapt.errors import StadaptError
 
@@ -147,6 +150,9 @@ def bench_inference(
 
     times: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in MODELS}
     with torch.inference_mode(), prec.autocast(dev):
+        say("counting FLOPs (one clip per model)...")
+        for name in MODELS:
+            results[name]["gflops_per_clip"] = count_flops(pair[name], inputs[1]) / 1e9
         say(f"warming up ({warmup} pass(es) per model and batch size on {dev}, {prec.name}"
             f"{', compiling' if compile else ''})...")
         for name in MODELS:
@@ -170,6 +176,11 @@ def bench_inference(
             "throughput_all": throughput_all,
             "batch_seconds": statistics.median(per_batch),
         })
+    device_name = torch.cuda.get_device_name(dev) if cuda else _cpu_name()
+    peak = bf16_peak_tflops(device_name) if cuda else None
+    for r in results.values():
+        r["achieved_tflops"] = r["gflops_per_clip"] * r["throughput"] / 1e3
+        r["bf16_peak_fraction"] = r["achieved_tflops"] / peak if peak else None
     plain, adapted = results["without_adapters"], results["with_adapters"]
     report: dict[str, Any] = {
         "backbone": pair["backbone"],
@@ -183,7 +194,8 @@ def bench_inference(
         "throughput_runs": throughput_runs,
         "warmup": warmup,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if cuda else _cpu_name(),
+        "device_name": device_name,
+        "bf16_peak_tflops": peak,
         "cpu_threads": torch.get_num_threads(),
         "precision": prec.name,
         "compile": compile,
@@ -194,6 +206,7 @@ def bench_inference(
             "throughput": adapted["throughput"] / plain["throughput"],
             "latency": adapted["latency_ms"] / plain["latency_ms"],
             "total_parameters": adapted["total_parameters"] / plain["total_parameters"],
+            "gflops_per_clip": adapted["gflops_per_clip"] / plain["gflops_per_clip"],
         },
     }
     report["spread"] = measurement_spread(results, report["ratio"])
@@ -255,16 +268,20 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['device']} ({report['device_name']}, {report['precision']}"
         f"{', compiled' if report['compile'] else ''}); medians of {report['latency_runs']} latency and "
         f"{report['throughput_runs']} throughput runs after {report['warmup']} warm-up",
-        f"{'model':<14} {'params (total)':>15} {'trainable':>11} {'latency (b=1)':>14} "
+        f"{'model':<14} {'params (total)':>15} {'trainable':>11} {'GFLOPs/clip':>12} {'latency (b=1)':>14} "
         f"{'throughput (b=' + str(report['batch']) + ')':>18}",
     ]
     for name, r in report["models"].items():
         lines.append(f"{LABELS.get(name, name):<14} {r['total_parameters'] / 1e6:>14.1f}M "
-                     f"{r['trainable_parameters'] / 1e6:>10.2f}M {r['latency_ms']:>11.1f} ms "
-                     f"{r['throughput']:>10.2f} videos/s")
+                     f"{r['trainable_parameters'] / 1e6:>10.2f}M {r.get('gflops_per_clip', float('nan')):>12.1f} "
+                     f"{r['latency_ms']:>11.1f} ms {r['throughput']:>10.2f} videos/s")
     ratio = report["ratio"]
     lines.append(f"with / without adapters: throughput {ratio['throughput']:.3f}x, latency {ratio['latency']:.3f}x, "
-                 f"parameters {ratio['total_parameters']:.3f}x")
+                 f"parameters {ratio['total_parameters']:.3f}x"
+                 + (f", GFLOPs {ratio['gflops_per_clip']:.3f}x" if "gflops_per_clip" in ratio else ""))
+    line = peak_line(report)
+    if line:
+        lines.append(line)
     spread = report.get("spread") or {}
     if spread:
         percent = {what: "-" if s["max"] is None else f"{100 * s['max']:.1f}%" for what, s in spread.items()}
@@ -272,3 +289,20 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"spread of the runs ((max - min) / median, the larger of the two models): {shown}")
     lines += report.get("warnings", [])
     return "\n".join(lines)
+
+
+def peak_line(report: dict[str, Any]) -> str | None:
+    """On CUDA, the achieved TFLOPS of each model at the throughput batch and their fraction of the
+    device's bf16 dense peak (or that the peak of this device is not known); None on other devices."""
+    if not str(report.get("device", "")).startswith("cuda"):
+        return None
+    models = report["models"]
+    achieved = ", ".join(f"{LABELS.get(n, n)} {r['achieved_tflops']:.0f} TFLOPS" for n, r in models.items()
+                         if r.get("achieved_tflops") is not None)
+    peak = report.get("bf16_peak_tflops")
+    if not peak:
+        return (f"achieved: {achieved}; the bf16 peak of {report['device_name']} is not in stadapt's table "
+                f"(stadapt/bench/flops.py), so no fraction")
+    fractions = ", ".join(f"{LABELS.get(n, n)} {100 * r['bf16_peak_fraction']:.1f}%" for n, r in models.items())
+    return (f"achieved: {achieved} = {fractions} of the {report['device_name']} bf16 dense peak "
+            f"({peak:.0f} TFLOPS; run in {report['precision']})")

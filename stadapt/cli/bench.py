@@ -28,7 +28,8 @@ def bench(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
 ) -> None:
     """Measure inference cost with and without ST-Adapters (the paper's Table 4): total parameters,
-    latency of one clip and throughput (videos/s) at --batch, for the frozen backbone + head and for the
+    GFLOPs per clip (and on CUDA the fraction of the GPU's bf16 peak reached), latency of one clip and
+    throughput (videos/s) at --batch, for the frozen backbone + head and for the
     same backbone with adapters, in eval mode on random clips (400 classes). The runs of the two models
     alternate so machine noise hits both alike. On the CPU the defaults keep ViT-B/16 to a few minutes;
     --batch and --runs scale the work."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stadapt.data.decode import VideoReader
+from stadapt.data.decode import check_decoder, open_video
 from stadapt.data.on_device import stack_padded
 from stadapt.data.prepared import VideoEntry
 from stadapt.data.sampling import FrameSampler
@@ -44,6 +44,8 @@ class VideoClipDataset(torch.utils.data.Dataset):
         seed: int = 0,
         temporal_views: int = 1,
         on_device: bool = False,
+        decoder: str = "pyav",
+        decode_device: str = "cpu",
     ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
@@ -57,6 +59,8 @@ class VideoClipDataset(torch.utils.data.Dataset):
         self.temporal_views = int(temporal_views)
         self.epoch = 0
         self.on_device = bool(on_device)
+        check_decoder(decoder, decode_device)  # refused here, in the main process, not in every worker
+        self.decoder, self.decode_device = decoder, decode_device
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation `__getitem__` reproduces (call before each epoch)."""
@@ -107,7 +111,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def _clip(self, entry: VideoEntry, index: int, epoch: int, attempt: int = 0) -> dict[str, torch.Tensor]:
         key = [self.seed, epoch, index] + ([attempt] if attempt else [])  # attempt 0 keeps the old streams
         rng = np.random.default_rng(key)
-        with VideoReader(entry.path) as reader:
+        with open_video(entry.path, self.decoder, self.decode_device) as reader:
             frames = reader.read(self.sampler.train(reader.num_frames, rng))
         if self.on_device:
             video, params = self.transform.worker(frames, rng)
@@ -117,7 +121,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def _views(self, entry: VideoEntry) -> dict[str, torch.Tensor]:
         """(temporal_views * spatial_views, 3, T, S, S), temporal-major; one decode for all views.
         With `on_device`: (temporal_views, 3, T, H, W) uint8 and the params of the spatial views."""
-        with VideoReader(entry.path) as reader:
+        with open_video(entry.path, self.decoder, self.decode_device) as reader:
             views = self.sampler.test(reader.num_frames, self.temporal_views)
             union = sorted({i for view in views for i in view})
             frames = reader.read(union)

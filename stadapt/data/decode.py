@@ -23,6 +23,7 @@ import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -49,6 +50,17 @@ def _stream_seconds(stream: av.video.stream.VideoStream) -> float | None:
             return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
         except ValueError:
             return None
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a video before any decoder looks at it, or None."""
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a regular file"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
     return None
 
 
@@ -147,12 +159,9 @@ class VideoReader:
         return VideoDecodeError(f"cannot decode {self.path}: {reason}", _HINT)
 
     def _check_file(self) -> None:
-        if not self.path.exists():
-            raise self._error("no such file")
-        if not self.path.is_file():
-            raise self._error("not a regular file")
-        if self.path.stat().st_size == 0:
-            raise self._error("empty file (0 bytes)")
+        problem = _file_problem(self.path)
+        if problem:
+            raise self._error(problem)
 
     def _open(self) -> None:
         self.close()
@@ -391,3 +400,119 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
     """Open, read the frames at `indices` as (len, H, W, 3) uint8 RGB, and close."""
     with VideoReader(path) as reader:
         return reader.read(indices)
+
+
+# -- torchcodec (optional: `pip install 'stadapt[torchcodec]'`, which needs the system FFmpeg libraries)
+
+DECODERS = ("pyav", "torchcodec")
+DECODE_DEVICES = ("cpu", "cuda")
+_TORCHCODEC_FIX = ("pip install 'stadapt[torchcodec]' (it needs the system FFmpeg libraries, e.g. "
+                   "apt-get install ffmpeg), or set data.decoder: pyav")
+
+
+def torchcodec_problem() -> str | None:
+    """Why torchcodec cannot decode here (not installed, or its FFmpeg libraries do not load), or None."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]  # noqa: F401
+    except (ImportError, OSError, RuntimeError) as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def check_decoder(decoder: str, device: str = "cpu") -> None:
+    """Refuse, in one line, a decoder or decode device that cannot run here (before any worker starts)."""
+    from stadapt.errors import DecoderUnavailableError
+
+    if decoder not in DECODERS:
+        raise DecoderUnavailableError(f"unknown video decoder {decoder!r}", f"choose one of {', '.join(DECODERS)}")
+    if device not in DECODE_DEVICES:
+        raise DecoderUnavailableError(f"unknown decode device {device!r}", "choose cpu or cuda")
+    if decoder == "pyav":
+        if device != "cpu":
+            raise DecoderUnavailableError("PyAV decodes on the CPU only",
+                                          "set data.decoder: torchcodec for data.decode_device: cuda (NVDEC)")
+        return
+    problem = torchcodec_problem()
+    if problem is not None:
+        raise DecoderUnavailableError(f"data.decoder: torchcodec cannot be loaded ({problem})", _TORCHCODEC_FIX)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DecoderUnavailableError("data.decode_device: cuda, but no CUDA GPU is available here",
+                                          "set data.decode_device: cpu")
+
+
+class TorchCodecReader:
+    """One video file read by torchcodec: the same `num_frames`, `fps`, `size` and `read(indices)` as
+    `VideoReader`, frame i being the i-th in presentation order (torchcodec's exact seek mode scans the
+    file once, as VideoReader's frame table does). `device="cuda"` decodes with NVDEC; frames come back
+    to the host as uint8 (H, W, 3) arrays either way.
+    """
+
+    def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
+        self.path = Path(path)
+        check_decoder("torchcodec", device)
+        problem = _file_problem(self.path)
+        if problem:
+            raise self._error(problem)
+        from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]
+
+        self._decoder: Any = None
+        try:
+            self._decoder = VideoDecoder(str(self.path), device=device, seek_mode="exact",
+                                         dimension_order="NHWC")
+            meta = self._decoder.metadata
+            self.num_frames = int(meta.num_frames or 0)
+            self.fps = float(meta.average_fps or 0.0)
+            self.size = (int(meta.width or 0), int(meta.height or 0))
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise self._error(f"not a readable video ({_reason(exc)})") from None
+        if self.num_frames <= 0:
+            raise self._error("the video stream has no frames")
+
+    def _error(self, reason: str) -> VideoDecodeError:
+        return VideoDecodeError(f"cannot decode {self.path}: {reason}", _HINT)
+
+    def __enter__(self) -> TorchCodecReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._decoder = None  # torchcodec frees the file with the decoder object
+
+    def read(self, indices: Sequence[int], *, strict: bool = False) -> np.ndarray:
+        """Frames at `indices` (any order, repeats allowed) as (len, H, W, 3) uint8 RGB; indices past the
+        end give the last frame (with `strict=True`, a `VideoDecodeError`), as `VideoReader.read`."""
+        wanted = [int(i) for i in indices]
+        if not wanted:
+            width, height = self.size
+            return np.empty((0, height, width, 3), dtype=np.uint8)
+        if min(wanted) < 0:
+            raise ValueError(f"frame indices must be >= 0, got {min(wanted)}")
+        last = self.num_frames - 1
+        if strict and max(wanted) > last:
+            raise self._error(f"frame {max(wanted)} of {self.num_frames} could not be decoded "
+                              f"(the file ends early or is damaged)")
+        needed = sorted({min(i, last) for i in wanted})
+        try:
+            frames = self._decoder.get_frames_at(indices=needed).data
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise self._error(f"decoding failed ({_reason(exc)})") from None
+        array = frames.cpu().numpy()
+        row = {index: r for r, index in enumerate(needed)}
+        return np.ascontiguousarray(array[[row[min(i, last)] for i in wanted]])
+
+    def check(self) -> None:
+        """Raise `VideoDecodeError` unless the first and the last frame decode."""
+        self.read([0, self.num_frames - 1], strict=True)
+
+
+def open_video(path: str | Path, decoder: str = "pyav", device: str = "cpu") -> VideoReader | TorchCodecReader:
+    """A reader of `path` by the decoder a recipe names (`data.decoder`, `data.decode_device`)."""
+    if decoder == "pyav" and device == "cpu":
+        return VideoReader(path)
+    check_decoder(decoder, device)
+    return TorchCodecReader(path, device=device)

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from stadapt.checkpoint import load_trainable, model_meta, read_checkpoint
+from stadapt.data.decode import check_decoder
 from stadapt.data.prepared import open_prepared
 from stadapt.engine.distributed import (
     BatchPlan,
@@ -225,6 +226,7 @@ def _open_run(recipe: Recipe, world: World, device: torch.device, start: RunStar
     resumed = mode == "resume"
     torch.manual_seed(recipe.train.seed)
     built = build_from_recipe(recipe, num_classes, device=device)  # refuses before the folder exists
+    check_decoder(recipe.data.decoder, recipe.data.decode_device)  # so does a decoder that cannot load
     if recipe.model.init_from and not resumed:
         _init_adapters(built.model, Path(recipe.model.init_from))
 

@@ -160,11 +160,13 @@ def train_dataset(recipe: Recipe, entries: Sequence[Any], variant: VariantInfo):
         ratio=tuple(a.ratio), flip=a.flip, randaugment=a.randaugment, interpolation=variant.interpolation,
     )
     sampler = make_sampler(d.sampling, d.frames, d.stride)
-    return VideoClipDataset(entries, sampler, transform, train=True, seed=recipe.train.seed, on_device=True)
+    return VideoClipDataset(entries, sampler, transform, train=True, seed=recipe.train.seed, on_device=True,
+                            decoder=d.decoder, decode_device=d.decode_device)
 
 
 def eval_dataset(
-    entries: Sequence[Any], variant: VariantInfo, *, frames: int, sampling: str, stride: int, views: tuple[int, int]
+    entries: Sequence[Any], variant: VariantInfo, *, frames: int, sampling: str, stride: int, views: tuple[int, int],
+    decoder: str = "pyav", decode_device: str = "cpu",
 ):
     from stadapt.data import TestTransform, VideoClipDataset, make_sampler
 
@@ -174,5 +176,5 @@ def eval_dataset(
     )
     return VideoClipDataset(
         entries, make_sampler(sampling, frames, stride), transform, train=False, temporal_views=temporal,
-        on_device=True,
+        on_device=True, decoder=decoder, decode_device=decode_device,
     )

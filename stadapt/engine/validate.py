@@ -175,7 +175,8 @@ def validate(model: torch.nn.Module, recipe: Any, entries: list[Any], classes: l
 
     def dataset(part: list[Any]) -> Any:
         return eval_dataset(part, variant, frames=recipe.data.frames, sampling=recipe.data.sampling,
-                            stride=recipe.data.stride, views=views)
+                            stride=recipe.data.stride, views=views, decoder=recipe.data.decoder,
+                            decode_device=recipe.data.decode_device)
 
     per_batch = max(1, recipe.micro_batch // (views[0] * views[1]))
     pred = predict_sharded(model, entries, dataset, world, batch_size=per_batch, num_workers=recipe.data.num_workers,

@@ -162,6 +162,20 @@ class DataSection(_Section):
     augment: AugmentSection = Field(default_factory=AugmentSection)
     views: str = "1x1"
     num_workers: Int = Field(2, ge=0)
+    # PyAV (default) or torchcodec (the extra stadapt[torchcodec]); decode_device: cuda decodes with NVDEC
+    decoder: Literal["pyav", "torchcodec"] = "pyav"
+    decode_device: Literal["cpu", "cuda"] = "cpu"
+
+    @model_validator(mode="after")
+    def _decoding(self) -> DataSection:
+        problems = []
+        if self.decode_device == "cuda" and self.decoder != "torchcodec":
+            problems.append(("decode_device", "cuda needs decoder: torchcodec (PyAV decodes on the CPU only)"))
+        if self.decode_device == "cuda" and self.num_workers:
+            problems.append(("decode_device", f"cuda decodes in the main process (CUDA does not start in forked "
+                                              f"DataLoader workers); set num_workers: 0, got {self.num_workers}"))
+        _rules(problems)
+        return self
 
     @field_validator("views")
     @classmethod
