@@ -59,7 +59,8 @@ def predict(
     model.eval()
     probs, labels, indices, skipped = [], [], [], []
     start = time.perf_counter()
-    with tqdm(total=len(dataset), desc=desc, unit="video", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=len(dataset), desc=desc, unit="video", disable=not progress, leave=False,
+              dynamic_ncols=True) as bar:
         for batch in loader:
             skipped.extend(batch["skipped"])
             bar.update(len(batch["label"]) + len(batch["skipped"]))
@@ -67,7 +68,8 @@ def predict(
                 continue
             video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised views, there
             b, v = video.shape[:2]
-            context = precision.autocast(device) if precision is not None else torch.autocast(device.type, enabled=False)
+            context = (precision.autocast(device) if precision is not None
+                       else torch.autocast(device.type, enabled=False))
             clips = video.flatten(0, 1)
             step = max_clips or len(clips)
             with context:
@@ -189,7 +191,8 @@ def resolve_target(target: Path | None) -> tuple[Path, Path | None]:
         return run.last, run.path
     if not target.exists():
         raise RunError(f"{target} does not exist", "pass a run directory (runs/NAME) or a checkpoint directory")
-    raise RunError(f"{target} is neither a run directory nor a checkpoint", "pass runs/NAME or runs/NAME/checkpoints/last")
+    raise RunError(f"{target} is neither a run directory nor a checkpoint",
+                   "pass runs/NAME or runs/NAME/checkpoints/last")
 
 
 def run_eval(
@@ -290,7 +293,8 @@ def run_eval(
     atomic_write_text(out.with_suffix(".predictions.csv"), predictions_csv(pred, entries, classes))
     if summary["videos"]:
         confusion_matrix(summary["confusion"], classes, out.with_suffix(".confusion.png"),
-                         title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% ({report['views']})")
+                         title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% "
+                               f"({report['views']})")
     return report, out
 
 

@@ -22,8 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from stadapt.adapters import AdapterConfig, STAdapter
 from stadapt.backbones.base import FrameBackbone
-from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.layout import TokenLayout
+from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
 from stadapt.errors import PluginError, StadaptError, WeightsError

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import resolve_variant
-from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import StadaptError
 
 

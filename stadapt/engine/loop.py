@@ -35,7 +35,6 @@ from stadapt.engine.distributed import (
 from stadapt.engine.optim import build_optimizer, set_lr
 from stadapt.engine.reporting import RunLog, peak_memory_mb
 from stadapt.engine.rundir import RunDir, RunError, RunLock, read_metrics
-from stadapt.engine.signals import StopSignals
 from stadapt.engine.schedule import lr_factor
 from stadapt.engine.setup import (
     build_from_recipe,
@@ -45,6 +44,7 @@ from stadapt.engine.setup import (
     resolve_precision,
     train_dataset,
 )
+from stadapt.engine.signals import StopSignals
 from stadapt.engine.state import Progress, restore_state, rng_state, state_files
 from stadapt.errors import StadaptError, first_line
 from stadapt.recipe import Recipe, dump_recipe
@@ -85,7 +85,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def check_resumable(saved: Recipe, now: Recipe) -> None:
     """A resumed run must compute the same thing: any other difference is an error naming the keys."""
     before, after = _flatten(saved.to_dict()), _flatten(now.to_dict())
-    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(k for k in set(before) | set(after)
+                     if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = "; ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:4])
         raise TrainingError(

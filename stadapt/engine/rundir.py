@@ -391,5 +391,6 @@ def latest_run(roots: Iterable[Path]) -> Path:
     ]
     if not found:
         where = ", ".join(str(r) for r in roots)
-        raise RunError(f"found no trained run under {where}", "pass a run directory or a checkpoint, or train one first")
+        raise RunError(f"found no trained run under {where}",
+                       "pass a run directory or a checkpoint, or train one first")
     return max(found)[1]

@@ -366,7 +366,8 @@ def _environment_problems(data: dict[str, Any], bad: set[KeyPath], check_files: 
             problems.append((("backbone", "weights"), f"{weights} is a directory, not a weights file; {fix}"))
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     init = model.get("init_from")
-    if isinstance(init, str) and ("model", "init_from") not in bad and not os.path.isfile(os.path.join(init, "stadapt.json")):
+    if (isinstance(init, str) and ("model", "init_from") not in bad
+            and not os.path.isfile(os.path.join(init, "stadapt.json"))):
         problems.append((("model", "init_from"), f"{init} is not a stadapt checkpoint directory (no stadapt.json); "
                                                  "pass runs/NAME/checkpoints/last"))
     section = data.get("data") if isinstance(data.get("data"), dict) else {}

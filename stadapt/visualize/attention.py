@@ -184,8 +184,8 @@ def visualize(
     from stadapt.api import load_model
     from stadapt.checkpoint import read_checkpoint
     from stadapt.engine.setup import resolve_device
-    from stadapt.evaluate import resolve_target
     from stadapt.errors import VideoDecodeError
+    from stadapt.evaluate import resolve_target
 
     video = Path(video)
     if not video.is_file():
