@@ -63,7 +63,7 @@ def predict_videos(
     else:
         run, config = _torch_runner(checkpoint, device=device, backbone_weights=backbone_weights)
     view_pair = parse_views(views or config["views"])
-    results = []
+    results: list[dict[str, Any]] = []
     for video in videos:
         try:
             clips = _clip_views(Path(video), views=view_pair, **{k: config[k] for k in (

@@ -17,7 +17,7 @@ from typing import Any
 from stadapt.errors import StadaptError
 
 DATASETS = ("ucf101", "hmdb51")
-TRANSFER = {  # the paper's transfer setting; the rest of the recipe is the source run's
+TRANSFER: dict[str, Any] = {  # the paper's transfer setting; the rest of the recipe is the source run's
     "optim.steps": 500,
     "optim.batch_size": 128,
     "optim.scale.adapters": 0.1,

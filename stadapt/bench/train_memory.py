@@ -123,6 +123,7 @@ def measure_mode(
 
     gc.collect()
     sync()
+    baseline: int | None
     if cuda:
         baseline = torch.cuda.memory_allocated(dev)
         torch.cuda.reset_peak_memory_stats(dev)
@@ -234,6 +235,7 @@ def bench_train_memory(
     if dev.type not in ("cpu", "cuda"):
         raise StadaptError(f"bench-train measures memory on cpu or cuda, not {dev.type}", "pass --device cpu or cuda")
     prec = resolve_precision(precision, dev)
+    options: dict[str, Any]
     options = dict(backbone=backbone, frames=frames, micro_batch=micro_batch, steps=steps, warmup=warmup,
                    device=str(dev), precision=precision, backbone_storage=backbone_storage,
                    checkpointing=checkpointing, num_classes=num_classes)

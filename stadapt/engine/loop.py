@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,7 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, aut
     process calls this; only the first writes.
     """
     device = process_device(resolve_device(recipe.train.device), world_from_env())  # this process's GPU
+    assert recipe.output.dir is not None  # load_recipe fills it in: runs/NAME
     world = init_world(device)
     try:
         with RunLock(recipe.output.dir) as lock:  # held by the main process until the run ends
@@ -128,6 +129,7 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
     train_entries = prepared.entries(recipe.data.train_list)
     val_entries = prepared.entries(recipe.data.val_list)
 
+    assert recipe.output.dir is not None
     run = RunDir(recipe.output.dir)
     # decided on the main process (under the lock when the folder is stadapt's), agreed by every process
     mode = _on_main(world, lambda: _plan_run(run, lock, resume=resume, auto_resume=auto_resume, overwrite=overwrite,
@@ -221,6 +223,8 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
                 lr = o.lr * lr_factor(state.step, o.warmup_steps, o.steps)
                 set_lr(optimizer, lr)
                 optimizer.zero_grad(set_to_none=True)
+                correct: float  # counts, summed over the processes as floats
+                clips: float
                 loss_sum, correct, clips, bad = 0.0, 0, 0, []
                 for k in range(plan.accumulation):
                     batch = next(batches)
@@ -230,7 +234,7 @@ def _train(recipe: Recipe, world: World, device: torch.device, *, source: str, r
                     with _no_sync(forward, world, last_pass):
                         if batch["video"] is None:
                             if last_pass and world.distributed:  # join the gradient all-reduce all the same
-                                (sum(p.sum() for p in trainable) * 0.0).backward()
+                                (cast(torch.Tensor, sum(p.sum() for p in trainable)) * 0.0).backward()
                             continue
                         video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised, there
                         labels = batch["label"].to(device, non_blocking=True)
@@ -384,13 +388,13 @@ def _wrap(model: torch.nn.Module, world: World, device: torch.device, *, compile
 
         wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if compile_model:
-        wrapped = torch.compile(wrapped)
+        wrapped = cast(torch.nn.Module, torch.compile(wrapped))
     return wrapped
 
 
 def _no_sync(forward: torch.nn.Module, world: World, last_pass: bool) -> contextlib.AbstractContextManager:
     """Skip DDP's gradient all-reduce on all but the last micro-batch of a step (accumulation)."""
-    ddp = getattr(forward, "_orig_mod", forward)
+    ddp: Any = getattr(forward, "_orig_mod", forward)
     if world.distributed and not last_pass and hasattr(ddp, "no_sync"):
         return ddp.no_sync()
     return contextlib.nullcontext()

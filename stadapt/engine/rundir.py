@@ -284,7 +284,7 @@ class RunLock:
     host into the file, for the refusal to name it. The holding process must never open the lock file
     anywhere else: closing any descriptor of it would drop a POSIX lock."""
 
-    def __init__(self, run_path: Path) -> None:
+    def __init__(self, run_path: str | Path) -> None:
         self.path = Path(run_path) / LOCK_FILE
         self._fd: int | None = None
 

@@ -147,6 +147,7 @@ def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, ops
                     model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                     dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False,
                 )
+                assert program is not None  # dynamo=True returns the program
                 program.save(str(path), external_data=False)
             return "dynamo"
         except Exception as exc:
