@@ -44,7 +44,8 @@ def _fresh_plugin_registry():
 # script through helpers.run_cli, subprocess, multiprocessing) or runs the trainer: `make test-fast`
 # (pytest -m "not slow") leaves those out. Mark a test `slow` by hand where the rule cannot see it.
 SLOW_NAMES = frozenset({"run_cli", "subprocess", "multiprocessing", "ProcessPoolExecutor", "Popen"})
-TRAINER = "stadapt.engine.loop"
+# modules whose functions train: the trainer and the commands built on it
+TRAINERS = ("stadapt.engine.loop", "stadapt.quickstart", "stadapt.transfer")
 TESTS = Path(__file__).resolve().parent
 
 
@@ -65,11 +66,11 @@ def _is_slow(func: Callable, seen: set[Callable]) -> bool:
         return False
     seen.add(func)
     names = _names(func.__code__)
-    if names & SLOW_NAMES or TRAINER in names:  # `from stadapt.engine.loop import ...` inside the function
+    if names & SLOW_NAMES or names.intersection(TRAINERS):  # `from stadapt.quickstart import ...` in the function
         return True
     for name in names:
         target = func.__globals__.get(name)
-        if getattr(target, "__module__", None) == TRAINER:
+        if getattr(target, "__module__", None) in TRAINERS:
             return True
         if inspect.isfunction(target) and Path(inspect.getfile(target)).resolve().is_relative_to(TESTS):
             if _is_slow(target, seen):
