@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pytest-xdist workers for `make test` (each loads torch; on 2 cores, 2 halve the time)
 TEST_WORKERS ?= 2
 
-.PHONY: test quickstart install clean device-check
+.PHONY: test test-fast lint quickstart install clean device-check
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
+
+# the unit tests: everything but the `slow` ones (console script, subprocesses, training; tests/conftest.py)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+
+# ruff (lint + import order) and mypy (stadapt/ and plugins/), configured in pyproject.toml
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # synthetic motion clips, ST-Adapter vs linear probe on a frozen tiny image model, on the CPU
 quickstart: $(VENV)/.installed

@@ -128,7 +128,8 @@ def bench_rows(check: Check, s: Settings, compile: bool) -> None:
                                       f"(b=1), {m['gflops_per_clip']:.1f} GFLOPs/clip")
     ratio, spread = r["ratio"], r["spread"]["throughput"]["max"]
     check.add(f"{name}: ratio", f"throughput w/ / w/o adapters {ratio['throughput']:.3f}x (spread "
-                                f"{'-' if spread is None else f'{100 * spread:.1f}%'}), latency {ratio['latency']:.3f}x")
+                                f"{'-' if spread is None else f'{100 * spread:.1f}%'}), "
+                                f"latency {ratio['latency']:.3f}x")
     line = peak_line(r)
     if line:
         check.add(f"{name}: peak", line)
@@ -145,7 +146,8 @@ def train_memory_rows(check: Check, s: Settings) -> None:
     for mode, m in r["modes"].items():
         peak = m.get("peak_increase_bytes") or m.get("peak_bytes") or 0
         step = m.get("step_seconds")
-        check.add(f"bench-train: {mode}", f"peak +{peak / 2**30:.2f} GiB, step {'-' if step is None else f'{step:.3f} s'}"
+        step_text = "-" if step is None else f"{step:.3f} s"
+        check.add(f"bench-train: {mode}", f"peak +{peak / 2**30:.2f} GiB, step {step_text}"
                                           f" ({s.micro_batch} clips, {m['precision']}, backbone {m['backbone_dtype']})")
     if r.get("ratio"):
         check.add("bench-train: ratio", f"ST-Adapter / full fine-tuning: memory {r['ratio']['peak_increase']:.2f}x, "
@@ -163,7 +165,8 @@ def train_rows(check: Check, s: Settings, data: Path, run: Path) -> bool:
     """A short training run from real files with as many workers as cores: clips/s, memory, data-bound?"""
     args = ["train", s.recipe, *s.extra, f"backbone.name={s.backbone}", f"data.root={data}",
             "data.train_list=train.txt", "data.val_list=train.txt", f"data.num_workers={s.workers}",
-            f"optim.steps={s.steps}", "optim.warmup_steps=1", f"optim.batch_size={s.batch * 4 if s.device == 'cuda' else s.batch}",
+            f"optim.steps={s.steps}", "optim.warmup_steps=1",
+            f"optim.batch_size={s.batch * 4 if s.device == 'cuda' else s.batch}",
             f"optim.micro_batch={s.micro_batch}", "train.val_every=100000", "train.save_every=100000",
             "train.log_every=5", f"train.device={s.device}", f"output.dir={run}", "--overwrite", "-q"]
     name = f"train {s.steps} steps"

@@ -182,7 +182,7 @@ def check_classes_fit_head(meta: Mapping[str, Any], tensors: Mapping[str, torch.
     """The class names, the recorded class count and the head's outputs must agree: every reader (eval,
     predict, export metadata) names logits through `classes`, so a mismatch would mislabel or crash."""
     classes = meta.get("classes")
-    model = meta.get("model") if isinstance(meta.get("model"), Mapping) else {}
+    model = meta["model"] if isinstance(meta.get("model"), Mapping) else {}
     head = tensors.get(HEAD_WEIGHT)
     outputs = int(head.shape[0]) if head is not None and head.dim() == 2 else None
     fix = f"{path / META_FILE} was edited or damaged: restore it (one name in `classes` per head output)"

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import resolve_variant
-from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import StadaptError
 
 
@@ -73,7 +73,7 @@ def _run_blocks(backbone: FrameBackbone, x: torch.Tensor, frames: int) -> torch.
 def check_plugin(plugin: BackbonePlugin, variant: str | None = None, *, frames: int = 3) -> list[CheckResult]:
     """Run every check on `variant` (default: the plugin's test variant; any name the plugin accepts, at
     full size with random weights); never raises for a failed check."""
-    from stadapt.adapters import AdapterConfig
+    from stadapt.adapters import AdapterConfig, STAdapter
     from stadapt.model import VideoClassifier
 
     results: list[CheckResult] = []
@@ -202,11 +202,12 @@ def check_plugin(plugin: BackbonePlugin, variant: str | None = None, *, frames: 
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
             first = next(iter(model.adapters.values()))
             adapter = first.pre_attn
+            assert isinstance(adapter, STAdapter)
             x = torch.randn(adapter.layout.shape(frames), generator=generator)
             y = adapter(x)
             if not adapter.layout.channels_last_grid and adapter.layout.prefix_tokens:
-                p = adapter.layout.prefix_tokens
-                _expect(torch.equal(y[:, :p], x[:, :p]), "an adapter modified the prefix (CLS) tokens")
+                n = adapter.layout.prefix_tokens
+                _expect(torch.equal(y[:, :n], x[:, :n]), "an adapter modified the prefix (CLS) tokens")
             changed = x.clone()
             changed[1] += 1.0
             _expect(not torch.equal(adapter(changed)[0], y[0]),

@@ -129,7 +129,8 @@ def run_eval(
     atomic_write_text(out.with_suffix(".predictions.csv"), predictions_csv(pred, entries, classes))
     if summary["videos"]:
         confusion_matrix(summary["confusion"], classes, out.with_suffix(".confusion.png"),
-                         title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% ({report['views']})")
+                         title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% "
+                               f"({report['views']})")
     return report, out
 
 

@@ -46,7 +46,7 @@ def checkpoint_dir(path: str | Path) -> Path:
     repo, revision = parse_hub_id(str(path))
     try:
         return Path(snapshot_download(repo, revision=revision, allow_patterns=list(CHECKPOINT_FILES)))
-    except Exception as exc:  # noqa: BLE001 -- offline, no cache, unknown repo or revision, no access: all say "not here"
+    except Exception as exc:  # offline, no cache, unknown repo or revision, no access: all say "not here"
         reason = type(exc).__name__
     fetch = f"hf download {repo}" + (f" --revision {revision}" if revision else "")
     raise CheckpointError(

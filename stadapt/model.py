@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -22,8 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from stadapt.adapters import AdapterConfig, STAdapter
 from stadapt.backbones.base import FrameBackbone
-from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.layout import TokenLayout
+from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
 from stadapt.errors import PluginError, StadaptError, WeightsError
@@ -86,6 +86,9 @@ def _check_tuning(tuning: str, *, has_adapters: bool) -> None:
 
 class BlockAdapters(nn.Module):
     """The adapters of one block, at the positions the config names."""
+
+    pre_attn: STAdapter | None
+    pre_mlp: STAdapter | None
 
     def __init__(self, layout: TokenLayout, num_frames: int, config: AdapterConfig) -> None:
         super().__init__()
@@ -195,8 +198,8 @@ class VideoClassifier(nn.Module):
         self.backbone.to(dtype)
         self.backbone_dtype = dtype
 
-    def _block_adapters(self, index: int) -> tuple[nn.Module | None, nn.Module | None]:
-        slot = self.adapters[str(index)] if str(index) in self.adapters else None
+    def _block_adapters(self, index: int) -> tuple[STAdapter | None, STAdapter | None]:
+        slot = cast("BlockAdapters | None", self.adapters[str(index)] if str(index) in self.adapters else None)
         return (slot.pre_attn, slot.pre_mlp) if slot is not None else (None, None)
 
     def _block(self, index: int, x: torch.Tensor) -> torch.Tensor:

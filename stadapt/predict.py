@@ -63,7 +63,7 @@ def predict_videos(
     else:
         run, config = _torch_runner(checkpoint, device=device, backbone_weights=backbone_weights)
     view_pair = parse_views(views or config["views"])
-    results = []
+    results: list[dict[str, Any]] = []
     for video in videos:
         try:
             clips = _clip_views(Path(video), views=view_pair, **{k: config[k] for k in (
@@ -79,8 +79,8 @@ def predict_videos(
 def _torch_runner(target: Path | None, *, device: str, backbone_weights: str | None):
     from stadapt.api import load_model
     from stadapt.checkpoint import checkpoint_variant, read_checkpoint
-    from stadapt.engine.setup import resolve_device
     from stadapt.engine.rundir import resolve_target
+    from stadapt.engine.setup import resolve_device
 
     checkpoint, _ = resolve_target(target)
     meta, _ = read_checkpoint(checkpoint)

@@ -56,7 +56,8 @@ def bundle(target: Path | None, repo: str) -> tuple[dict[str, bytes], dict[str, 
         try:
             report = json.loads(eval_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StadaptError(f"{eval_path} is not valid JSON ({exc})", f"run `stadapt eval {run or checkpoint}` again") from exc
+            raise StadaptError(f"{eval_path} is not valid JSON ({exc})",
+                               f"run `stadapt eval {run or checkpoint}` again") from exc
         found = str(report.get("checkpoint_sha256"))
         if found != _sha256(tensors):
             raise StadaptError(
@@ -157,7 +158,7 @@ def upload(files: Mapping[str, bytes], repo: str, *, private: bool = False) -> s
             api.create_repo(repo, private=True if private else None, exist_ok=True)
             commit = api.upload_folder(repo_id=repo, folder_path=folder, commit_message="stadapt push",
                                        delete_patterns=None if EVAL_FILE in files else [EVAL_FILE])
-        except Exception as exc:  # noqa: BLE001 -- offline, no access, HTTP and network errors: all end the upload the same way
+        except Exception as exc:  # offline, no access, HTTP and network errors: all end the upload the same way
             raise StadaptError(f"uploading to the hub repository {repo} failed ({first_line(exc)})",
                                f"check the network and that your token may write to it (`hf auth whoami`), {instead}")\
                 from None

@@ -17,7 +17,7 @@ from typing import Any
 from stadapt.errors import StadaptError
 
 DATASETS = ("ucf101", "hmdb51")
-TRANSFER = {  # the paper's transfer setting; the rest of the recipe is the source run's
+TRANSFER: dict[str, Any] = {  # the paper's transfer setting; the rest of the recipe is the source run's
     "optim.steps": 500,
     "optim.batch_size": 128,
     "optim.scale.adapters": 0.1,
@@ -164,12 +164,14 @@ def finetune_transfer(
         raise StadaptError(f"unknown transfer data set {dataset!r}", f"choose one of: {', '.join(DATASETS)}")
     bad = [s for s in splits if s not in (1, 2, 3)]
     if bad or not splits:
-        raise StadaptError(f"--splits must name official splits 1, 2 and/or 3, got {list(splits)}", "e.g. --splits 1,2,3")
+        raise StadaptError(f"--splits must name official splits 1, 2 and/or 3, got {list(splits)}",
+                           "e.g. --splits 1,2,3")
     checkpoint, _ = resolve_target(source)
     meta, _ = read_checkpoint(checkpoint)
     recipe = meta.get("recipe")
     if not recipe:
-        raise StadaptError(f"{checkpoint} records no training recipe", "transfer from a checkpoint `stadapt train` wrote")
+        raise StadaptError(f"{checkpoint} records no training recipe",
+                           "transfer from a checkpoint `stadapt train` wrote")
     base = f"{recipe.get('name') or checkpoint.parent.parent.name}_to_{dataset}"
     out = Path(out) if out is not None else Path("runs") / base
 

@@ -1,7 +1,10 @@
+import inspect
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import CodeType
 
 import pytest
 
@@ -35,3 +38,52 @@ def _fresh_plugin_registry():
     clear_cache()
     yield
     clear_cache()
+
+
+# A test is `slow` when it, a fixture it uses or a test helper they call starts processes (the console
+# script through helpers.run_cli, subprocess, multiprocessing) or runs the trainer: `make test-fast`
+# (pytest -m "not slow") leaves those out. Mark a test `slow` by hand where the rule cannot see it.
+SLOW_NAMES = frozenset({"run_cli", "subprocess", "multiprocessing", "ProcessPoolExecutor", "Popen"})
+# modules whose functions train: the trainer and the commands built on it
+TRAINERS = ("stadapt.engine.loop", "stadapt.quickstart", "stadapt.transfer")
+TESTS = Path(__file__).resolve().parent
+
+
+def _names(code: CodeType) -> set[str]:
+    """Global and attribute names a code object (and the functions, lambdas and comprehensions inside it)
+    refers to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _names(const)
+    return names
+
+
+def _is_slow(func: Callable, seen: set[Callable]) -> bool:
+    """Whether `func`, or a function of tests/ that it calls, refers to one of SLOW_NAMES or the trainer."""
+    func = inspect.unwrap(func)
+    if func in seen or not inspect.isfunction(func):
+        return False
+    seen.add(func)
+    names = _names(func.__code__)
+    if names & SLOW_NAMES or names.intersection(TRAINERS):  # `from stadapt.quickstart import ...` in the function
+        return True
+    for name in names:
+        target = func.__globals__.get(name)
+        if getattr(target, "__module__", None) in TRAINERS:
+            return True
+        if inspect.isfunction(target) and Path(inspect.getfile(target)).resolve().is_relative_to(TESTS):
+            if _is_slow(target, seen):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("slow"):
+            continue
+        seen: set[Callable] = set()
+        fixtures = [defs[-1].func for name in item.fixturenames
+                    if (defs := item._fixtureinfo.name2fixturedefs.get(name))]
+        if any(_is_slow(func, seen) for func in (item.function, *fixtures)):
+            item.add_marker(pytest.mark.slow)

@@ -213,7 +213,7 @@ def test_same_seed_same_output_and_no_global_rng():
         np.random.seed(global_seed)
         random.seed(global_seed)
         outputs.append([aug(clip, np.random.default_rng(seed)) for seed in range(6)])
-    for first, second in zip(*outputs):
+    for first, second in zip(*outputs, strict=True):
         assert torch.equal(first, second)
     plans = {tuple(aug.draw(np.random.default_rng(seed))) for seed in range(6)}
     assert len(plans) == 6

@@ -61,7 +61,8 @@ def test_cli_prints_and_writes_gflops(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "GFLOPs/clip" in result.stdout
     report = json.loads(out.read_text())
-    assert report["models"]["with_adapters"]["gflops_per_clip"] > report["models"]["without_adapters"]["gflops_per_clip"]
+    models = report["models"]
+    assert models["with_adapters"]["gflops_per_clip"] > models["without_adapters"]["gflops_per_clip"]
 
 
 @pytest.mark.parametrize("name, peak", [

@@ -88,7 +88,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> dict:
         (folder / "refs" / "main").write_text(REVISION)
         (snapshot / "open_clip_config.json").write_text(json.dumps(config))
         model = _open_clip_model(snapshot)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "open_clip_model.safetensors"))
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(snapshot / "open_clip_model.safetensors"))
         models[repo] = model
     return {"env": {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}, "cache": cache, "models": models}
 

@@ -196,7 +196,7 @@ def test_read_exact_indices(videos):
     frames = read_frames(videos["grey"], indices)
     assert frames.shape == (6, HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
     assert frame_ids(frames) == indices
-    assert all(abs(float(f.mean()) - 10 * i) < 2.0 for f, i in zip(frames, indices))
+    assert all(abs(float(f.mean()) - 10 * i) < 2.0 for f, i in zip(frames, indices, strict=True))
     with VideoReader(videos["grey"]) as reader:  # a reader can be read again (it restarts)
         assert frame_ids(reader.read([3])) == [3] and frame_ids(reader.read([1, 5])) == [1, 5]
         assert reader.read([]).shape == (0, HEIGHT, WIDTH, 3)
@@ -288,7 +288,7 @@ def test_transform_shapes_and_normalisation():
     assert TestTransform(16, CLIP_MEAN, CLIP_STD)(frames).shape == (1, 3, 4, 16, 16)
 
     grey = np.full((2, 30, 50, 3), 128, np.uint8)
-    expected = torch.tensor([(128 / 255 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD)]).view(3, 1, 1, 1)
+    expected = torch.tensor([(128 / 255 - m) / s for m, s in zip(CLIP_MEAN, CLIP_STD, strict=True)]).view(3, 1, 1, 1)
     outputs = [
         TrainTransform(16, CLIP_MEAN, CLIP_STD)(grey, rng),
         *TestTransform(16, CLIP_MEAN, CLIP_STD, spatial_views=3)(grey),
@@ -307,7 +307,7 @@ def test_three_crops_lie_along_the_long_side():
             crops = [full[..., :, a : a + 16] for a in (0, 4, 8)]
         else:
             crops = [full[..., a : a + 16, :] for a in (0, 4, 8)]
-        for view, crop in zip(views, crops):
+        for view, crop in zip(views, crops, strict=True):
             assert torch.allclose(view, crop)
         assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
     # with a resize: 32x48 -> 16x24, crops still start / centre / end (means increase left to right)

@@ -13,7 +13,8 @@ SCRIPT = ROOT / "scripts" / "device_check.py"
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is here: device-check would measure it")
 def test_make_device_check_without_a_gpu_says_so_and_exits_0():
-    result = subprocess.run(["make", "-s", "device-check"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(["make", "-s", "device-check"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            check=False)
     assert result.returncode == 0, result.stderr
     assert "no CUDA GPU on this machine" in result.stdout and "Traceback" not in result.stderr
 

@@ -41,7 +41,8 @@ train:
 
 
 def test_the_examples_own_tests_pass_against_the_installed_plugin(example_plugin: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE_PLUGIN / "tests")],
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(EXAMPLE_PLUGIN / "tests")],
                           capture_output=True, text=True, env={"PYTHONPATH": str(example_plugin),
                                                                "PATH": str(Path(sys.executable).parent)},
                           cwd=example_plugin, timeout=300)

@@ -20,8 +20,8 @@ from stadapt.data.formats.videos import (
     numbered_classes,
     read_class_names,
 )
-from stadapt.data.textfile import read_lines
 from stadapt.data.prepared import open_prepared, write_prepared
+from stadapt.data.textfile import read_lines
 from stadapt.errors import DataError
 
 # ----------------------------------------------------------------------------------------- builders

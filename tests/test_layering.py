@@ -106,5 +106,6 @@ def test_the_parts_of_stadapt_form_layers_without_cycles() -> None:
     graph = import_graph()
     cycle = find_cycle(graph)
     if cycle:
-        steps = [f"  {a} -> {b}: {', '.join(sorted(set(graph[a][b]))[:3])}" for a, b in zip(cycle, cycle[1:])]
+        pairs = zip(cycle, cycle[1:], strict=False)
+        steps = [f"  {a} -> {b}: {', '.join(sorted(set(graph[a][b]))[:3])}" for a, b in pairs]
         raise AssertionError("the parts of stadapt/ import each other in a circle:\n" + "\n".join(steps))

@@ -79,7 +79,8 @@ def test_train_eval_export_honour_the_umask(recipe: Path, tmp_path: Path, mask: 
     for name, mode in modes.items():
         is_dir = (run / name).is_dir()
         expected = (0o777 if is_dir else 0o666) & ~mask
-        assert mode == expected, f"umask {mask:03o}: {name} has mode {mode:03o}, open()/mkdir() would give {expected:03o}"
+        assert mode == expected, (f"umask {mask:03o}: {name} has mode {mode:03o}, "
+                                  f"open()/mkdir() would give {expected:03o}")
     from stadapt.engine.rundir import LOCK_FILE, MARKER_FILE
 
     assert {MARKER_FILE, LOCK_FILE} <= set(modes)  # the run's marker and lock follow the umask too

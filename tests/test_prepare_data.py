@@ -152,7 +152,8 @@ def test_hmdb51_odd_names(tmp_path):
         "val": [(str(org / "brush_hair/Café de Flore!_brush_hair_u_nm_np1_ba_goo_1.avi"), 0),
                 (str(org / "draw_sword/Glitter_(Fairy_Tail)_&_Keine_(Touhou)_draw_sword_f_cm_np1_fr_med_0.avi"), 1)],
     }
-    assert quarantine == [(str(org / "brush_hair/gone_brush_hair_f_nm_np1_fr_med_0.avi"), "train: missing: no such file")]
+    assert quarantine == [(str(org / "brush_hair/gone_brush_hair_f_nm_np1_fr_med_0.avi"),
+                           "train: missing: no such file")]
     assert manifest["details"]["unused"] == 2
     assert manifest["empty_classes"] == {"train": ["shoot_ball"], "val": ["shoot_ball"]}
 

@@ -216,7 +216,7 @@ def test_predict_prints_parseable_top_k_and_reports_bad_videos(dataset: Path, tm
     import csv
 
     rows = {r["path"]: r for r in csv.DictReader((run / "eval.predictions.csv").open())}
-    for video, line in zip(videos, lines):
+    for video, line in zip(videos, lines, strict=True):
         row = rows[str(video)]
         assert row["prediction_name"] == line["top"][0]["class"]
         assert abs(float(row["probability"]) - line["top"][0]["probability"]) < 1e-4

@@ -123,9 +123,8 @@ def test_adapters_with_a_fine_tuning_mode_are_refused():
 
 
 def test_partial_fine_tuning_needs_block_modules_from_the_plugin(monkeypatch):
-    from stadapt_clip.backbone import ClipBackbone
-
     from stadapt.backbones.base import FrameBackbone
+    from stadapt_clip.backbone import ClipBackbone
 
     monkeypatch.setattr(ClipBackbone, "block_modules", FrameBackbone.block_modules)
     with pytest.raises(PluginError, match="block_modules") as info:
@@ -134,10 +133,9 @@ def test_partial_fine_tuning_needs_block_modules_from_the_plugin(monkeypatch):
 
 
 def test_conformance_checks_block_modules(monkeypatch):
-    from stadapt_clip.backbone import ClipBackbone
-
     from stadapt.backbones import load_plugin
     from stadapt.conformance import check_plugin
+    from stadapt_clip.backbone import ClipBackbone
 
     name = "block_modules name each block's parameters (partial fine-tuning)"
     monkeypatch.setattr(ClipBackbone, "block_modules", lambda self, index: [self._blocks[index].mlp])
@@ -385,6 +383,7 @@ def test_bench_train_rejects_unknown_modes():
 
 def test_quick_gelu_keeps_one_tensor_for_backward_and_matches_open_clip():
     from open_clip.transformer import QuickGELU as OpenClipQuickGELU
+
     from stadapt_clip.backbone import QuickGELU
 
     x = torch.randn(4, 7, 64, dtype=torch.float64, requires_grad=True)

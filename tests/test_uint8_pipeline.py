@@ -163,8 +163,8 @@ TINY = {
 
 
 def test_uint8_batches_reach_the_loop_and_are_normalised_where_the_model_runs(tmp_path: Path, monkeypatch) -> None:
-    """The loop (its step unit) and evaluation call `to_model_input` at the spot where a batch moves to the device, with a
-    uint8 batch straight from a DataLoader worker; what the model gets is float and normalised."""
+    """The loop (its step unit) and evaluation call `to_model_input` at the spot where a batch moves to the
+    device, with a uint8 batch straight from a DataLoader worker; what the model gets is float and normalised."""
     from stadapt.data import on_device
     from stadapt.data.synthetic import SyntheticSpec, write_synthetic
     from stadapt.engine import loop, step

@@ -10,12 +10,12 @@ import torch
 from helpers import run_cli
 
 from stadapt.adapters import AdapterConfig
+from stadapt.backbones.attention import mha_query_attention
+from stadapt.backbones.base import FrameBackbone
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 from stadapt.errors import StadaptError
 from stadapt.model import ModelConfig, build_model
 from stadapt.visualize import attention_maps, figure_size
-from stadapt.backbones.attention import mha_query_attention
-from stadapt.backbones.base import FrameBackbone
 from stadapt.visualize.attention import _last_attention_input
 
 RECIPE = """\

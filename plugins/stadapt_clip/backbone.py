@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from stadapt.backbones.attention import is_plain_self_attention, mha_query_attention, self_attention
-from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.base import ForeignModule, FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError
-
 
 _CHUNK_ELEMENTS = 1 << 20  # elements per piece of the elementwise work: 4 MiB in float32
 
@@ -23,7 +22,7 @@ def _row_chunks(*tensors: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
     width = tensors[0].shape[-1] if tensors[0].dim() else 1
     flat = [t.view(-1, width) for t in tensors]
     rows = max(1, _CHUNK_ELEMENTS // max(width, 1))
-    return list(zip(*(f.split(rows) for f in flat)))
+    return list(zip(*(f.split(rows) for f in flat), strict=True))
 
 
 class _QuickGELUFunction(torch.autograd.Function):
@@ -32,7 +31,7 @@ class _QuickGELUFunction(torch.autograd.Function):
     hidden activation's: in training the backward of this activation was the peak of the step."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         x = x.contiguous()
         out = torch.empty_like(x)
@@ -42,7 +41,7 @@ class _QuickGELUFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         x, grad = x.contiguous(), grad.contiguous()
         out = torch.empty_like(x)
@@ -83,7 +82,8 @@ def build_visual(
         norm_layer=LayerNorm,
     )
     if not getattr(visual.transformer, "batch_first", False):
-        raise PluginError("the installed open_clip runs its transformer sequence-first", "pip install -U open_clip_torch")
+        raise PluginError("the installed open_clip runs its transformer sequence-first",
+                          "pip install -U open_clip_torch")
     visual.proj = None  # the video head reads the CLS feature before CLIP's image-text projection
     return visual
 
@@ -98,7 +98,7 @@ class ClipBackbone(FrameBackbone):
     identity. The image-text projection `proj` is never used.
     """
 
-    def __init__(self, visual: nn.Module) -> None:
+    def __init__(self, visual: ForeignModule) -> None:
         super().__init__()
         self.visual = visual
         self._blocks = list(visual.transformer.resblocks)
@@ -193,7 +193,7 @@ class ClipBackbone(FrameBackbone):
         return pooled.reshape(pooled.shape[0], -1)
 
 
-def open_clip_query_attention(attn: nn.Module, h: torch.Tensor) -> torch.Tensor:
+def open_clip_query_attention(attn: ForeignModule, h: torch.Tensor) -> torch.Tensor:
     """The [CLS] query's attention weights (N, L) of open_clip's own `Attention` module (custom blocks) on
     its normed input h, with its q/k norms or scaled cosine logits, averaged over the heads."""
     n, length, width = h.shape
@@ -210,7 +210,7 @@ def open_clip_query_attention(attn: nn.Module, h: torch.Tensor) -> torch.Tensor:
     return scores.softmax(dim=-1).mean(dim=(1, 2))
 
 
-def use_memory_saving_quick_gelu(visual: nn.Module) -> None:
+def use_memory_saving_quick_gelu(visual: ForeignModule) -> None:
     """Swap open_clip's QuickGELU modules in the tower's MLPs for ours (same values, a quarter less memory)."""
     from open_clip.transformer import QuickGELU as OpenClipQuickGELU
 

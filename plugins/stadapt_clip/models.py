@@ -140,8 +140,8 @@ def open_clip_model(name: str) -> OpenClipModel | None:
         embed_dim=int(model_cfg["embed_dim"]),
         vision_cfg=dict(model_cfg["vision_cfg"]),
         quick_gelu=bool(model_cfg.get("quick_gelu", False)),
-        mean=tuple(preprocess.get("mean", CLIP_MEAN)),  # type: ignore[arg-type]
-        std=tuple(preprocess.get("std", CLIP_STD)),  # type: ignore[arg-type]
+        mean=tuple(preprocess.get("mean", CLIP_MEAN)),
+        std=tuple(preprocess.get("std", CLIP_STD)),
         interpolation=str(preprocess.get("interpolation", "bicubic")),
         preprocess_source=str(preprocess.get("source", "open_clip's default (OpenAI's)")),
     )

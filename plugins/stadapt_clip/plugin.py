@@ -109,7 +109,8 @@ class ClipPlugin(BackbonePlugin):
         unknown = set(options) - {"quick_gelu", "image_size"}
         if unknown:
             raise UnknownBackboneError(
-                f"clip backbones take no option(s) {', '.join(sorted(unknown))}", "the options are quick_gelu, image_size"
+                f"clip backbones take no option(s) {', '.join(sorted(unknown))}",
+                "the options are quick_gelu, image_size",
             )
         if "quick_gelu" in options and options["quick_gelu"] is None:
             raise _ask_activation(variant)
@@ -238,7 +239,8 @@ def _model(variant: str) -> OpenClipModel:
 
     model = open_clip_model(variant)
     if model is None:
-        raise UnknownBackboneError(f"open_clip has no model '{variant}'", "`stadapt backbones --search clip` lists them")
+        raise UnknownBackboneError(f"open_clip has no model '{variant}'",
+                                   "`stadapt backbones --search clip` lists them")
     return model
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from stadapt.data.synthetic import make_scene, random_state, render
 from stadapt.engine.schedule import lr_factor
+from stadapt_clip.backbone import ClipBackbone
 
 BACKBONE = "clip:tiny"
 # frames are rendered like the synthetic videos, then resized to the model's 32 px
@@ -51,6 +52,7 @@ def pretrain(steps: int = 800, batch: int = 32, lr: float = 2e-3, seed: int = 0,
     rng = np.random.default_rng(seed)
     plugin, variant = parse_backbone(BACKBONE)
     backbone = plugin.build(variant.name)
+    assert isinstance(backbone, ClipBackbone)  # the clip plugin's own: reach its open_clip model
     with torch.no_grad():  # large position embeddings: with CLIP's small default the model never localises
         backbone.visual.positional_embedding.normal_(0, 0.5)
     head = nn.Linear(backbone.feature_width, 3)

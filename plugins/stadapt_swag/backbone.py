@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from stadapt.backbones.attention import is_plain_self_attention, mha_query_attention, self_attention
-from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.base import ForeignModule, FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError
 
@@ -44,7 +44,7 @@ class SwagBackbone(FrameBackbone):
     encoder's final LayerNorm, which `video_norm` applies after the mean over time.
     """
 
-    def __init__(self, vit: nn.Module) -> None:
+    def __init__(self, vit: ForeignModule) -> None:
         super().__init__()
         self.vit = vit
         self.feature_width = int(vit.hidden_dim)

@@ -64,7 +64,8 @@ _TORCHVISION_MLP = {".mlp.0.": ".mlp.linear_1.", ".mlp.3.": ".mlp.linear_2."}
 def _variant(variant: str) -> _Arch:
     arch = _ARCHS.get(variant)
     if arch is None:
-        raise UnknownBackboneError(f"backbone plugin 'swag' has no variant '{variant}'", f"variants: {', '.join(_ARCHS)}")
+        raise UnknownBackboneError(f"backbone plugin 'swag' has no variant '{variant}'",
+                                   f"variants: {', '.join(_ARCHS)}")
     return arch
 
 

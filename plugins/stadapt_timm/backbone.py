@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from stadapt.backbones.attention import query_attention
-from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.base import ForeignModule, FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError, WeightsError, first_line
 
 _POST_NORM_BLOCKS = ("ResPostBlock", "EvaBlockPostNorm", "SwinTransformerV2Block")
 
 
-def _fit_with_timm_filter(model: nn.Module, state_dict: dict[str, torch.Tensor],
+def _fit_with_timm_filter(model: ForeignModule, state_dict: dict[str, torch.Tensor],
                           filter_fn: Callable[..., dict[str, torch.Tensor]], guarded: tuple[str, ...],
                           resampled: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Run timm's checkpoint filter of the model's family (foreign layouts -> timm keys, position
@@ -50,7 +50,7 @@ def _fit_with_timm_filter(model: nn.Module, state_dict: dict[str, torch.Tensor],
     return {**others, **{"model." + k: v for k, v in {**kept, **out}.items()}}
 
 
-def _resample_notice(model: nn.Module, key: str, found: tuple[int, ...], own: tuple[int, ...]) -> str:
+def _resample_notice(model: ForeignModule, key: str, found: tuple[int, ...], own: tuple[int, ...]) -> str:
     grid = tuple(model.patch_embed.grid_size)
     prefix = own[1] - grid[0] * grid[1]
     side = math.isqrt(max(found[1] - prefix, 0))
@@ -70,14 +70,14 @@ class TimmSwinBackbone(FrameBackbone):
     Attention maps: no class token, so each window's mean query (`block_attention`).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: ForeignModule) -> None:
         super().__init__()
         if getattr(model, "global_pool", "avg") != "avg" or getattr(model, "dynamic_img_size", False):
             raise PluginError("the timm Swin backbone needs global_pool='avg' and a fixed image size",
                               "build the timm model with its defaults")
         self.model = model
         self.feature_width = int(model.num_features)
-        self._blocks: list[nn.Module] = []
+        self._blocks: list[ForeignModule] = []
         self._downsamples: list[nn.Module | None] = []  # the transition before each block, if any
         self._layouts: list[TokenLayout] = []
         for stage in model.layers:
@@ -167,10 +167,11 @@ class TimmViTBackbone(FrameBackbone):
     frame as timm does after its per-token `norm`, and `video_norm` = `fc_norm` on the time average.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: ForeignModule) -> None:
         super().__init__()
         if getattr(model, "dynamic_img_size", False):
-            raise PluginError("the timm ViT backbone needs a fixed image size", "build the timm model with its defaults")
+            raise PluginError("the timm ViT backbone needs a fixed image size",
+                              "build the timm model with its defaults")
         if getattr(model, "attn_pool", None) is None and model.global_pool == "":
             raise PluginError("the timm ViT backbone needs a pooled feature, not global_pool=''",
                               "build the timm model with its default global_pool")
@@ -211,7 +212,7 @@ class TimmViTBackbone(FrameBackbone):
         return block.drop_path2(self._scale(block, 2, block.mlp(block.norm2(x))))
 
     @staticmethod
-    def _scale(block: nn.Module, which: int, x: torch.Tensor) -> torch.Tensor:
+    def _scale(block: ForeignModule, which: int, x: torch.Tensor) -> torch.Tensor:
         """Layer scale: timm's ViT `ls1`/`ls2` modules, Eva's `gamma_1`/`gamma_2` parameters (or None)."""
         scale = getattr(block, f"ls{which}", None)
         if scale is not None:
@@ -295,7 +296,7 @@ class TimmEvaBackbone(TimmViTBackbone):
                                      ("pos_embed",))
 
 
-def _project_qk(attn: nn.Module, h: torch.Tensor, rope: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _project_qk(attn: ForeignModule, h: torch.Tensor, rope: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(q, k) of shape (N, heads, L, d) as timm's Attention / EvaAttention / AttentionRope compute them
     before the softmax: fused or separate projections, q/k norms, rotary embedding on the patch tokens,
     key heads repeated for grouped-query attention."""
@@ -322,7 +323,7 @@ def _project_qk(attn: nn.Module, h: torch.Tensor, rope: torch.Tensor | None) -> 
     return q, k
 
 
-def swin_window_probabilities(block: nn.Module, h: torch.Tensor) -> torch.Tensor:
+def swin_window_probabilities(block: ForeignModule, h: torch.Tensor) -> torch.Tensor:
     """The softmax of timm's Swin / SwinV2 block `_attn` on its input h (N, H, W, C), (N * windows, heads, A, A)
     in timm's window order: cyclic shift, padding to whole windows, window partition and the shift mask as
     the block does them, then the block's `WindowAttention` scores (Swin: scaled q k^T + relative position
@@ -340,7 +341,7 @@ def swin_window_probabilities(block: nn.Module, h: torch.Tensor) -> torch.Tensor
     return _window_softmax(attn, _split_windows(shifted, window), mask)
 
 
-def _window_softmax(attn: nn.Module, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _window_softmax(attn: ForeignModule, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """timm's WindowAttention (Swin or SwinV2) up to its softmax, on windows (N * windows, A, C)."""
     count, area, _ = windows.shape
     heads = attn.num_heads
@@ -377,7 +378,7 @@ def _merge_windows(windows: torch.Tensor, window: tuple[int, int], size: tuple[i
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, windows.shape[-1])
 
 
-def frame_backbone(model: nn.Module) -> FrameBackbone:
+def frame_backbone(model: ForeignModule) -> FrameBackbone:
     """The FrameBackbone of a timm model this plugin adapts (ViT, Eva, Swin / SwinV2), keys `model.` + timm's;
     also what other plugins use for timm towers (open_clip's SigLIP, PE-Core, EVA-CLIP)."""
     from stadapt.errors import UnknownBackboneError

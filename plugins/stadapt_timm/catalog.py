@@ -16,6 +16,7 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from stadapt.backbones.base import ForeignModule
 from stadapt.backbones.plugin import VariantInfo
 from stadapt.errors import UnknownBackboneError, first_line
 
@@ -80,7 +81,7 @@ def meta_model(timm_name: str, frozen: tuple[tuple[str, Any], ...] = ()) -> nn.M
         return create(timm_name, **dict(frozen))
 
 
-def classify(model: nn.Module) -> str | None:
+def classify(model: ForeignModule) -> str | None:
     """'vit', 'eva' or 'swin' for a model the plugin can adapt; None (with `why_not`) otherwise."""
     return None if why_not(model) else _KINDS[type(model).__name__]
 
@@ -88,7 +89,7 @@ def classify(model: nn.Module) -> str | None:
 _KINDS = {"VisionTransformer": "vit", "Eva": "eva", "SwinTransformer": "swin", "SwinTransformerV2": "swin"}
 
 
-def why_not(model: nn.Module) -> str:
+def why_not(model: ForeignModule) -> str:
     """Why the plugin cannot adapt `model` ('' when it can)."""
     from timm.layers import PatchEmbed
 
@@ -119,12 +120,13 @@ def _square(size: Any, name: str) -> int:
     return int(height)
 
 
-def describe(name: str, model: nn.Module, info: VariantInfo | None = None) -> VariantInfo:
+def describe(name: str, model: ForeignModule, info: VariantInfo | None = None) -> VariantInfo:
     """The VariantInfo of `name` as `model` (a meta build) is; `info` (a curated variant) keeps its
     own name, family, description and statistics and takes the sizes from the model."""
     kind = classify(model)
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     size = _square(model.patch_embed.img_size, name)
+    facts: dict[str, Any]
     if kind == "swin":
         facts = dict(width=int(model.num_features), blocks=sum(len(s.blocks) for s in model.layers),
                      prefix_tokens=0)
@@ -134,14 +136,15 @@ def describe(name: str, model: nn.Module, info: VariantInfo | None = None) -> Va
     facts["patch_size"] = int(model.patch_embed.patch_size[0])
     if info is not None:
         return replace(info, image_size=size, **facts)
-    interpolation = cfg.get("interpolation") if cfg.get("interpolation") in ("bicubic", "bilinear") else "bicubic"
+    interpolation: str = cfg["interpolation"] if cfg.get("interpolation") in ("bicubic", "bilinear") else "bicubic"
     arch, tag = split_name(name)
     family = FAMILY_NAMES[type(model).__name__]
     prefix = f", {facts['prefix_tokens']} prefix tokens" if facts["prefix_tokens"] != 1 and kind != "swin" else ""
     return VariantInfo(
         name=name,
         description=f"timm {type(model).__name__} {arch} ({size} px, width {facts['width']}, {facts['blocks']} "
-                    f"blocks{prefix}); input settings from timm's pretrained config {cfg.get('tag') or tag or ''}".rstrip(),
+                    f"blocks{prefix}); input settings from timm's pretrained config "
+                    f"{cfg.get('tag') or tag or ''}".rstrip(),
         image_size=size,
         mean=tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
         std=tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))),  # type: ignore[arg-type]

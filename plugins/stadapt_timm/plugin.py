@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stadapt.backbones.base import ForeignModule
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.errors import UnknownBackboneError, WeightsError, first_line
 
@@ -177,7 +178,8 @@ class TimmPlugin(BackbonePlugin):
 
         timm_name, base = _target(variant)
         if classify(meta_model(timm_name, freeze(base))) != "vit":
-            raise WeightsError(f"{path} is a JAX .npz checkpoint, which only timm ViT variants read, not timm:{variant}",
+            raise WeightsError(f"{path} is a JAX .npz checkpoint, which only timm ViT variants read, "
+                               f"not timm:{variant}",
                                "pass a .safetensors or .pth Swin checkpoint, or pick a ViT variant")
         if not Path(path).is_file():
             raise WeightsError(f"weights file {path} does not exist", "check the path")
@@ -231,13 +233,13 @@ class TimmPlugin(BackbonePlugin):
             raise WeightsError(f"timm:{variant} is the model of tag '{own}' (its input settings), not of '{tag}'",
                                f"use backbone timm:{arch}.{tag} for those weights")
         cfg = get_pretrained_cfg(f"{arch}.{tag}")
-        if not cfg.hf_hub_id:
+        if cfg is None or not cfg.hf_hub_id:
             raise WeightsError(f"timm's {arch}.{tag} weights are not on the Hugging Face hub",
-                               f"download {cfg.url or 'them'} elsewhere and pass the local path")
+                               f"download {(cfg and cfg.url) or 'them'} elsewhere and pass the local path")
         return hf_cached_file(cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors", what=what)
 
 
-def _check_npz_shapes(path: Path, model: nn.Module, variant: str) -> None:
+def _check_npz_shapes(path: Path, model: ForeignModule, variant: str) -> None:
     """timm's .npz loader resamples a patch or position embedding of another size to fit, and reads only
     the model's first blocks of a deeper file; refuse instead."""
     import re

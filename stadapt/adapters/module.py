@@ -79,14 +79,15 @@ class STAdapter(nn.Module):
         self.conv = nn.Conv3d(
             bottleneck,
             bottleneck,
-            kernel_size=tuple(kernel),
+            kernel_size=(kernel[0], kernel[1], kernel[2]),
             stride=1,
-            padding=tuple(k // 2 for k in kernel),
+            padding=(kernel[0] // 2, kernel[1] // 2, kernel[2] // 2),
             groups=bottleneck,
         )
         self.fc2 = nn.Linear(bottleneck, channels)
         self.temporal_conv: str | None = None  # None: TEMPORAL_CONV[device type]; else one of TEMPORAL_FORMS
         nn.init.zeros_(self.conv.weight)
+        assert self.conv.bias is not None
         nn.init.zeros_(self.conv.bias)
         nn.init.zeros_(self.fc1.bias)
         nn.init.zeros_(self.fc2.bias)

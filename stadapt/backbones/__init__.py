@@ -7,8 +7,8 @@ plugins stays instant.
 
 from typing import Any
 
-from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.layout import TokenLayout
+from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import (
     GROUP,
     PluginEntry,

@@ -10,10 +10,17 @@ so the core places adapters on each block's residual stream without matching mod
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from stadapt.backbones.layout import TokenLayout
+
+#: A module of the third-party model a plugin wraps (timm, open_clip, classy_vision): its members differ by
+#: architecture and version, so plugins read them duck-typed (nn.Module's typed `__getattr__` would call
+#: each one `Tensor | Module`).
+ForeignModule = Any
 
 
 class FrameBackbone(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stadapt.adapters import AdapterConfig
+from stadapt.adapters import AdapterConfig, STAdapter
 
 
 def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int = 400,
@@ -30,7 +30,8 @@ def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int 
         "head": sum(p.numel() for p in model.head.parameters()),
     }
     with_adapters = model.parameter_counts()
-    bottlenecks = sorted({a.bottleneck for slot in model.adapters.values() for a in slot.children()})
+    bottlenecks = sorted({a.bottleneck for slot in model.adapters.values() for a in slot.children()
+                          if isinstance(a, STAdapter)})
     return {
         "backbone": f"{built.plugin.name}:{built.variant.name}",
         "image_size": built.variant.image_size,

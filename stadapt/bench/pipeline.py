@@ -174,7 +174,8 @@ def format_report(report: dict[str, Any]) -> str:
         rows.append((labels[name], f"{ms[name]['median']:.1f}", f"{ms[name]['p10']:.1f}-{ms[name]['p90']:.1f}",
                      f"{r['median']:.2f}x ({r['p10']:.2f}-{r['p90']:.2f})" if r else "1.00x"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(wd) if i == 0 else c.rjust(wd) for i, (c, wd) in enumerate(zip(row, widths)))
+    lines = ["  ".join(c.ljust(wd) if i == 0 else c.rjust(wd)
+                       for i, (c, wd) in enumerate(zip(row, widths, strict=True)))
              for row in rows]
     lines.append(f"loader: {report['loader_clips_per_s']:.1f} clips/s with {report['workers']} worker(s), "
                  f"batch {report['batch']}")

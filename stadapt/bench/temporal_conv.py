@@ -1,7 +1,8 @@
 """The adapter's temporal convolution, both forms side by side: `python -m stadapt.bench.temporal_conv`.
 
 PyTorch's depthwise Conv3d is known to be slow on CUDA, above all backward; the adapter can run the same
-(kT, 1, 1) convolution as a grouped Conv1d or shifted multiply-adds instead (stadapt.adapters.module). This times what differs
+(kT, 1, 1) convolution as a grouped Conv1d or shifted multiply-adds instead (stadapt.adapters.module).
+This times what differs
 between the two, `STAdapter.temporal` (fc1's output -> temporal conv, with the permutes Conv3d needs),
 forward + backward, at ViT-B/16 shapes (8 frames x 14 x 14 patches, bottleneck 384) in each form, runs
 alternating, and reports the medians, their spread and which

@@ -5,7 +5,8 @@ options), moves it to the device, and runs `warmup + steps` optimizer steps of t
 step (stadapt.engine.step.TrainStep: `accumulation` micro-batches of one random micro-batch, each
 forward under the precision's autocast, the loop's cross-entropy and backward, then the AdamW step
 through the grad scaler), with the loop's tuning, backbone storage and checkpointing options. `half`
-storage keeps a trained backbone in fp32 (the loop refuses it there); the report names such a mode. Step times are wall-clock times of
+storage keeps a trained backbone in fp32 (the loop refuses it there); the report names such a mode.
+Step times are wall-clock times of
 the measured steps (after the warm-up), synchronised on CUDA; the report gives their median.
 
 Memory, measured from the moment the model is on the device (its weights are the baseline):
@@ -327,13 +328,13 @@ def _gib(value: int | None) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a small table."""
+    accumulated = f" x {report['accumulation']} accumulated" if report.get("accumulation", 1) > 1 else ""
+    recomputed = {True: ", blocks recomputed", "mlp": ", adapters and MLP branches recomputed",
+                  "adapters": ", adapters recomputed"}.get(report.get("checkpointing"), "")
     lines = [
         f"{report['backbone']}, {report['frames']} frames x {report['image_size']} px, micro-batch "
-        f"{report['micro_batch']}" + (f" x {report['accumulation']} accumulated" if report.get("accumulation", 1) > 1
-                                      else "") + f", {report['device']} ({report['device_name']}, {report['precision']}), "
-        f"median of {report['steps']} steps after {report['warmup']} warm-up"
-        + {True: ", blocks recomputed", "mlp": ", adapters and MLP branches recomputed",
-           "adapters": ", adapters recomputed"}.get(report.get("checkpointing"), ""),
+        f"{report['micro_batch']}{accumulated}, {report['device']} ({report['device_name']}, {report['precision']}), "
+        f"median of {report['steps']} steps after {report['warmup']} warm-up{recomputed}",
         f"{'mode':<17} {'trainable':>12} {'peak increase':>14} {'peak':>11} {'step (median)':>14}",
     ]
     for mode, r in report["modes"].items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import TextIO
 
 import typer
 
@@ -70,7 +71,9 @@ app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
 app.command("push")(push.push)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """warnings.showwarning: one line, no source location (the user cannot act on our file names)."""
     print(f"stadapt: warning: {message}", file=sys.stderr)
 
 

@@ -82,8 +82,9 @@ def _table(rows: list[dict]) -> None:
               r["description"] + (f" [aka {', '.join(r['aliases'])}]" if r["aliases"] else "")) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers[:-1])]
     for line in (headers, *cells):
-        typer.echo("  ".join(v.ljust(w) for v, w in zip(line[:-1], widths)) + "  " + line[-1])
-    typer.echo("\nUse as --backbone PLUGIN:VARIANT; weights from a local file, or a pretrained tag where a network exists.")
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1])
+    typer.echo("\nUse as --backbone PLUGIN:VARIANT; weights from a local file, or a pretrained tag where a "
+               "network exists.")
 
 
 def _params(spec: str, bottleneck: int, ratio: float | None, positions: str, classes: int, as_json: bool) -> None:
@@ -118,8 +119,8 @@ def _search(entries: list, pattern: str, as_json: bool) -> None:
 
 
 def _check(entries: list, which: str) -> None:
-    from stadapt.conformance import check_plugin
     from stadapt.backbones.registry import load_plugin
+    from stadapt.conformance import check_plugin
 
     name, _, variant = which.partition(":")
     names = [e.name for e in entries] if which == "all" else [name]

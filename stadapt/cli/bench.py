@@ -34,8 +34,8 @@ def bench(
     alternate so machine noise hits both alike. On the CPU the defaults keep ViT-B/16 to a few minutes;
     --batch and --runs scale the work."""
     from stadapt.bench.inference import bench_inference, format_report
-    from stadapt.errors import StadaptError
     from stadapt.cli.reports import show_report
+    from stadapt.errors import StadaptError
 
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise StadaptError(f"unknown --precision {precision!r}", "choose auto, fp32, bf16 or fp16")

@@ -42,7 +42,7 @@ def bench_train(
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     from stadapt.errors import StadaptError
 
-    levels = {"false": False, "adapters": "adapters", "mlp": "mlp", "true": True}
+    levels: dict[str, bool | str] = {"false": False, "adapters": "adapters", "mlp": "mlp", "true": True}
     if checkpointing.lower() not in levels:
         raise StadaptError(f"unknown --checkpointing {checkpointing!r}", "choose false, adapters, mlp or true")
     if precision not in ("auto", "fp32", "bf16", "fp16") or backbone_storage not in ("auto", "fp32", "half"):

@@ -16,8 +16,9 @@ def train(
     auto_resume: bool = typer.Option(False, "--auto-resume",
                                      help="Continue the run if output.dir holds one, else start it (for jobs that "
                                           "may be preempted and restarted with the same command)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in output.dir and start again (only what stadapt wrote; "
-                                                             "a folder that holds other files is refused)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace the run in output.dir and start again (only what stadapt wrote; "
+                                        "a folder that holds other files is refused)."),
     stop_after: int = typer.Option(None, "--stop-after", min=1, metavar="STEPS",
                                    help="Stop after this many steps (with a checkpoint), e.g. to fit a job's time "
                                         "limit; continue later with --resume."),
@@ -33,11 +34,10 @@ def train(
     if (resume or auto_resume) and overwrite:
         raise StadaptError("--resume/--auto-resume and --overwrite contradict each other", "pass one of them")
     loaded = load_recipe(recipe, overrides or [])
-    from stadapt.engine.loop import train as run_training
-
     import signal
 
     from stadapt.engine.distributed import world_from_env
+    from stadapt.engine.loop import train as run_training
 
     result = run_training(loaded, source=describe_source(str(recipe), overrides or []), resume=resume,
                           auto_resume=auto_resume, overwrite=overwrite, progress=not quiet, stop_after=stop_after)

@@ -37,7 +37,8 @@ def finetune_transfer(
     try:
         chosen = [int(s) for s in splits.split(",") if s.strip()]
     except ValueError:
-        raise StadaptError(f"--splits {splits!r} is not a comma-separated list of numbers", "e.g. --splits 1,2,3") from None
+        raise StadaptError(f"--splits {splits!r} is not a comma-separated list of numbers",
+                           "e.g. --splits 1,2,3") from None
     summary = run_transfer(source, dataset=dataset, root=root, splits=chosen, out=out, overrides=overrides or [],
                            check=check, progress=not quiet, overwrite=overwrite)
     stopped = summary.get("interrupted")

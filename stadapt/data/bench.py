@@ -151,7 +151,8 @@ def format_report(report: dict[str, Any]) -> str:
     for name, r in report["decoders"].items():
         rows.append((labels[name], f"{r['clips_per_s']:.1f}", f"{r['median_ms_per_clip']:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
              for row in rows]
     lines.append(f"speed-up: {report['speedup']:.1f}x over {report['clips']} clips from {report['videos']} videos "
                  f"({report['clip']}); frames identical: {'yes' if report['identical_frames'] else 'NO'}")

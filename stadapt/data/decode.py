@@ -23,12 +23,15 @@ import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
 
 from stadapt.errors import VideoDecodeError
+
+if TYPE_CHECKING:
+    from av.video.reformatter import VideoReformatter
 
 _HINT = "re-download or re-encode the video, or prepare the data again so it goes to quarantine.txt"
 _AV_ERRORS = (av.FFmpegError, OSError)
@@ -98,7 +101,7 @@ class VideoReader:
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self._fresh = False  # the open container is positioned at the start of the stream
-        self._reformatter = None  # created on first use, reused for every frame of this reader
+        self._reformatter: VideoReformatter | None = None  # created on first use, reused for every frame of this reader
         self._rotation: int | None = None  # counterclockwise degrees, known after the first frame
         self._check_file()
         self._open()
@@ -108,10 +111,11 @@ class VideoReader:
         if not width or not height:
             self.close()
             raise self._error("the video stream has no frame size")
-        self._coded_size = (int(width), int(height))
+        self._coded_size: tuple[int, int] = (int(width), int(height))
         rate = stream.average_rate or stream.guessed_rate
-        self.fps = float(rate) if rate else 0.0
+        self.fps: float = float(rate) if rate else 0.0
         self.table: FrameTable | None = self._frame_table() if seek else None
+        self.num_frames: int
         if self.table is not None:
             self.num_frames = len(self.table.pts)
         else:
@@ -349,8 +353,8 @@ class VideoReader:
         else:
             if self._container is None:
                 self._open()
+            assert self._container is not None and self._stream is not None
             container, stream = self._container, self._stream
-            assert container is not None and stream is not None
             container.seek(self.table.pts[key], stream=stream, backward=True, any_frame=False)
             self._fresh = False
         return self._decode_packets(container, stream, wanted_pts)
@@ -381,7 +385,7 @@ class VideoReader:
         if self._rotation is None:
             self._rotation = int(round((frame.rotation or 0) / 90.0)) % 4 * 90
         width, height = self._coded_size
-        image = self._reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
+        image: np.ndarray = self._reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
         if self._rotation:
             image = np.ascontiguousarray(np.rot90(image, k=self._rotation // 90))
         return image
@@ -413,7 +417,7 @@ _TORCHCODEC_FIX = ("pip install 'stadapt[torchcodec]' (it needs the system FFmpe
 def torchcodec_problem() -> str | None:
     """Why torchcodec cannot decode here (not installed, or its FFmpeg libraries do not load), or None."""
     try:
-        from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]  # noqa: F401
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
     except (ImportError, OSError, RuntimeError) as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
@@ -456,7 +460,7 @@ class TorchCodecReader:
         problem = _file_problem(self.path)
         if problem:
             raise self._error(problem)
-        from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]
+        from torchcodec.decoders import VideoDecoder
 
         self._decoder: Any = None
         try:

@@ -46,6 +46,6 @@ def stack_padded(clips: Sequence[torch.Tensor]) -> torch.Tensor:
     width = max(int(c.shape[-1]) for c in clips)
     lead = tuple(clips[0].shape[:-2])
     out = torch.zeros((len(clips), *lead, height, width), dtype=clips[0].dtype)
-    for slot, clip in zip(out, clips):
+    for slot, clip in zip(out, clips, strict=True):
         slot[..., : clip.shape[-2], : clip.shape[-1]].copy_(clip)
     return out

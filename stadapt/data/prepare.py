@@ -75,7 +75,7 @@ def _check_all(paths: list[str], workers: int, progress: bool) -> dict[str, str]
             chunk = max(1, min(64, len(paths) // (8 * workers)))
             try:
                 with ProcessPoolExecutor(max_workers=workers) as pool:
-                    for path, reason in zip(paths, pool.map(decode_problem, paths, chunksize=chunk)):
+                    for path, reason in zip(paths, pool.map(decode_problem, paths, chunksize=chunk), strict=True):
                         if reason is not None:
                             bad[path] = reason
                         done += 1

@@ -171,7 +171,7 @@ class TrainTransform(_Normalising):
         """uint8 (B, 3, T, H, W) on the device (padded; `params` on the CPU) -> float32 (B, 3, T, S, S)."""
         s = self.size
         clips = []
-        for clip, (height, width, short, top, left, flip) in zip(video, params.tolist()):
+        for clip, (height, width, short, top, left, flip) in zip(video, params.tolist(), strict=True):
             x = _float_tchw(clip, height, width)
             if self.crop == "jitter":
                 x = resize_short_side(x, short, self.interpolation)[..., top : top + s, left : left + s]
@@ -230,11 +230,12 @@ class TestTransform(_Normalising):
         (B, V * spatial_views, 3, T, S, S), temporal-major."""
         s = self.size
         out = []
-        for views, (height, width) in zip(video, params.tolist()):
+        for views, (height, width) in zip(video, params.tolist(), strict=True):
             crops = []
             for view in views:
                 clip = resize_short_side(_float_tchw(view, height, width), s, self.interpolation)
-                crops += [clip[..., top : top + s, left : left + s] for top, left in self.crop_offsets(*clip.shape[-2:])]
+                crops += [clip[..., top : top + s, left : left + s]
+                          for top, left in self.crop_offsets(*clip.shape[-2:])]
             out.append(self._normalise_batch(crops, video.device))
         if not out:
             return torch.zeros(0, 0, 3, 0, s, s, device=video.device)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from tqdm import tqdm
@@ -77,7 +77,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def check_resumable(saved: Recipe, now: Recipe) -> None:
     """A resumed run must compute the same thing: any other difference is an error naming the keys."""
     before, after = _flatten(saved.to_dict()), _flatten(now.to_dict())
-    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(k for k in set(before) | set(after)
+                     if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = "; ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed[:4])
         raise TrainingError(
@@ -169,6 +170,7 @@ def train(recipe: Recipe, *, source: str = "<recipe>", resume: bool = False, aut
     process calls this; only the first writes.
     """
     device = process_device(resolve_device(recipe.train.device), world_from_env())  # this process's GPU
+    assert recipe.output.dir is not None  # load_recipe fills it in: runs/NAME
     world = init_world(device)
     try:
         with RunLock(recipe.output.dir) as lock:  # held by the main process until the run ends
@@ -220,6 +222,7 @@ def _open_run(recipe: Recipe, world: World, device: torch.device, start: RunStar
               num_classes: int) -> tuple[RunDir, bool, BuiltModel]:
     """Decide how the run starts (on the main process, agreed by all), build the model (which can still
     refuse), then create or take over the folder and write or check the recipe."""
+    assert recipe.output.dir is not None  # load_recipe fills it in
     run = RunDir(recipe.output.dir)
     mode = _on_main(world, lambda: _plan_run(run, start.lock, resume=start.resume, auto_resume=start.auto_resume,
                                              overwrite=start.overwrite, keep=recipe.train.keep_checkpoints))
@@ -448,7 +451,7 @@ def _wrap(model: torch.nn.Module, world: World, device: torch.device, *, compile
 
         wrapped = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if compile_model:
-        wrapped = torch.compile(wrapped)
+        wrapped = cast(torch.nn.Module, torch.compile(wrapped))
     return wrapped
 
 

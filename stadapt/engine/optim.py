@@ -10,7 +10,7 @@ a resumed run's saved optimizer state maps onto the same groups.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
         if isinstance(model, DistributedDataParallel):
             model = model.module
         elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 
@@ -52,14 +52,17 @@ def param_groups(model: nn.Module, weight_decay: float, scale: Mapping[str, floa
     multiplies the learning rate by); its weight decay is `weight_decay x scale` (0 for no-decay).
     """
     scale = scale or {}
-    groups = []
+    groups: list[dict[str, Any]] = []
     for part, module in model_parts(model):
         factor = float(scale.get(part, 1.0))
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for _, p in sorted(module.named_parameters(), key=lambda item: item[0]):
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 else decay).append(p)
-        for kind, params, wd in (("decay", decay, weight_decay * factor), ("no_decay", no_decay, 0.0)):
+        kinds: tuple[tuple[str, list[nn.Parameter], float], ...] = (
+            ("decay", decay, weight_decay * factor), ("no_decay", no_decay, 0.0))
+        for kind, params, wd in kinds:
             if params:
                 groups.append({"params": params, "weight_decay": wd, "lr_scale": factor, "name": f"{part}.{kind}"})
     grouped = {id(p) for g in groups for p in g["params"]}
@@ -98,7 +101,7 @@ def build_optimizer(
     for group in groups:
         group["lr"] = base_lr * group["lr_scale"]
     fused = torch.device(device).type == "cuda"
-    return torch.optim.AdamW(groups, lr=base_lr, betas=tuple(adam_betas), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=base_lr, betas=(adam_betas[0], adam_betas[1]), fused=fused or None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

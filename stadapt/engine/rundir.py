@@ -284,7 +284,7 @@ class RunLock:
     host into the file, for the refusal to name it. The holding process must never open the lock file
     anywhere else: closing any descriptor of it would drop a POSIX lock."""
 
-    def __init__(self, run_path: Path) -> None:
+    def __init__(self, run_path: str | Path) -> None:
         self.path = Path(run_path) / LOCK_FILE
         self._fd: int | None = None
 
@@ -391,7 +391,8 @@ def latest_run(roots: Iterable[Path]) -> Path:
     ]
     if not found:
         where = ", ".join(str(r) for r in roots)
-        raise RunError(f"found no trained run under {where}", "pass a run directory or a checkpoint, or train one first")
+        raise RunError(f"found no trained run under {where}",
+                       "pass a run directory or a checkpoint, or train one first")
     return max(found)[1]
 
 
@@ -414,4 +415,5 @@ def resolve_target(target: Path | None) -> tuple[Path, Path | None]:
         return run.last, run.path
     if not target.exists():
         raise RunError(f"{target} does not exist", "pass a run directory (runs/NAME) or a checkpoint directory")
-    raise RunError(f"{target} is neither a run directory nor a checkpoint", "pass runs/NAME or runs/NAME/checkpoints/last")
+    raise RunError(f"{target} is neither a run directory nor a checkpoint",
+                   "pass runs/NAME or runs/NAME/checkpoints/last")

@@ -70,7 +70,7 @@ def model_config(recipe: Recipe, num_classes: int) -> ModelConfig:
     if recipe.tuning == "st_adapter":
         adapter = AdapterConfig(
             bottleneck=a.bottleneck,
-            kernel=tuple(a.kernel),
+            kernel=a.kernel,
             positions=tuple(a.positions),
             blocks=tuple(a.blocks) if a.blocks is not None else None,
             bottleneck_ratio=a.bottleneck_ratio,

@@ -59,7 +59,8 @@ def predict(
     model.eval()
     probs, labels, indices, skipped = [], [], [], []
     start = time.perf_counter()
-    with tqdm(total=len(dataset), desc=desc, unit="video", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=len(dataset), desc=desc, unit="video", disable=not progress, leave=False,
+              dynamic_ncols=True) as bar:
         for batch in loader:
             skipped.extend(batch["skipped"])
             bar.update(len(batch["label"]) + len(batch["skipped"]))
@@ -67,7 +68,8 @@ def predict(
                 continue
             video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised views, there
             b, v = video.shape[:2]
-            context = precision.autocast(device) if precision is not None else torch.autocast(device.type, enabled=False)
+            context = (precision.autocast(device) if precision is not None
+                       else torch.autocast(device.type, enabled=False))
             clips = video.flatten(0, 1)
             step = max_clips or len(clips)
             with context:

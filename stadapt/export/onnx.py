@@ -136,7 +136,7 @@ def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, ops
                 do_constant_folding=True, dynamo=False,
             )
             return "torchscript"
-        except Exception as exc:  # noqa: BLE001 - any exporter failure: try the other exporter
+        except Exception as exc:  # any exporter failure: try the other exporter
             if is_disk_full(exc):  # the exporter worked; the disk did not: the other one cannot help
                 raise
             errors.append(f"TorchScript exporter: {first_line(exc)}")
@@ -147,9 +147,10 @@ def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, ops
                     model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                     dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False,
                 )
+                assert program is not None  # dynamo=True returns the program
                 program.save(str(path), external_data=False)
             return "dynamo"
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if is_disk_full(exc):
                 raise
             errors.append(f"torch.export exporter: {first_line(exc)}")
@@ -310,7 +311,7 @@ def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metad
         onnx.save_model(proto, str(staging), save_as_external_data=False)
         try:
             onnx.checker.check_model(str(staging), full_check=True)
-        except Exception as exc:  # noqa: BLE001 - onnx raises several types
+        except Exception as exc:  # onnx raises several types
             raise StadaptError(f"the exported ONNX model does not pass onnx.checker ({first_line(exc)})",
                                "try another --opset") from None
         verification = None

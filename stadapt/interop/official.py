@@ -137,7 +137,8 @@ def import_official(
     return write_checkpoint(out, built.model.trainable_state_dict(), meta, overwrite=overwrite)
 
 
-def _build_checked(config: ModelConfig, backbone_weights: str | Path, layout: OfficialLayout, source: str) -> BuiltModel:
+def _build_checked(config: ModelConfig, backbone_weights: str | Path, layout: OfficialLayout,
+                   source: str) -> BuiltModel:
     """Build the model, first checking that the checkpoint's widths and blocks fit the backbone."""
     plugin, variant = parse_backbone(config.backbone)
     width, blocks = variant.width, variant.blocks

@@ -30,7 +30,7 @@ KeyPath = tuple[Key, ...]
 Problem = tuple[Optional[KeyPath], str]  # None: not about one key (a malformed override)
 
 PREPARE_HINT = "make one with `stadapt prepare-data synthetic --out DIR` or set data.root=..."
-MISSING_HINTS = {
+MISSING_HINTS: dict[KeyPath, str] = {
     ("backbone",): "add a backbone: section with name: PLUGIN:VARIANT (e.g. clip:ViT-B-16)",
     ("backbone", "name"): "e.g. name: clip:ViT-B-16; `stadapt backbones` lists them",
     ("data",): "add a data: section with root: DIR (a directory made by `stadapt prepare-data`)",
@@ -346,7 +346,7 @@ def _resolve(data: dict[str, Any], default_name: str | None) -> None:
 def _environment_problems(data: dict[str, Any], bad: set[KeyPath], check_files: bool) -> list[Problem]:
     """Problems outside the recipe text: the backbone plugin, the data directory, the weights file."""
     problems: list[Problem] = []
-    backbone = data.get("backbone") if isinstance(data.get("backbone"), dict) else {}
+    backbone = data["backbone"] if isinstance(data.get("backbone"), dict) else {}
     name = backbone.get("name")
     if isinstance(name, str) and ("backbone", "name") not in bad:
         from stadapt.backbones.registry import parse_backbone
@@ -364,12 +364,13 @@ def _environment_problems(data: dict[str, Any], bad: set[KeyPath], check_files: 
             problems.append((("backbone", "weights"), f"file {weights} does not exist; {fix}"))
         elif not os.path.isfile(weights):
             problems.append((("backbone", "weights"), f"{weights} is a directory, not a weights file; {fix}"))
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    model = data["model"] if isinstance(data.get("model"), dict) else {}
     init = model.get("init_from")
-    if isinstance(init, str) and ("model", "init_from") not in bad and not os.path.isfile(os.path.join(init, "stadapt.json")):
+    if (isinstance(init, str) and ("model", "init_from") not in bad
+            and not os.path.isfile(os.path.join(init, "stadapt.json"))):
         problems.append((("model", "init_from"), f"{init} is not a stadapt checkpoint directory (no stadapt.json); "
                                                  "pass runs/NAME/checkpoints/last"))
-    section = data.get("data") if isinstance(data.get("data"), dict) else {}
+    section = data["data"] if isinstance(data.get("data"), dict) else {}
     root = section.get("root")
     if not isinstance(root, str) or ("data", "root") in bad:
         return problems
@@ -432,7 +433,7 @@ def _build(
     except ValidationError as exc:
         for error in exc.errors():
             problems.extend(_translate(error))
-    problems.extend(_environment_problems(raw, {path for path, _ in problems}, check_files))
+    problems.extend(_environment_problems(raw, {path for path, _ in problems if path is not None}, check_files))
     if problems or late:
         raise _error(source, _arrange(problems, lines, parsed) + late)
     assert recipe is not None
@@ -444,7 +445,9 @@ def _arrange(
 ) -> list[Problem]:
     """Drop repeats, order by the line of the key in the file, and name the override behind a problem."""
 
-    def line(path: KeyPath) -> int:
+    def line(path: KeyPath | None) -> int:
+        if path is None:
+            return 1 << 30
         for end in range(len(path), 0, -1):
             if path[:end] in lines:
                 return lines[path[:end]]
@@ -454,7 +457,7 @@ def _arrange(
     for path, text in sorted(dict.fromkeys(problems), key=lambda p: line(p[0])):
         for keys, _, override in reversed(parsed):
             key = tuple(keys)
-            if path[: len(key)] == key or key[: len(path)] == path:
+            if path is not None and (path[: len(key)] == key or key[: len(path)] == path):
                 text = f"{text} (from override '{override}')"
                 break
         out.append((path, text))

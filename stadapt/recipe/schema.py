@@ -59,7 +59,7 @@ class AdapterSection(_Section):
     # per-adapter bottleneck = round(ratio x token width), for backbones whose width changes (Swin)
     bottleneck_ratio: float | None = Field(None, gt=0, le=4)
     kernel: tuple[Int, Int, Int] = (3, 1, 1)
-    positions: list[Position] = Field(default_factory=lambda: ["pre_mlp"], min_length=1)
+    positions: list[Position] = Field(default_factory=lambda: list[Position](["pre_mlp"]), min_length=1)
     blocks: list[Int] | None = None
 
     @field_validator("positions", mode="before")

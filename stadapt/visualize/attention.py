@@ -11,13 +11,16 @@ is restricted to the patch tokens and renormalised to sum to 1 per frame.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from stadapt.backbones.base import FrameBackbone
 from stadapt.errors import StadaptError
+
+if TYPE_CHECKING:
+    from stadapt.model import VideoClassifier
 
 #: the figure: 3 rows (frame, before, after) x T columns of CELL_IN-inch cells, at DPI dots per inch
 CELL_IN = 2.0
@@ -32,7 +35,7 @@ def figure_size(frames: int) -> tuple[int, int]:
     return (round((LABEL_IN + CELL_IN * frames) * DPI), round((TITLE_IN + CELL_IN * len(ROWS)) * DPI))
 
 
-def _check_attention(model: nn.Module) -> None:
+def _check_attention(model: VideoClassifier) -> None:
     """A StadaptError before any decoding when the backbone's plugin does not provide `block_attention`."""
     backbone = model.backbone
     if type(backbone).block_attention is FrameBackbone.block_attention:
@@ -43,7 +46,7 @@ def _check_attention(model: nn.Module) -> None:
         )
 
 
-def _last_attention_input(model: nn.Module, images: torch.Tensor, adapted: bool) -> torch.Tensor:
+def _last_attention_input(model: VideoClassifier, images: torch.Tensor, adapted: bool) -> torch.Tensor:
     """Tokens entering the last block's attention branch (before its ln_1), (N, L, C) or channels-last
     (N, H, W, C) as the layout says, with or without the adapters: `VideoClassifier.forward_features`'s
     loop stopped there."""
@@ -65,7 +68,7 @@ def _last_attention_input(model: nn.Module, images: torch.Tensor, adapted: bool)
 
 
 @torch.no_grad()
-def attention_maps(model: nn.Module, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_maps(model: VideoClassifier, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(before, after): the last block's [CLS] attention over the patch grid, each (T, grid_h, grid_w)
     float32 summing to 1 per frame, for one normalised clip (3, T, S, S) or (1, 3, T, S, S).
 
@@ -183,8 +186,8 @@ def visualize(
     """
     from stadapt.api import load_model
     from stadapt.checkpoint import read_checkpoint
-    from stadapt.engine.setup import resolve_device
     from stadapt.engine.rundir import resolve_target
+    from stadapt.engine.setup import resolve_device
     from stadapt.errors import VideoDecodeError
 
     video = Path(video)

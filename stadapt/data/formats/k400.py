@@ -100,7 +100,7 @@ def _clip(ref: str, cells: dict[str, str]) -> tuple[_Clip | None, str]:
     if not youtube_id:
         return None, "empty youtube_id"
     times = [_whole(cells[key].strip()) for key in ("time_start", "time_end")]
-    for key, value in zip(("time_start", "time_end"), times):
+    for key, value in zip(("time_start", "time_end"), times, strict=True):
         if value is None:
             return None, f"{key} {cells[key].strip()!r} is not a whole number of seconds"
     return _Clip(ref, label, f"{youtube_id}_{times[0]:06d}_{times[1]:06d}"), ""
@@ -126,7 +126,7 @@ def read_csv(path: Path) -> tuple[list[_Clip] | None, list[tuple[str, str]]]:
         if len(row) != len(header):
             rejected.append((ref, f"has {len(row)} fields, the header has {len(header)}"))
             continue
-        clip, why = _clip(ref, dict(zip(header, row)))
+        clip, why = _clip(ref, dict(zip(header, row, strict=True)))
         if clip:
             clips.append(clip)
         else:

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from stadapt.data.formats.base import Listing
 from stadapt.data.textfile import read_lines, read_text
@@ -33,6 +33,14 @@ def require_dir(root: Path, what: str = "data set root") -> Path:
         state = "is not a directory" if path.exists() else "does not exist"
         raise DataError(f"{what} {path} {state}", "pass the folder that holds the data set with --root")
     return path.resolve()
+
+
+@overload
+def explicit_path(path: Path | str) -> Path: ...
+
+
+@overload
+def explicit_path(path: None) -> None: ...
 
 
 def explicit_path(path: Path | str | None) -> Path | None:
