@@ -24,6 +24,7 @@ from stadapt.cli import (
     prepare_data,
     push,
     quickstart,
+    recipe,
     train,
     transfer,
     visualize,
@@ -68,6 +69,7 @@ app.command("finetune-transfer", context_settings={"allow_interspersed_args": Tr
 app.command("backbones")(backbones.backbones)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
 app.command("push")(push.push)
+app.add_typer(recipe.app, name="recipe")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
