@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from stadapt.recipe import Recipe
 
 app = typer.Typer(help="Inspect recipes: the fully resolved values (base: chains, overrides) and the schema.",
                   no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,7 +46,7 @@ def _class_count(root: str) -> int | None:
         return None
 
 
-def _parameter_lines(recipe, classes: int | None) -> str:  # noqa: ANN001 (Recipe; imported lazily)
+def _parameter_lines(recipe: Recipe, classes: int | None) -> str:
     """Parameter counts of the recipe's model as YAML comments, so the output stays a valid recipe."""
     from stadapt.bench.params import model_parameter_counts
     from stadapt.engine.setup import model_config
@@ -56,8 +60,8 @@ def _parameter_lines(recipe, classes: int | None) -> str:  # noqa: ANN001 (Recip
     built, parts, counts = model_parameter_counts(model_config(recipe, classes))
     share = 100 * counts["trainable"] / counts["total"]
     return "\n".join([
-        f"# parameters ({built.plugin.name}:{built.variant.name}, {classes} classes from {source}, "
-        f"tuning {recipe.tuning}):",
+        (f"# parameters ({built.plugin.name}:{built.variant.name}, {classes} classes from {source}, "
+         f"tuning {recipe.tuning}):"),
         f"#   backbone {parts['backbone']:,}  adapters {parts['adapters']:,}  head {parts['head']:,}",
         f"#   total {counts['total']:,}  trainable {counts['trainable']:,} ({share:.2f}%)",
     ])
