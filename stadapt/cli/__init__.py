@@ -35,7 +35,8 @@ app = typer.Typer(
     name="stadapt",
     help="Adapt frozen image foundation models to video with ST-Adapters (Pan et al., NeurIPS 2022).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

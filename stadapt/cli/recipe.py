@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from stadapt.recipe import Recipe
 
 app = typer.Typer(help="Inspect recipes: the fully resolved values (base: chains, overrides) and the schema.",
-                  no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+                  no_args_is_help=True)
 
 
 @app.command("show", context_settings={"allow_interspersed_args": True})
