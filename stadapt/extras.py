@@ -39,9 +39,9 @@ def require(module: str, *, extra: str | None = None, what: str = "this command"
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        missing = exc.name or module
-        inner = "" if missing.split(".")[0] == module.split(".")[0] else f" (it needs {missing})"
-        raise MissingExtraError(f"{what} needs the package {module}{inner}, which is not installed",
+        top, missing = module.split(".")[0], (exc.name or module).split(".")[0]
+        inner = "" if missing == top else f" (it needs {missing})"
+        raise MissingExtraError(f"{what} needs the package {top}{inner}, which is not installed",
                                 install_hint(extra)) from None
 
 

@@ -52,7 +52,7 @@ def test_swag_without_classy_vision_says_which_extra_to_install(tmp_path: Path) 
     done = run_cli("backbones", "--params", "swag:ViT-B-16", env=blocked(tmp_path, "classy_vision"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0
-    assert "swag backbones needs the package classy_vision" in done.stderr
+    assert "the swag backbone needs the package classy_vision, which is not installed" in done.stderr
     assert "pip install 'stadapt[swag]'" in done.stderr
 
 

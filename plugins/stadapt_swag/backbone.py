@@ -16,7 +16,7 @@ def build_vit(*, image_size: int, patch_size: int, layers: int, heads: int, widt
     from stadapt.extras import require
 
     VisionTransformer = require("classy_vision.models.vision_transformer", extra="swag",  # noqa: N806
-                                what="swag backbones").VisionTransformer
+                                what="the swag backbone").VisionTransformer
     vit = VisionTransformer(
         image_size=image_size,
         patch_size=patch_size,
