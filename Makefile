@@ -10,7 +10,7 @@ TEST_WORKERS ?= 2
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -c constraints.txt -e '.[all,dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -103,8 +103,10 @@ def _torch_runner(target: Path | None, *, device: str, backbone_weights: str | N
 
 
 def _onnx_runner(path: Path):
-    import onnx
-    import onnxruntime
+    from stadapt.extras import require
+
+    onnx = require("onnx", what="stadapt predict with an .onnx model")
+    onnxruntime = require("onnxruntime", what="stadapt predict with an .onnx model")
 
     if not path.is_file():
         raise StadaptError(f"ONNX model {path} does not exist", "make one with `stadapt export --onnx`")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from stadapt.recipe import Recipe, load_recipe
+from stadapt.recipe.load import deep_merge
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SHIPPED = sorted(RECIPES.glob("*.yaml"))
@@ -101,6 +102,13 @@ def raw(path: Path) -> dict[str, Any]:
     return data
 
 
+def merged(path: Path) -> dict[str, Any]:
+    """The recipe's raw values with its `base:` chain merged in (still relative paths, as written)."""
+    data = raw(path)
+    base = data.pop("base", None)
+    return deep_merge(merged(path.parent / base), data) if base else data
+
+
 def header(path: Path) -> str:
     """The comment block the file starts with."""
     lines = []
@@ -159,7 +167,7 @@ def test_header_says_how_to_run_it(path: Path) -> None:
     text = header(path)
     assert text, f"{path.name} has no header comment"
     assert f"stadapt train recipes/{path.name}" in text
-    data = raw(path)["data"]
+    data = merged(path)["data"]  # a recipe with base: states only what differs
     assert "stadapt prepare-data " in text and f"--out {data['root']}" in text
     if path.stem in PAPER:
         assert f"torchrun --nproc_per_node 8 --no-python stadapt train recipes/{path.name}" in text

@@ -13,10 +13,10 @@ from stadapt.errors import PluginError
 
 def build_vit(*, image_size: int, patch_size: int, layers: int, heads: int, width: int, mlp_dim: int) -> nn.Module:
     """A randomly initialised classy-vision VisionTransformer without a head (SWAG's trunk), no dropout."""
-    try:
-        from classy_vision.models.vision_transformer import VisionTransformer
-    except ImportError as exc:
-        raise PluginError(f"swag backbones need classy-vision ({exc})", "pip install classy-vision") from exc
+    from stadapt.extras import require
+
+    VisionTransformer = require("classy_vision.models.vision_transformer", extra="swag",
+                                what="the swag backbone").VisionTransformer
     vit = VisionTransformer(
         image_size=image_size,
         patch_size=patch_size,

@@ -7,29 +7,23 @@ difference, so the two columns differ by exactly their parameters.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stadapt.adapters import AdapterConfig, STAdapter
+
+if TYPE_CHECKING:
+    from stadapt.model import BuiltModel, ModelConfig
 
 
 def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int = 400,
                      frames: int = 8) -> dict[str, Any]:
     """{backbone, adapter, num_classes, parts{backbone, adapters, head}, with_adapters{total, trainable},
     without_adapters{total, trainable}} for `backbone` ('plugin:variant')."""
-    import torch
-
-    from stadapt.model import ModelConfig, build_model
+    from stadapt.model import ModelConfig
 
     config = ModelConfig(backbone, num_classes, frames, adapter, dropout=0.0, tuning="st_adapter")
-    with torch.device("meta"):
-        built = build_model(config)
+    built, parts, with_adapters = model_parameter_counts(config)
     model = built.model
-    parts = {
-        "backbone": sum(p.numel() for p in model.backbone.parameters()),
-        "adapters": sum(p.numel() for p in model.adapters.parameters()),
-        "head": sum(p.numel() for p in model.head.parameters()),
-    }
-    with_adapters = model.parameter_counts()
     bottlenecks = sorted({a.bottleneck for slot in model.adapters.values() for a in slot.children()
                           if isinstance(a, STAdapter)})
     return {
@@ -42,6 +36,24 @@ def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int 
         "with_adapters": with_adapters,
         "without_adapters": {"total": with_adapters["total"] - parts["adapters"], "trainable": parts["head"]},
     }
+
+
+def model_parameter_counts(config: ModelConfig) -> tuple[BuiltModel, dict[str, int], dict[str, int]]:
+    """The model of `config` built on the meta device: (built, parts{backbone, adapters, head},
+    {total, trainable} under the config's tuning)."""
+    import torch
+
+    from stadapt.model import build_model
+
+    with torch.device("meta"):
+        built = build_model(config)
+    model = built.model
+    parts = {
+        "backbone": sum(p.numel() for p in model.backbone.parameters()),
+        "adapters": sum(p.numel() for p in model.adapters.parameters()),
+        "head": sum(p.numel() for p in model.head.parameters()),
+    }
+    return built, parts, model.parameter_counts()
 
 
 def format_parameter_report(report: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from stadapt.cli import (
     prepare_data,
     push,
     quickstart,
+    recipe,
     train,
     transfer,
     visualize,
@@ -35,7 +36,8 @@ app = typer.Typer(
     name="stadapt",
     help="Adapt frozen image foundation models to video with ST-Adapters (Pan et al., NeurIPS 2022).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -69,6 +71,7 @@ app.command("finetune-transfer", context_settings={"allow_interspersed_args": Tr
 app.command("backbones")(backbones.backbones)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
 app.command("push")(push.push)
+app.add_typer(recipe.app, name="recipe")
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -32,6 +32,10 @@ def export(
 
     if not onnx:
         raise StadaptError("say which format to export to", "only --onnx exists for now: stadapt export --onnx")
+    from stadapt.extras import require
+
+    for package in ("onnx", "onnxscript") + (("onnxruntime",) if verify else ()):
+        require(package, what="stadapt export")
     from stadapt.engine.rundir import resolve_target
     from stadapt.export.onnx import default_verify_videos, export_onnx
     from stadapt.hub import output_home

@@ -34,6 +34,10 @@ def train(
     if (resume or auto_resume) and overwrite:
         raise StadaptError("--resume/--auto-resume and --overwrite contradict each other", "pass one of them")
     loaded = load_recipe(recipe, overrides or [])
+    if "wandb" in loaded.train.loggers:  # refused before anything is built or written
+        from stadapt.extras import require
+
+        require("wandb", what="train.loggers: wandb")
     import signal
 
     from stadapt.engine.distributed import world_from_env
@@ -55,9 +59,13 @@ def train(
         return
     val = result.final_val.to_dict() if result.final_val else {}
     top1 = val.get("top1")
-    typer.echo(
+    summary = (
         f"trained {result.steps} steps in {result.seconds:.0f}s; "
         f"val top-1 {'-' if top1 is None else f'{100 * top1:.1f}%'} ({val.get('videos', 0)} videos, "
         f"views {val.get('views', '-')})\n"
         f"run: {result.run_dir}  (evaluate: stadapt eval {result.run_dir} --views 1x3)"
     )
+    typer.echo(summary)
+    from stadapt.engine.reporting import append_train_log
+
+    append_train_log(Path(result.run_dir), summary)

@@ -53,7 +53,7 @@ from stadapt.recipe import Recipe, dump_recipe, load_recipe
 
 # keys a resumed run may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {"data.num_workers", "train.log_every", "train.val_every", "train.save_every", "train.device",
-                     "train.keep_checkpoints", "train.tensorboard", "train.compile", "train.checkpointing",
+                     "train.keep_checkpoints", "train.loggers", "train.compile", "train.checkpointing",
                      "optim.micro_batch"}
 
 
@@ -211,7 +211,7 @@ def _setup(recipe: Recipe, world: World, device: torch.device, start: RunStart, 
     batches = iter(_train_loader(dataset, recipe, plan, world, start=state.step * recipe.optim.batch_size,
                                  device=device))
     log = RunLog(run_dir.path, run_dir.metrics, enabled=world.main, resume_step=state.step if resumed else None,
-                 tensorboard=recipe.train.tensorboard)
+                 loggers=recipe.train.loggers, name=recipe.name, config=recipe.to_dict())
     run = Run(recipe, world, device, precision, plan, run_dir, resumed, built, prepared.classes, val_entries, model,
               optimizer, scaler, state, step, batches, log, progress and world.main)
     _announce(run, len(train_entries))

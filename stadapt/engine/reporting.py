@@ -1,20 +1,32 @@
-"""What a run reports while it trains: metrics.jsonl, TensorBoard event files, peak memory.
+"""What a run reports while it trains: metrics.jsonl, RUN/train.log, TensorBoard, Weights & Biases,
+peak memory.
 
-Only the main process of a distributed run writes; on the others `RunLog` does nothing.
+`train.loggers` picks the optional sinks; metrics.jsonl (the record every tool reads) and train.log
+(the run's console output, appended on resume, plus one text line per logged event) are always
+written. Only the main process of a distributed run writes; on the others `RunLog` does nothing.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import resource
 import sys
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from stadapt.engine.rundir import MetricsLog
+from stadapt.fileio import atomic_write_text
 
 TENSORBOARD_DIR = "tensorboard"
+TRAIN_LOG = "train.log"
+WANDB_ID_FILE = "wandb.json"  # the Weights & Biases run id, so that --resume continues the same W&B run
 _SCALARS = {"train": ("loss", "acc", "lr", "clips_per_s", "peak_memory_mb"),
             "val": ("top1", "top5", "mean_class_accuracy")}
 
@@ -27,32 +39,184 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def scalars(event: dict[str, Any]) -> dict[str, float]:
+    """The numbers of a train or val event that the loggers plot, keyed `split/name`."""
+    split = str(event.get("split"))
+    return {f"{split}/{key}": event[key] for key in _SCALARS.get(split, ())
+            if isinstance(event.get(key), (int, float)) and not isinstance(event.get(key), bool)}
+
+
+class ConsoleLog:
+    """Copies what the process prints (stdout and stderr) into RUN/train.log, appending.
+
+    A progress bar redraws one line with carriage returns; the log keeps what the line finally showed.
+    Writing the log is best effort: a failing write (a full disk) stops the copy, never the run.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+        self._streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self), _Tee(sys.stderr, self)
+
+    def line(self, text: str) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(text + "\n")
+            self._file.flush()
+        except OSError:
+            self._file = None
+
+    def close(self) -> None:
+        for tee, original, name in ((sys.stdout, self._streams[0], "stdout"), (sys.stderr, self._streams[1], "stderr")):
+            if isinstance(tee, _Tee) and tee.log is self:
+                tee.flush_line()
+                setattr(sys, name, original)
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            self._file = None
+
+
+class _Tee:
+    """A text stream that writes through to `stream` and gives `log` each finished line."""
+
+    def __init__(self, stream: Any, log: ConsoleLog) -> None:
+        self.stream, self.log, self._pending = stream, log, ""
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        *done, self._pending = (self._pending + text).split("\n")
+        for line in done:
+            self._keep(line)
+        return written
+
+    def _keep(self, line: str) -> None:
+        shown = line.rsplit("\r", 1)[-1].rstrip()  # what a redrawn line finally shows
+        if shown:
+            self.log.line(shown)
+
+    def flush_line(self) -> None:
+        if self._pending:
+            self._keep(self._pending)
+            self._pending = ""
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ... of the real stream
+        return getattr(self.stream, name)
+
+
+def append_train_log(run_path: Path, text: str) -> None:
+    """Add lines a command prints after the run's log closed (its closing summary) to RUN/train.log."""
+    try:
+        with (run_path / TRAIN_LOG).open("a", encoding="utf-8") as handle:
+            handle.write(text.rstrip("\n") + "\n")
+    except OSError:
+        pass
+
+
+def _event_line(event: dict[str, Any]) -> str | None:
+    """One text line for train.log per train/val event (the progress bar shows them only in passing)."""
+    values = scalars(event)
+    if not values:
+        return None
+    shown = "  ".join(f"{key.split('/', 1)[1]} {value:.4g}" for key, value in values.items())
+    return f"[step {event['step']}] {event['split']}: {shown}"
+
+
+class _Wandb:
+    """A Weights & Biases run for this run directory; a resumed run continues the same W&B run."""
+
+    def __init__(self, run_path: Path, *, name: str | None, config: dict[str, Any] | None, resumed: bool) -> None:
+        from stadapt.extras import require
+
+        wandb = require("wandb", what="train.loggers: wandb")
+        id_file = run_path / WANDB_ID_FILE
+        run_id = None
+        if resumed and id_file.is_file():
+            try:
+                run_id = json.loads(id_file.read_text(encoding="utf-8")).get("id")
+            except (OSError, ValueError, AttributeError):
+                run_id = None
+        run_id = run_id or uuid.uuid4().hex[:12]
+        atomic_write_text(id_file, json.dumps({"id": run_id}) + "\n")
+        where = {} if os.environ.get("WANDB_DIR") else {"dir": str(run_path)}  # RUN/wandb/ unless WANDB_DIR says
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "stadapt"), name=name, id=run_id,
+                              resume="allow", config=config, settings=wandb.Settings(console="off"), **where)
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        self.run.log(values, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 class RunLog:
-    """metrics.jsonl plus TensorBoard scalars for train and val events (main process only)."""
+    """metrics.jsonl, train.log and the recipe's `train.loggers` for train and val events (main process only)."""
 
     def __init__(self, run_path: Path, metrics_path: Path, *, enabled: bool, resume_step: int | None,
-                 tensorboard: bool) -> None:
+                 loggers: Sequence[str] = ("tensorboard",), tensorboard: bool | None = None,
+                 name: str | None = None, config: dict[str, Any] | None = None) -> None:
         self.enabled = enabled
         self._metrics = MetricsLog(metrics_path, resume_step=resume_step) if enabled else None
-        self._board = None
-        if enabled and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops events a resumed run is about to redo
-            self._board = SummaryWriter(str(run_path / TENSORBOARD_DIR), purge_step=resume_step or None)
+        self._board = self._wandb = self._console = None
+        if not enabled:
+            return
+        if tensorboard is not None:  # the older keyword: on or off beside the other loggers
+            loggers = [x for x in loggers if x != "tensorboard"] + (["tensorboard"] if tensorboard else [])
+        self._console = ConsoleLog(run_path / TRAIN_LOG)
+        how = f"resumed at step {resume_step}" if resume_step is not None else "started"
+        self._console.line(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} run {how}; loggers: metrics.jsonl, "
+                           f"train.log{''.join(', ' + x for x in loggers)}")
+        try:
+            if "tensorboard" in loggers:
+                self._board = _tensorboard_writer(run_path, resume_step)
+            if "wandb" in loggers:
+                self._wandb = _Wandb(run_path, name=name, config=config, resumed=resume_step is not None)
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, event: dict[str, Any]) -> None:
         if self._metrics is None:
             return
         self._metrics.write(event)
-        if self._board is not None and event.get("split") in _SCALARS:
-            for key in _SCALARS[event["split"]]:
-                value = event.get(key)
-                if isinstance(value, (int, float)):
-                    self._board.add_scalar(f"{event['split']}/{key}", value, event["step"])
+        values = scalars(event)
+        if self._board is not None:
+            for key, value in values.items():
+                self._board.add_scalar(key, value, event["step"])
+        if self._wandb is not None and values:
+            self._wandb.log(values, event["step"])
+        line = _event_line(event)
+        if self._console is not None and line:
+            self._console.line(line)
 
     def close(self) -> None:
         if self._metrics is not None:
             self._metrics.close()
         if self._board is not None:
             self._board.close()
+        if self._wandb is not None:
+            self._wandb.close()
+        if self._console is not None:
+            self._console.close()
+
+
+def _tensorboard_writer(run_path: Path, resume_step: int | None) -> Any:
+    """TensorBoard's writer in RUN/tensorboard, or None (with one notice) when tensorboard is not installed:
+    it is the default logger, so a core install still trains, logging to metrics.jsonl and train.log."""
+    from stadapt.extras import available, install_hint
+
+    if not available("torch.utils.tensorboard"):
+        warnings.warn("TensorBoard is not installed, so this run logs to metrics.jsonl and train.log only; "
+                      f"{install_hint('tensorboard')} (or set train.loggers=[] to silence this)", stacklevel=3)
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events a resumed run is about to redo
+    return SummaryWriter(str(run_path / TENSORBOARD_DIR), purge_step=resume_step or None)

@@ -5,7 +5,9 @@
     RUN/curves.png             training curves, written at the end
     RUN/checkpoints/last/      adapters + head, metadata, trainer state (what --resume continues)
     RUN/checkpoints/step_N/    earlier checkpoints, the newest `train.keep_checkpoints - 1` of them
-    RUN/tensorboard/           TensorBoard event files
+    RUN/tensorboard/           TensorBoard event files (train.loggers)
+    RUN/train.log              the run's console output, appended on resume
+    RUN/wandb/, RUN/wandb.json Weights & Biases files and run id (train.loggers: [wandb])
     RUN/eval.json              written by `stadapt eval`
     RUN/.stadapt-run.json      the marker: stadapt made this folder (what `--overwrite` may replace)
     RUN/.stadapt.lock          locked by the training process that owns the folder while it runs
@@ -38,7 +40,8 @@ LOCK_FILE = ".stadapt.lock"
 MARKER_FORMAT = "stadapt-run"
 # every name stadapt writes at the top of a run directory (train; eval and export by default)
 RUN_FILES = frozenset({RECIPE_FILE, METRICS_FILE, MARKER_FILE, LOCK_FILE, "curves.png", "checkpoints", "tensorboard",
-                       "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx"})
+                       "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx",
+                       "train.log", "wandb", "wandb.json"})  # train.log: console output; wandb*: train.loggers
 _CHECKPOINT_NAME = re.compile(r"\.?(last|step_\d+)(\..+)?")  # last, step_N, and their staging / swap folders
 CONTINUE_AFTER_DISK_FULL = "free some space, then continue with the same command and --auto-resume"
 

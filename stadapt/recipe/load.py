@@ -29,6 +29,7 @@ Key = Union[str, int]
 KeyPath = tuple[Key, ...]
 Problem = tuple[Optional[KeyPath], str]  # None: not about one key (a malformed override)
 
+BASE_KEY = "base"  # `base: OTHER.yaml`: the recipe states only what differs from OTHER (see _with_bases)
 PREPARE_HINT = "make one with `stadapt prepare-data synthetic --out DIR` or set data.root=..."
 MISSING_HINTS: dict[KeyPath, str] = {
     ("backbone",): "add a backbone: section with name: PLUGIN:VARIANT (e.g. clip:ViT-B-16)",
@@ -488,8 +489,57 @@ def _yaml_files(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.y*ml")) if folder.is_dir() else []
 
 
+def _read_recipe_file(file: Path, source: str) -> tuple[Any, dict[KeyPath, int], list[Problem]]:
+    """A recipe file's YAML, with the line of each key and its duplicate-key problems."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read recipe file {file}: {exc}", "a recipe is a UTF-8 YAML text file") from None
+    return _read_yaml(text, source)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: mappings merge key by key; lists, scalars and null replace."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _with_bases(data: dict[str, Any], file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """Resolve `base: OTHER.yaml` (relative to the recipe's folder, chains allowed) into one mapping.
+
+    The base's `name` is not inherited: a recipe's run is named after its own file unless it says so.
+    """
+    child = dict(data)
+    name = child.pop(BASE_KEY)
+    if not isinstance(name, str) or not name.strip():
+        raise RecipeError(f"{file}: base: must name a recipe file, got {_show(name)}", "e.g. base: k400_vitb.yaml")
+    base_file = (file.parent / os.path.expanduser(name)).resolve()
+    if base_file in chain:
+        loop = " -> ".join(str(p.name) for p in (*chain, base_file))
+        raise RecipeError(f"{file}: base: recipes inherit in a cycle ({loop})", "remove one of these base: lines")
+    if not base_file.is_file():
+        raise RecipeError(f"{file}: base: {base_file} is not a recipe file",
+                          "base: is relative to the recipe's own folder, e.g. base: k400_vitb.yaml")
+    parent, _, problems = _read_recipe_file(base_file, str(base_file))
+    if problems:
+        raise _error(str(base_file), problems)
+    if not isinstance(parent, dict):
+        raise RecipeError(f"{base_file} (base of {file}) is not a mapping of sections",
+                          "a base is a recipe file (backbone:, data:, ...)")
+    if BASE_KEY in parent:
+        parent = _with_bases(parent, base_file, (*chain, base_file))
+    parent.pop("name", None)
+    return deep_merge(parent, child)
+
+
 def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, check_files: bool = True) -> Recipe:
-    """Read a YAML recipe, apply `key=value` overrides, validate, fill defaults, resolve paths."""
+    """Read a YAML recipe (and its `base:` chain), apply `key=value` overrides, validate, fill defaults,
+    resolve paths."""
     file = Path(path)
     if file.is_dir():
         found = _yaml_files(file)
@@ -505,11 +555,9 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, check_files:
         tail = f"did you mean {guess[0]}? " if guess else ""
         listing = f"recipes here: {', '.join(known)}" if known else f"there is no recipes/*.yaml in {Path.cwd()}"
         raise RecipeError(f"recipe file {file} not found", tail + listing)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"cannot read recipe file {file}: {exc}", "a recipe is a UTF-8 YAML text file") from None
-    data, lines, problems = _read_yaml(text, str(path))
+    data, lines, problems = _read_recipe_file(file, str(path))
+    if isinstance(data, dict) and BASE_KEY in data:
+        data = _with_bases(data, file, (file.resolve(),))
     return _build(
         data,
         source=str(path),
@@ -526,13 +574,31 @@ def describe_source(source: str, overrides: Sequence[str] = ()) -> str:
     return f"{source} with {shlex.join(overrides)}" if overrides else source
 
 
+def resolved_yaml(recipe: Recipe) -> str:
+    """Every field of a resolved recipe as YAML (absolute paths), the body of RUN/recipe.yaml."""
+    data = recipe.to_dict()
+    _resolve(data, recipe.name)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """pydantic's JSON Schema of a recipe, plus the `base:` key that the loader reads before validation."""
+    schema = Recipe.model_json_schema()
+    schema["properties"] = {
+        BASE_KEY: {"type": "string", "title": "Base",
+                   "description": "A recipe file (relative to this one) whose values this recipe starts from; "
+                                  "mappings merge, lists and scalars replace"},
+        **schema["properties"],
+    }
+    schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
+    schema.setdefault("title", "stadapt recipe")
+    return schema
+
+
 def dump_recipe(recipe: Recipe, path: Path, *, source: str | None = None) -> None:
     """Write the fully resolved recipe (every field, absolute paths) atomically, with a provenance header."""
     from stadapt import __version__
 
-    data = recipe.to_dict()
-    _resolve(data, recipe.name)
     origin = source or "<recipe>"
-    body = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
-    text = f"# resolved by stadapt {__version__} from {origin}\n{body}"
+    text = f"# resolved by stadapt {__version__} from {origin}\n{resolved_yaml(recipe)}"
     atomic_write_text(path, text)

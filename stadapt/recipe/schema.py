@@ -15,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic_core import PydanticCustomError
 
 Position = Literal["pre_attn", "pre_mlp"]
+Logger = Literal["tensorboard", "wandb"]
 RULES = "recipe_rules"  # error type of cross-field rules; ctx["problems"] = [(key, message), ...]
 
 
@@ -281,7 +282,36 @@ class TrainSection(_Section):
     # blocks); the default "adapters" costs about 1% of a step and saves about 8% of ST-Adapter's memory
     checkpointing: bool | Literal["adapters", "mlp"] = "adapters"
     compile: bool = False  # torch.compile the model
-    tensorboard: bool = True  # TensorBoard event files in the run directory
+    # where metrics go besides RUN/metrics.jsonl (always written) and RUN/train.log: TensorBoard event
+    # files in RUN/tensorboard (skipped with one notice when tensorboard is not installed), Weights &
+    # Biases (the [wandb] extra; WANDB_MODE=offline works without an account)
+    loggers: list[Logger] = Field(default_factory=lambda: list[Logger](["tensorboard"]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tensorboard_flag(cls, data: Any) -> Any:
+        """`tensorboard: true|false`, the older spelling (in existing runs' recipe.yaml), read into loggers."""
+        if not isinstance(data, dict) or "tensorboard" not in data:
+            return data
+        data = dict(data)
+        flag = data.pop("tensorboard")
+        if not isinstance(flag, bool):
+            raise PydanticCustomError("tensorboard_flag", "tensorboard must be true or false, got {value}; "
+                                      "prefer train.loggers: [tensorboard]", {"value": repr(flag)})
+        loggers = data.get("loggers", ["tensorboard"])
+        loggers = [loggers] if isinstance(loggers, str) else list(loggers or [])
+        data["loggers"] = [x for x in loggers if x != "tensorboard"] + (["tensorboard"] if flag else [])
+        return data
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _one_logger(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("loggers")
+    @classmethod
+    def _unique_loggers(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
     @field_validator("checkpointing", mode="before")
     @classmethod
