@@ -266,7 +266,7 @@ def bench_train_memory(
                         ("steps", steps)):
         if value < 1:
             raise StadaptError(f"{name} must be at least 1, got {value}")
-    plugin, variant = parse_backbone(backbone)  # unknown backbones fail here, with the plugin's message
+    plugin, variant = parse_backbone(backbone, dict(options or {}))  # an unknown backbone fails here, in one line
     backbone = f"{plugin.name}:{variant.name}"
     dev = resolve_device(device)
     if dev.type not in ("cpu", "cuda"):
