@@ -9,9 +9,10 @@ flow torch.export cannot capture but tracing can.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
-import sys
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,16 +52,26 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _reason(exc: BaseException) -> str:
+    """`Type: first line` of the innermost explicitly chained cause (the dynamo exporter wraps the real
+    torch.export error, e.g. a data-dependent branch, in a generic "step 1/3" message), colours removed."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return re.sub(r"\x1b\[[0-9;]*m", "", first_line(exc)).strip()
+
+
 @contextlib.contextmanager
 def _quiet_exporters() -> Iterator[None]:
-    """Keep the exporters' progress lines, tracer warnings and optimizer notes ("Skipping constant
-    folding ...") off the console: nothing in them is for the user to act on. stdout stays for results."""
+    """Keep the exporters' progress lines, graph dumps, tracer warnings and optimizer notes ("Skipping
+    constant folding ...") off the console: nothing in them is for the user to act on; what went wrong
+    reaches the user through the exception (`_reason`)."""
     loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
+    chatter = io.StringIO()  # graph dumps and progress lines, printed by both exporters on failure too
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -119,7 +130,7 @@ def export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opse
         except Exception as exc:
             if is_disk_full(exc):
                 raise
-            reason = f"the dynamo exporter failed: {first_line(exc)}"
+            reason = f"the dynamo exporter failed: {_reason(exc)}"
         path.unlink(missing_ok=True)
         try:
             with _mha_fastpath_off():
@@ -129,5 +140,5 @@ def export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opse
             if is_disk_full(exc):
                 raise
             raise StadaptError(f"the model could not be exported to ONNX ({reason}; the TorchScript exporter "
-                               f"failed too: {first_line(exc)})",
+                               f"failed too: {_reason(exc)})",
                                "try another --opset, or report this with the backbone name") from None
