@@ -55,6 +55,9 @@ def test_the_dynamo_exporter_writes_the_graph_and_says_so(run: Path, tmp_path: P
     props = _props(out)
     assert props["exporter"] == "dynamo" and "exporter_fallback_reason" not in props
     assert _opset(out) == 18
+    from stadapt.cli.export import DEFAULT_OPSET as CLI_DEFAULT
+    from stadapt.export.graph import DEFAULT_OPSET
+    assert CLI_DEFAULT == DEFAULT_OPSET == 18  # the CLI's copy (it imports no torch for --help) agrees
     assert done.stderr.count("\n") <= 2, done.stderr  # the exporter's progress and graph dumps stay off the console
 
 
