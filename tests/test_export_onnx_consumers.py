@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from itertools import islice
 from pathlib import Path
 
 import av
@@ -156,7 +157,7 @@ def test_external_data_through_the_cli_and_what_replacing_it_does(run: Path, tmp
 def _raw_frames(video: Path, count: int) -> np.ndarray:
     """The first `count` frames of a video as PyAV decodes them: (T, H, W, 3) uint8 RGB."""
     with av.open(str(video)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for _, frame in zip(range(count), container.decode(video=0))]
+        frames = [frame.to_ndarray(format="rgb24") for frame in islice(container.decode(video=0), count)]
     return np.stack(frames)
 
 
