@@ -77,7 +77,8 @@ def write_checkpoint(
 # every file stadapt writes in a checkpoint directory: the checkpoint itself, the trainer state beside it
 # (stadapt.engine.state), and what eval and export put next to a checkpoint that is not inside a run
 CHECKPOINT_FILES = frozenset({TENSORS_FILE, META_FILE, "trainer_state.safetensors", "trainer_state.json",
-                              "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx"})
+                              "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx",
+                              "model.onnx.data"})
 
 
 def foreign_files(path: Path) -> list[str]:

@@ -126,9 +126,14 @@ def _onnx_runner(path: Path):
     }
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    uint8 = props.get("input_dtype") == "uint8"  # `export --input uint8`: (B, T, S, S, 3) frames, normalised inside
+    if uint8:  # clips in 0..255 instead of normalised: the graph does the normalisation
+        config["mean"], config["std"] = [0.0] * 3, [1.0 / 255.0] * 3
 
     def run(clips: torch.Tensor) -> np.ndarray:
-        logits = session.run(None, {name: clips.numpy().astype(np.float32)})[0]
+        feed = (clips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy() if uint8
+                else clips.numpy().astype(np.float32))
+        logits = session.run(None, {name: feed})[0]
         return torch.from_numpy(logits).softmax(dim=-1).numpy()
 
     return run, config

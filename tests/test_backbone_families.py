@@ -87,6 +87,7 @@ def test_tiny_variant_trains_reloads_and_exports(backbone: str, clips: Path, tmp
     summary = export_onnx(checkpoint, tmp_path / "model.onnx", verify_clips=videos)
     assert summary["verification"]["max_abs_diff"] <= 1e-4
     assert summary["metadata"]["backbone"] == backbone
+    assert summary["exporter"] == "dynamo" and summary["fallback_reason"] is None  # no family needs the fallback
 
 
 @pytest.mark.parametrize("backbone", list(FAMILIES))

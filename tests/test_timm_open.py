@@ -356,6 +356,7 @@ def test_every_command_runs_with_the_family(name: str, clips: Path, tmp_path: Pa
                        env=env, cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "verif" in exported.stdout.lower() and (tmp_path / "m.onnx").is_file()
+    assert "dynamo exporter" in exported.stdout and "TorchScript" not in exported.stdout  # no fallback needed
 
     if "eva" in name:  # the reloaded checkpoint evaluates as the trained model did at its last step
         evaluated = run_cli("eval", str(run), "--views", "1x1", "--out", str(tmp_path / "eval.json"), "-q",

@@ -1,10 +1,14 @@
-"""`stadapt export --onnx`: a trained model as one self-contained ONNX file, optionally verified."""
+"""`stadapt export --onnx`: a trained model as an ONNX graph (its weights beside it above 2 GiB), optionally
+verified against PyTorch in onnxruntime."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+
+DEFAULT_OPSET = 18  # stadapt.export.graph.DEFAULT_OPSET, kept here so `--help` imports no torch
 
 
 def export(
@@ -20,14 +24,20 @@ def export(
                                                             "videos of the run's validation list."),
     tolerance: float = typer.Option(1e-4, "--tolerance", min=0.0, help="The largest accepted |ONNX - PyTorch| "
                                                                        "logit difference for --verify."),
-    opset: int = typer.Option(17, "--opset", min=13, help="The ONNX opset to export to."),
+    input_dtype: str = typer.Option("float32", "--input", help="float32: input (batch, 3, T, S, S), normalised; "
+                                    "uint8: input (batch, T, S, S, 3) RGB frames 0-255 as decoders give them, "
+                                    "already resized and cropped to S; the graph normalises them."),
+    external_data: bool = typer.Option(False, "--external-data", help="Keep the weights in OUT.data beside the "
+                                       "graph (always done above 2 GiB, the most one ONNX file can hold)."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", min=13, help="The ONNX opset to export to."),
     backbone_weights: str = typer.Option(None, "--backbone-weights",
                                          help="Where the backbone weights are now, if they moved."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file (and its .data)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
 ) -> None:
-    """Export a trained model as one self-contained ONNX file: input `video` (batch, 3, T, S, S), normalised,
-    dynamic batch; output `logits`; class names, normalisation and frame sampling in its metadata."""
+    """Export a trained model to ONNX: input `video` (batch dynamic; float32 normalised, or uint8 frames with
+    --input uint8), output `logits`; class names, normalisation, frame sampling and the exporter used in its
+    metadata. The dynamo exporter is used; the TorchScript exporter only if that fails (the output says why)."""
     from stadapt.errors import StadaptError
 
     if not onnx:
@@ -37,27 +47,44 @@ def export(
     for package in ("onnx", "onnxscript") + (("onnxruntime",) if verify else ()):
         require(package, what="stadapt export")
     from stadapt.engine.rundir import resolve_target
-    from stadapt.export.onnx import default_verify_videos, export_onnx
+    from stadapt.export.onnx import (
+        INPUT_DTYPES,
+        default_verify_videos,
+        export_onnx,
+        refuse_existing,
+    )
     from stadapt.hub import output_home
 
+    if input_dtype not in INPUT_DTYPES:
+        raise StadaptError(f"unknown --input {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")
     ckpt, run = resolve_target(checkpoint)
     target = out if out is not None else (run if run is not None else output_home(ckpt)) / "model.onnx"
-    if target.exists() and not overwrite:
-        raise StadaptError(f"{target} already exists", "choose another --out or pass --overwrite to replace it")
+    refuse_existing(target, overwrite)
     clips = None
     if verify:
         clips = list(videos) if videos else default_verify_videos(ckpt)
     elif videos:
         raise StadaptError("--video only selects clips for --verify", "add --verify")
     if not quiet:
-        typer.echo(f"exporting {ckpt} to ONNX (opset {opset})" + (f", verifying on {len(clips)} video(s)"
-                                                                 if clips is not None else ""), err=True)
+        typer.echo(f"exporting {ckpt} to ONNX (opset {opset}, {input_dtype} input)"
+                   + (f", verifying on {len(clips)} video(s)" if clips is not None else ""), err=True)
     result = export_onnx(ckpt, target, backbone_weights=backbone_weights, opset=opset, verify_clips=clips,
-                         tolerance=tolerance, overwrite=overwrite)
-    typer.echo(f"wrote {result['out']} ({result['bytes'] / 1e6:.1f} MB, {result['exporter']} exporter, "
-               f"opset {opset}; input video (batch, 3, {result['metadata']['num_frames']}, "
-               f"{result['metadata']['image_size']}, {result['metadata']['image_size']}), output logits "
-               f"(batch, {result['metadata']['num_classes']}))")
+                         tolerance=tolerance, overwrite=overwrite, input_dtype=input_dtype,
+                         **({"external_data_above": 0} if external_data else {}))
+    _report(result)
+
+
+def _report(result: dict[str, Any]) -> None:
+    """The result lines: the file(s), the exporter (and why not dynamo), the input and output, the check."""
+    meta = result["metadata"]
+    frames, size = meta["num_frames"], meta["image_size"]
+    data = f", weights in {result['data_file']} ({result['data_bytes'] / 1e6:.1f} MB)" if result["data_file"] else ""
+    shape = (f"(batch, {frames}, {size}, {size}, 3) uint8 RGB, normalised inside" if result["input_dtype"] == "uint8"
+             else f"(batch, 3, {frames}, {size}, {size}) float32, normalised")
+    typer.echo(f"wrote {result['out']} ({result['bytes'] / 1e6:.1f} MB{data}, {result['exporter']} exporter, "
+               f"opset {result['opset']}; input video {shape}, output logits (batch, {meta['num_classes']}))")
+    if result["fallback_reason"]:
+        typer.echo(f"used the TorchScript exporter because {result['fallback_reason']}")
     check = result["verification"]
     if check is not None:
         skipped = f"; {len(check['skipped'])} video(s) could not be decoded" if check["skipped"] else ""

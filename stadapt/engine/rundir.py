@@ -40,7 +40,7 @@ LOCK_FILE = ".stadapt.lock"
 MARKER_FORMAT = "stadapt-run"
 # every name stadapt writes at the top of a run directory (train; eval and export by default)
 RUN_FILES = frozenset({RECIPE_FILE, METRICS_FILE, MARKER_FILE, LOCK_FILE, "curves.png", "checkpoints", "tensorboard",
-                       "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx",
+                       "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx", "model.onnx.data",
                        "train.log", "wandb", "wandb.json"})  # train.log: console output; wandb*: train.loggers
 _CHECKPOINT_NAME = re.compile(r"\.?(last|step_\d+)(\..+)?")  # last, step_N, and their staging / swap folders
 CONTINUE_AFTER_DISK_FULL = "free some space, then continue with the same command and --auto-resume"

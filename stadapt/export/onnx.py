@@ -1,25 +1,24 @@
-"""`stadapt export --onnx`: a trained model as one self-contained ONNX file, checked against PyTorch.
+"""`stadapt export --onnx`: a trained model as an ONNX graph, checked against PyTorch.
 
-The ONNX model takes `video` (batch, 3, T, S, S) float32, already normalised the way the backbone
-expects (the mean/std are in the metadata), and returns `logits` (batch, num_classes). The batch
-dimension is dynamic; T and S are fixed by the checkpoint. Everything needed to use the file
-(class names, normalisation, frame sampling) is in `metadata_props`, so `stadapt predict --onnx`
-needs no checkpoint.
+By default the ONNX model takes `video` (batch, 3, T, S, S) float32, already normalised the way the
+backbone expects (the mean/std are in the metadata); with `input_dtype="uint8"` it takes (batch, T, S, S,
+3) uint8 RGB frames and normalises inside (stadapt.export.uint8). It returns `logits` (batch,
+num_classes). The batch dimension is dynamic; T and S are fixed by the checkpoint. Everything needed to
+use the file (class names, normalisation, frame sampling, input layout, which exporter wrote it) is in
+`metadata_props`, so `stadapt predict --onnx` needs no checkpoint.
 
-Export uses PyTorch's TorchScript-based exporter (with nn.MultiheadAttention's fused fast path
-switched off, which that exporter cannot translate); if it fails, the torch.export-based exporter
-is tried. The file is written atomically (temp file + rename), after an optional verification on
-real clips with onnxruntime.
+The graph comes from PyTorch's dynamo exporter, or from the TorchScript exporter when that fails
+(stadapt.export.graph). Weights above 2 GiB (protobuf's limit: ViT-H) go to one external data file,
+`OUT.data` beside `OUT.onnx`. Everything is written into a staging folder beside `out`, checked and
+optionally verified on real clips with onnxruntime there, and only then renamed into place.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
-import warnings
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,38 @@ import numpy as np
 import torch
 
 from stadapt.errors import DiskFullError, StadaptError, first_line
-from stadapt.fileio import DISK_FULL_ERRNOS, atomic_output
+from stadapt.export.graph import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportedGraph,
+    export_graph,
+    is_disk_full,
+)
+from stadapt.export.uint8 import UINT8_LAYOUT, Uint8Frames, frames_from_unit_clip
+from stadapt.fileio import fsync_dir, make_temp_dir
 
-INPUT_NAME = "video"
-OUTPUT_NAME = "logits"
+__all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "is_disk_full", "verify_onnx"]
+
 INPUT_LAYOUT = "B,3,T,H,W normalised RGB"
+INPUT_DTYPES = ("float32", "uint8")
 MAX_PROTOBUF_BYTES = 2**31 - 2**24  # a single-file ONNX model must stay below protobuf's 2 GiB, with margin
+DATA_SUFFIX = ".data"
 VERIFY_BATCH_SIZES = (1, 2)
+
+
+def data_file(out: Path) -> Path:
+    """Where the weights of `out` go when they are stored outside the graph: `OUT.data` beside it."""
+    return out.with_name(out.name + DATA_SUFFIX)
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    """An existing export (the graph or its data file) is replaced only with --overwrite."""
+    if out.is_dir():
+        raise StadaptError(f"{out} is a directory", "--out names the .onnx file to write")
+    for path in (out, data_file(out)):
+        if path.exists() and not overwrite:
+            raise StadaptError(f"{path} already exists", "choose another --out or pass --overwrite to replace it")
 
 
 def clip_config(meta: dict[str, Any]) -> dict[str, Any]:
@@ -85,77 +109,12 @@ def decode_clip(path: Path, config: dict[str, Any]) -> torch.Tensor:
     return item["video"][0]
 
 
-@contextlib.contextmanager
-def _mha_fastpath_off() -> Iterator[None]:
-    """nn.MultiheadAttention's fused eval fast path (aten::_native_multi_head_attention) has no ONNX
-    translation in the TorchScript exporter; the ordinary path computes the same thing."""
-    mha = getattr(torch.backends, "mha", None)
-    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
-        yield
-        return
-    before = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        mha.set_fastpath_enabled(before)
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether `exc` (or what it wraps) is a full disk or quota, also when an exporter's C++ code only
-    passes on the message: such a failure is not the exporter's, and another opset cannot help."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
-            return True
-        if any(os.strerror(code) in str(current) for code in DISK_FULL_ERRNOS):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 def disk_full_error(out: Path, exc: BaseException) -> DiskFullError:
     """The one-line refusal for an export that ran out of disk space while writing `out`."""
     kept = "the existing file is unchanged" if out.exists() else "no file was written there"
     reason = exc.reason if isinstance(exc, DiskFullError) else first_line(exc)
     return DiskFullError(out, reason, f"{kept}, the checkpoint is untouched",
                          "free some space there, or pass --out on another disk")
-
-
-def _export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> str:
-    """Export to `path`; returns the exporter that worked ("torchscript" or "dynamo")."""
-    errors = []
-    with _mha_fastpath_off(), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and deprecation warnings say nothing the user can act on
-        try:
-            torch.onnx.export(
-                model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=opset,
-                do_constant_folding=True, dynamo=False,
-            )
-            return "torchscript"
-        except Exception as exc:  # any exporter failure: try the other exporter
-            if is_disk_full(exc):  # the exporter worked; the disk did not: the other one cannot help
-                raise
-            errors.append(f"TorchScript exporter: {first_line(exc)}")
-        try:  # this exporter reports progress on stdout: keep stdout for results
-            batch = torch.export.Dim("batch", min=1)
-            with contextlib.redirect_stdout(sys.stderr):
-                program = torch.onnx.export(
-                    model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                    dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, external_data=False,
-                )
-                assert program is not None  # dynamo=True returns the program
-                program.save(str(path), external_data=False)
-            return "dynamo"
-        except Exception as exc:
-            if is_disk_full(exc):
-                raise
-            errors.append(f"torch.export exporter: {first_line(exc)}")
-    raise StadaptError("the model could not be exported to ONNX (" + "; ".join(errors) + ")",
-                       "try another --opset, or report this with the backbone name")
 
 
 def _session(path: Path) -> Any:
@@ -166,12 +125,20 @@ def _session(path: Path) -> Any:
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _as_clips(item: Any, config: dict[str, Any]) -> list[torch.Tensor]:
-    """(3, T, S, S) clips from a video path, a clip array, or a batch of clip arrays."""
+def _as_clips(item: Any, config: dict[str, Any], input_dtype: str = "float32") -> list[torch.Tensor]:
+    """Model inputs from a video path, one clip array, or a batch of them: normalised (3, T, S, S) float
+    clips, or (T, S, S, 3) uint8 frames for a uint8 graph."""
+    uint8 = input_dtype == "uint8"
     if isinstance(item, (str, os.PathLike)):
-        return [decode_clip(Path(item), config)]
-    clip = torch.as_tensor(np.asarray(item), dtype=torch.float32)
-    expected = (3, config["frames"], config["size"], config["size"])
+        if not uint8:
+            return [decode_clip(Path(item), config)]
+        return [frames_from_unit_clip(decode_clip(Path(item), {**config, "mean": [0.0] * 3, "std": [1.0] * 3}))]
+    array = np.asarray(item)
+    if uint8 and array.dtype != np.uint8:
+        raise StadaptError(f"a verification clip is {array.dtype}, the uint8 graph takes uint8 frames")
+    clip = torch.from_numpy(np.ascontiguousarray(array)) if uint8 else torch.as_tensor(array, dtype=torch.float32)
+    frames, size = config["frames"], config["size"]
+    expected = (frames, size, size, 3) if uint8 else (3, frames, size, size)
     if clip.dim() == 5 and tuple(clip.shape[1:]) == expected:
         return list(clip)
     if tuple(clip.shape) != expected:
@@ -187,12 +154,15 @@ def verify_onnx(
     config: dict[str, Any],
     *,
     tolerance: float = 1e-4,
+    input_dtype: str = "float32",
 ) -> dict[str, Any]:
-    """Compare the ONNX model under onnxruntime with the PyTorch model on real clips, in batches of 1
-    and 2 (so the dynamic batch dimension is exercised); raises StadaptError above `tolerance`.
+    """Compare the ONNX model under onnxruntime with the PyTorch model (the module that was exported) on
+    real clips, in batches of 1 and 2 (so the dynamic batch dimension is exercised); raises StadaptError
+    above `tolerance`.
 
     `clips` are video paths (decoded with the checkpoint's sampler and test transform: centre clip,
-    centre crop) or normalised (3, T, S, S) arrays. Videos that cannot be decoded are skipped and listed.
+    centre crop) or arrays: normalised (3, T, S, S) float clips, or (T, S, S, 3) uint8 frames for a uint8
+    graph (`input_dtype`). Videos that cannot be decoded are skipped and listed.
     """
     from stadapt.errors import VideoDecodeError
 
@@ -200,7 +170,7 @@ def verify_onnx(
     skipped: list[dict[str, str]] = []
     for item in clips:
         try:
-            tensors.extend(_as_clips(item, config))
+            tensors.extend(_as_clips(item, config, input_dtype))
         except VideoDecodeError as exc:
             skipped.append({"video": str(item), "error": str(exc)})
     if not tensors:
@@ -237,38 +207,53 @@ def export_onnx(
     out: str | Path,
     *,
     backbone_weights: str | Path | None = None,
-    opset: int = 17,
+    opset: int = DEFAULT_OPSET,
     verify_clips: Sequence[Any] | None = None,
     tolerance: float = 1e-4,
     overwrite: bool = False,
+    input_dtype: str = "float32",
+    external_data_above: int = MAX_PROTOBUF_BYTES,
 ) -> dict[str, Any]:
-    """Export a checkpoint directory to one self-contained ONNX file at `out`.
+    """Export a checkpoint directory to an ONNX model at `out`.
 
-    With `verify_clips` (video paths or normalised (3, T, S, S) arrays) the exported model is run in
-    onnxruntime and compared with PyTorch before the file is put in place; a difference above
-    `tolerance` raises StadaptError and writes nothing. Returns a summary: out, bytes, exporter,
-    opset, metadata and (when verified) `verification`.
+    `input_dtype="uint8"` makes a graph that takes (batch, T, S, S, 3) uint8 RGB frames and normalises
+    inside. Weights of more than `external_data_above` bytes (default: what one protobuf file can hold)
+    go to `OUT.data` beside the graph. With `verify_clips` (video paths or clip arrays) the exported
+    model is run in onnxruntime and compared with PyTorch before anything is put in place; a difference
+    above `tolerance` raises StadaptError and writes nothing. Returns a summary: out, bytes, data_file,
+    data_bytes, exporter, fallback_reason, opset, input_dtype, metadata and (when verified) `verification`.
     """
-    from stadapt import __version__
     from stadapt.api import load_model
     from stadapt.checkpoint import read_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
-    if out.exists() and not overwrite:
-        raise StadaptError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
-    if out.is_dir():
-        raise StadaptError(f"{out} is a directory", "--out names the .onnx file to write")
+    if input_dtype not in INPUT_DTYPES:
+        raise StadaptError(f"unknown input type {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")
+    refuse_existing(out, overwrite)
     meta, _ = read_checkpoint(checkpoint)
     config = clip_config(meta)
     model = load_model(checkpoint, backbone_weights=backbone_weights, device="cpu").float().eval()
     if hasattr(model, "backbone_dtype"):
         model.backbone_dtype = torch.float32
-    param_bytes = sum(p.numel() * 4 for p in model.parameters()) + sum(b.numel() * 4 for b in model.buffers())
-    if param_bytes > MAX_PROTOBUF_BYTES:
-        raise StadaptError(f"the model holds {param_bytes / 2**30:.1f} GiB of float32 weights; a self-contained "
-                           "ONNX file is limited to 2 GiB", "this backbone is too large for a one-file export")
+    exported = Uint8Frames(model, config["mean"], config["std"]).eval() if input_dtype == "uint8" else model
+    param_bytes = sum(t.numel() * 4 for t in [*model.parameters(), *model.buffers()])
+    metadata = _metadata(meta, config, checkpoint, input_dtype)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_onnx(exported, out, config, metadata, opset, verify_clips, tolerance,
+                           external=param_bytes > external_data_above)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(out, exc) from None
+        raise
+
+
+def _metadata(meta: dict[str, Any], config: dict[str, Any], checkpoint: Path, input_dtype: str) -> dict[str, str]:
+    """What a consumer needs beside the graph: classes, normalisation, sampling, input layout, provenance."""
+    from stadapt import __version__
+
     classes = list(meta.get("classes") or [])
-    metadata = {
+    return {
         "classes": json.dumps(classes),
         "num_classes": str(len(classes)),
         "mean": json.dumps(config["mean"]),
@@ -282,40 +267,114 @@ def export_onnx(
         "backbone": str(meta["model"]["backbone"]),
         "stadapt_version": __version__,
         "checkpoint": str(checkpoint.resolve()),
-        "input_layout": INPUT_LAYOUT,
+        "input_dtype": input_dtype,
+        "input_layout": UINT8_LAYOUT if input_dtype == "uint8" else INPUT_LAYOUT,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return _write_onnx(model, out, config, metadata, opset, verify_clips, tolerance)
-    except Exception as exc:
-        if is_disk_full(exc):
-            raise disk_full_error(out, exc) from None
-        raise
 
 
 def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metadata: dict[str, str], opset: int,
-                verify_clips: Sequence[Any] | None, tolerance: float) -> dict[str, Any]:
-    """Export into a staging file beside `out`, stamp the metadata, check, verify, then rename it into place."""
+                verify_clips: Sequence[Any] | None, tolerance: float, *, external: bool) -> dict[str, Any]:
+    """Export into a staging folder beside `out`, stamp the metadata, check, verify, then move the graph
+    (and its data file) into place. A failure anywhere leaves `out` as it was and no staging behind."""
+    uint8 = metadata["input_dtype"] == "uint8"
+    frames, size = config["frames"], config["size"]
+    example = (torch.zeros(2, frames, size, size, 3, dtype=torch.uint8) if uint8
+               else torch.zeros(2, 3, frames, size, size))
+    stage = make_temp_dir(out.parent, out.name)
+    try:
+        staged = stage / out.name
+        graph = _stage_graph(model, example, stage, staged, opset, metadata, external=external)
+        _check(staged)
+        verification = None
+        if verify_clips is not None:
+            verification = verify_onnx(staged, model, verify_clips, config, tolerance=tolerance,
+                                       input_dtype=metadata["input_dtype"])
+        produced = _opset_of(staged)
+        _commit(stage, out, external=external)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    data = data_file(out) if external else None
+    return {"out": out, "bytes": out.stat().st_size, "data_file": data,
+            "data_bytes": data.stat().st_size if data is not None else 0, "exporter": graph.exporter,
+            "fallback_reason": graph.fallback_reason, "opset": produced, "input_dtype": metadata["input_dtype"],
+            "metadata": metadata, "verification": verification}
+
+
+def _stage_graph(model: torch.nn.Module, example: torch.Tensor, stage: Path, staged: Path, opset: int,
+                 metadata: dict[str, str], *, external: bool) -> ExportedGraph:
+    """The exporter's graph re-saved at `staged` with stadapt's metadata (which exporter wrote it, and why
+    not the dynamo one, included) and its weights inline or in one data file `OUT.data` beside it."""
     import onnx
 
     from stadapt import __version__
 
-    with atomic_output(out) as staging:  # the mode open() gives; replaces `out` only when all went well
-        example = torch.zeros(2, 3, config["frames"], config["size"], config["size"])
-        exporter = _export_graph(model, example, staging, opset)
-        proto = onnx.load(str(staging))
-        del proto.metadata_props[:]
-        for key, value in metadata.items():
-            proto.metadata_props.add(key=key, value=value)
-        proto.producer_name, proto.producer_version = "stadapt", __version__
-        onnx.save_model(proto, str(staging), save_as_external_data=False)
-        try:
-            onnx.checker.check_model(str(staging), full_check=True)
-        except Exception as exc:  # onnx raises several types
-            raise StadaptError(f"the exported ONNX model does not pass onnx.checker ({first_line(exc)})",
-                               "try another --opset") from None
-        verification = None
-        if verify_clips is not None:
-            verification = verify_onnx(staging, model, verify_clips, config, tolerance=tolerance)
-    return {"out": out, "bytes": out.stat().st_size, "exporter": exporter, "opset": opset, "metadata": metadata,
-            "verification": verification}
+    raw = stage / "raw" / staged.name
+    raw.parent.mkdir()
+    graph = export_graph(model, example, raw, opset)
+    metadata["exporter"] = graph.exporter
+    if graph.fallback_reason is not None:
+        metadata["exporter_fallback_reason"] = graph.fallback_reason
+    proto = onnx.load(str(raw))  # with whatever external data the exporter wrote beside it
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name, proto.producer_version = "stadapt", __version__
+    onnx.save_model(proto, str(staged), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location=staged.name + DATA_SUFFIX)
+    shutil.rmtree(raw.parent)
+    return graph
+
+
+def _check(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:  # onnx raises several types
+        raise StadaptError(f"the exported ONNX model does not pass onnx.checker ({first_line(exc)})",
+                           "try another --opset") from None
+
+
+def _opset_of(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next((int(entry.version) for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), 0)
+
+
+def _names_data_file(path: Path, name: str) -> bool:
+    """Whether the ONNX model at `path` keeps weights in the file `name` beside it (False if unreadable)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # a damaged or foreign file names nothing we wrote
+        return False
+    return any(entry.key == "location" and entry.value == name
+               for tensor in proto.graph.initializer if tensor.data_location == onnx.TensorProto.EXTERNAL
+               for entry in tensor.external_data)
+
+
+def _commit(stage: Path, out: Path, *, external: bool) -> None:
+    """Move the staged graph (and its data file) into place. The graph goes last and is what a reader
+    opens, so no reader ever sees a graph without its weights; a graph being replaced is moved aside
+    first, so none pairs an old graph with new weights. A data file only the replaced graph used goes."""
+    data, staged = data_file(out), stage / out.name
+    old_data = out.exists() and _names_data_file(out, data.name)
+    for path in ([staged.with_name(data.name)] if external else []) + [staged]:
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    aside = stage / ".replaced"
+    if out.exists():
+        os.replace(out, aside)
+    try:
+        if external:
+            os.replace(staged.with_name(data.name), data)
+        elif old_data:
+            data.unlink(missing_ok=True)
+        os.replace(staged, out)
+    except BaseException:
+        if aside.exists() and not out.exists():
+            os.replace(aside, out)
+        raise
+    fsync_dir(out.parent)
