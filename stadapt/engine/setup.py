@@ -168,13 +168,10 @@ def eval_dataset(
     entries: Sequence[Any], variant: VariantInfo, *, frames: int, sampling: str, stride: int, views: tuple[int, int],
     decoder: str = "pyav", decode_device: str = "cpu",
 ):
-    from stadapt.data import TestTransform, VideoClipDataset, make_sampler
+    """Validation's dataset: `stadapt.data.views.test_dataset`, the one inference path, on these settings."""
+    from stadapt.checkpoint import InputSpec
+    from stadapt.data.views import test_dataset
 
-    temporal, spatial = views
-    transform = TestTransform(
-        variant.image_size, variant.mean, variant.std, spatial_views=spatial, interpolation=variant.interpolation
-    )
-    return VideoClipDataset(
-        entries, make_sampler(sampling, frames, stride), transform, train=False, temporal_views=temporal,
-        on_device=True, decoder=decoder, decode_device=decode_device,
-    )
+    spec = InputSpec(frames=frames, sampling=sampling, stride=stride, views=views, image_size=variant.image_size,
+                     mean=tuple(variant.mean), std=tuple(variant.std), interpolation=variant.interpolation)
+    return test_dataset(entries, spec, decoder=decoder, decode_device=decode_device)
