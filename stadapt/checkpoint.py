@@ -212,7 +212,7 @@ def upgrade_meta(meta: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
             data.setdefault("frames", out["model"]["num_frames"])
             out["input"] = input_spec_from_data(data, checkpoint_variant(out)).to_dict()
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path / META_FILE}: the model description is invalid ({exc})",
+            raise CheckpointError(f"{Path(path) / META_FILE}: the model description is invalid ({exc})",
                                   "the checkpoint is damaged") from exc
         out.update(format_version=FORMAT_VERSION, upgraded_from=version)
     return out

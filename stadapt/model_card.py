@@ -21,7 +21,8 @@ def model_card(meta: Mapping[str, Any], report: Mapping[str, Any] | None, repo: 
     sections = [
         (f"# {repo}\n\nA video classifier made with stadapt (ST-Adapter, Pan et al., NeurIPS "
          "2022): a frozen image backbone with small spatio-temporal adapters and a linear head; this repository "
-         "holds only the trained tensors (`trainable.safetensors`: adapters and head) and their description (`stadapt.json`)."),
+         "holds only the trained tensors (`trainable.safetensors`: adapters and head) and their description "
+         "(`stadapt.json`)."),
         _usage(meta, repo),
         _model(meta, repo),
         _evaluation(report, dataset),
@@ -144,7 +145,8 @@ def _recipe(meta: Mapping[str, Any]) -> str:
 
 def _usage(meta: Mapping[str, Any], repo: str) -> str:
     return (
-        "## How to load it\n\n```bash\npip install stadapt\n```\n\n```python\nimport stadapt\nfrom stadapt.data import video_views\n\n"
+        "## How to load it\n\n```bash\npip install stadapt\n```\n\n```python\nimport stadapt\n"
+        "from stadapt.data import video_views\n\n"
         f"loaded = stadapt.load_model(\"hf-hub:{repo}\")   # .model, .input_spec, .classes\n"
         "clips = video_views(\"clip.mp4\", loaded.input_spec)   # sampled, cropped, normalised views\n"
         "loaded.classes[loaded(clips).softmax(-1).mean(0).argmax()]\n```\n\n"

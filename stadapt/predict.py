@@ -1,8 +1,9 @@
 """`stadapt predict`: top-k classes of video files, from a checkpoint or an exported ONNX model.
 
 Clips are taken the way evaluation takes them (`stadapt.data.video_views` with the model's InputSpec:
-frame sampling, test views, crop and normalisation as the checkpoint records them), views are fused as the mean of per-view softmax probabilities. A video that cannot be
-decoded gets an error entry instead of a prediction; the others are still predicted.
+frame sampling, test views, crop and normalisation as the checkpoint records them), views are fused as
+the mean of per-view softmax probabilities. A video that cannot be decoded gets an error entry instead of
+a prediction; the others are still predicted.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def predict_videos(
         if precision not in ("auto", "fp32"):
             raise StadaptError(f"--precision {precision} applies to checkpoints; an ONNX model runs as exported",
                                "leave --precision out with --onnx")
-        run, spec, classes, used = *_onnx_runner(Path(onnx)), "fp32"
+        run, spec, classes = _onnx_runner(Path(onnx))
+        used = "fp32"
     else:
         run, spec, classes, used = _torch_runner(checkpoint, device=device, backbone_weights=backbone_weights,
                                                  precision=precision)
@@ -67,7 +69,6 @@ def predict_videos(
 def _torch_runner(target: Path | None, *, device: str, backbone_weights: str | None, precision: str):
     """(run clips -> probabilities, InputSpec, classes, precision) of a checkpoint, read once."""
     from stadapt.api import load_model
-    from stadapt.engine.setup import resolve_device
     from stadapt.engine.rundir import resolve_target
     from stadapt.engine.setup import resolve_device
 

@@ -169,9 +169,9 @@ def eval_dataset(
     decoder: str = "pyav", decode_device: str = "cpu",
 ):
     """Validation's dataset: `stadapt.data.views.test_dataset`, the one inference path, on these settings."""
-    from stadapt.checkpoint import InputSpec
+    from stadapt.checkpoint import input_spec_from_data
     from stadapt.data.views import test_dataset
 
-    spec = InputSpec(frames=frames, sampling=sampling, stride=stride, views=views, image_size=variant.image_size,
-                     mean=tuple(variant.mean), std=tuple(variant.std), interpolation=variant.interpolation)
+    spec = input_spec_from_data({"frames": frames, "sampling": sampling, "stride": stride,
+                                 "views": f"{views[0]}x{views[1]}"}, variant)
     return test_dataset(entries, spec, decoder=decoder, decode_device=decode_device)

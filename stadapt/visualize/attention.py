@@ -11,7 +11,7 @@ is restricted to the patch tokens and renormalised to sum to 1 per frame.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -184,7 +184,6 @@ def visualize(
     `precision` ("auto": the run's on this device, float32 on the CPU).
     """
     from stadapt.api import load_model
-    from stadapt.engine.setup import resolve_device
     from stadapt.engine.rundir import resolve_target
     from stadapt.engine.setup import resolve_device
     from stadapt.errors import VideoDecodeError
