@@ -9,6 +9,7 @@ a prediction; the others are still predicted.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,7 @@ def _onnx_runner(path: Path):
     name = session.get_inputs()[0].name
     uint8 = props.get("input_dtype") == "uint8"  # `export --input uint8`: (B, T, S, S, 3) frames, normalised inside
     if uint8:  # clips in 0..255 instead of normalised: the graph does the normalisation
-        config["mean"], config["std"] = [0.0] * 3, [1.0 / 255.0] * 3
+        spec = replace(spec, mean=(0.0, 0.0, 0.0), std=(1.0 / 255.0,) * 3)
 
     def run(clips: torch.Tensor) -> np.ndarray:
         feed = (clips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy() if uint8

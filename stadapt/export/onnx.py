@@ -245,7 +245,7 @@ def _metadata(meta: dict[str, Any], config: dict[str, Any], checkpoint: Path, in
         "sampling": config["sampling"],
         "stride": str(config["stride"]),
         "views": config["views"],
-        "input_spec": json.dumps(loaded.input_spec.to_dict()),
+        "input_spec": json.dumps(config["spec"].to_dict()),
         "backbone": str(meta["model"]["backbone"]),
         "stadapt_version": __version__,
         "checkpoint": str(checkpoint.resolve()),
