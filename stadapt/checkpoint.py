@@ -1,8 +1,16 @@
-"""stadapt checkpoints: adapters + head as safetensors, beside JSON metadata.
+"""stadapt checkpoints: the trainable tensors as safetensors, beside JSON metadata.
 
-    DIR/adapters.safetensors   the trainable tensors only (adapters, head)
-    DIR/stadapt.json           stadapt version, model config (plugin, variant, options, adapter layout),
-                               classes, backbone-weights source and fingerprint, provenance
+    DIR/trainable.safetensors  the trainable tensors only (adapters and head; the backbone tensors that
+                               train under full or partial fine-tuning); `adapters.safetensors` before
+    DIR/stadapt.json           the contract (format_version 2): model config (plugin, variant, options,
+                               adapter layout, tuning), classes, the `input` an InputSpec describes
+                               (frames, sampling, stride, test views, size, mean, std, interpolation,
+                               crop), backbone-weights source and fingerprint; provenance (recipe, step,
+                               stadapt version, what it was imported from)
+
+Every reader goes through `read_checkpoint`, which brings older metadata up to the current format in
+one converter (`upgrade_meta`), and takes the input settings from the typed `Contract`, never from
+defaults of its own.
 
 The backbone is not copied: it is rebuilt from its plugin and its weights file, whose fingerprint
 must match. A checkpoint directory is written atomically (temp directory + rename) and never
@@ -15,6 +23,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +31,13 @@ import torch
 
 from stadapt.errors import CheckpointError, preview
 from stadapt.fileio import disk_full_as_error, fsync_dir, make_temp_dir, write_durable
+from stadapt.model import ModelConfig
 
-TENSORS_FILE = "adapters.safetensors"
+TENSORS_FILE = "trainable.safetensors"
+OLD_TENSORS_FILES = ("adapters.safetensors",)  # what checkpoints before format 2 called it: still read
 META_FILE = "stadapt.json"
 FORMAT = "stadapt-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def write_checkpoint(
@@ -76,9 +87,9 @@ def write_checkpoint(
 
 # every file stadapt writes in a checkpoint directory: the checkpoint itself, the trainer state beside it
 # (stadapt.engine.state), and what eval and export put next to a checkpoint that is not inside a run
-CHECKPOINT_FILES = frozenset({TENSORS_FILE, META_FILE, "trainer_state.safetensors", "trainer_state.json",
-                              "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx",
-                              "model.onnx.data"})
+CHECKPOINT_FILES = frozenset({TENSORS_FILE, *OLD_TENSORS_FILES, META_FILE, "trainer_state.safetensors",
+                              "trainer_state.json", "eval.json", "eval.predictions.csv", "eval.confusion.png",
+                              "model.onnx", "model.onnx.data"})
 
 
 def foreign_files(path: Path) -> list[str]:
@@ -142,9 +153,20 @@ def safetensors_intact(path: Path) -> bool:
         return False
 
 
+def tensors_path(path: str | Path) -> Path:
+    """The trainable-tensors file of checkpoint directory `path`: `trainable.safetensors`, or the name a
+    checkpoint written before format 2 gave it (`adapters.safetensors`, also under full fine-tuning)."""
+    path = Path(path)
+    for name in (TENSORS_FILE, *OLD_TENSORS_FILES):
+        if (path / name).exists():
+            return path / name
+    return path / TENSORS_FILE
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a checkpoint directory (or an `hf-hub:ORG/NAME` id, from the hub cache), with
-    clear errors for anything else."""
+    """(metadata in the current format, tensors) of a checkpoint directory (or an `hf-hub:ORG/NAME` id, from
+    the hub cache), with clear errors for anything else. Metadata of an older format is converted by
+    `upgrade_meta` (the file is not touched)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -160,20 +182,40 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{meta_path} is not valid JSON ({exc})", "the checkpoint is damaged") from exc
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not stadapt checkpoint metadata")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} was written by stadapt {meta.get('stadapt_version')} in a newer format "
-            f"(v{meta['format_version']})",
-            "upgrade stadapt",
-        )
+    meta = upgrade_meta(meta, path)
+    tensor_file = tensors_path(path)
     try:
-        tensors = load_file(str(path / TENSORS_FILE), device="cpu")
+        tensors = load_file(str(tensor_file), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"could not read {path / TENSORS_FILE}: {exc}", "the checkpoint is damaged") from exc
+        raise CheckpointError(f"could not read {tensor_file}: {exc}", "the checkpoint is damaged") from exc
     check_classes_fit_head(meta, tensors, path)
     return meta, tensors
+
+
+def upgrade_meta(meta: Mapping[str, Any], path: str | Path) -> dict[str, Any]:
+    """The one converter from older stadapt.json formats to the current one, so that no reader keeps
+    fallbacks of its own. Format 1 had no `input`: it is made the way every reader then made it (the
+    recipe's data settings where recorded, else sampling "stride", stride 16, views 1x1; the backbone's
+    size, mean, std and interpolation), so an old checkpoint evaluates with the same numbers as before."""
+    version = int(meta.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written by stadapt {meta.get('stadapt_version')} in a newer format (v{version})",
+            "upgrade stadapt",
+        )
+    out = dict(meta)
+    if version < 2:
+        try:
+            data = dict((out.get("recipe") or {}).get("data") or {})
+            data.setdefault("frames", out["model"]["num_frames"])
+            out["input"] = input_spec_from_data(data, checkpoint_variant(out)).to_dict()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{Path(path) / META_FILE}: the model description is invalid ({exc})",
+                                  "the checkpoint is damaged") from exc
+        out.update(format_version=FORMAT_VERSION, upgraded_from=version)
+    return out
 
 
 HEAD_WEIGHT = "head.fc.weight"  # (num_classes, width): the classifier's rows, one per class
@@ -187,18 +229,19 @@ def check_classes_fit_head(meta: Mapping[str, Any], tensors: Mapping[str, torch.
     head = tensors.get(HEAD_WEIGHT)
     outputs = int(head.shape[0]) if head is not None and head.dim() == 2 else None
     fix = f"{path / META_FILE} was edited or damaged: restore it (one name in `classes` per head output)"
+    tensor_file = tensors_path(path).name
     if classes is not None and (not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)):
         raise CheckpointError(f"{path / META_FILE}: `classes` is not a list of class names", fix)
     if classes is not None and outputs is not None and len(classes) != outputs:
         raise CheckpointError(
-            f"{path / META_FILE} lists {_count(len(classes), 'class name')} but the head in {TENSORS_FILE} has "
+            f"{path / META_FILE} lists {_count(len(classes), 'class name')} but the head in {tensor_file} has "
             f"{_count(outputs, 'output')}",
             fix,
         )
     recorded = model.get("num_classes")
     if isinstance(recorded, int) and outputs is not None and recorded != outputs:
         raise CheckpointError(
-            f"{path / META_FILE} records num_classes {recorded} but the head in {TENSORS_FILE} has "
+            f"{path / META_FILE} records num_classes {recorded} but the head in {tensor_file} has "
             f"{_count(outputs, 'output')}",
             fix,
         )
@@ -234,16 +277,25 @@ def default_classes(num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def model_meta(built: Any, classes: Sequence[str] | None, **extra: Any) -> dict[str, Any]:
-    """The metadata block for a BuiltModel: config, plugin distribution, backbone weights, classes."""
+def model_meta(built: Any, classes: Sequence[str] | None, *, input_spec: InputSpec | None = None,
+               **extra: Any) -> dict[str, Any]:
+    """The metadata block for a BuiltModel: config, plugin distribution, backbone weights, classes and the
+    InputSpec. Without `input_spec` it comes from the `recipe` in `extra` (what training writes, and
+    finetune-transfer through it): the recipe's data settings and the backbone's size and normalisation."""
     from stadapt.backbones.registry import plugin_distribution
 
     config = built.config
+    if input_spec is None:
+        recipe = extra.get("recipe")
+        if not isinstance(recipe, Mapping):
+            raise ValueError("model_meta needs input_spec, or a recipe to take it from")
+        input_spec = input_spec_from_data(recipe["data"], built.variant)
     return {
         "model": config.to_dict(),
         "backbone_plugin": {"name": built.plugin.name, "distribution": plugin_distribution(built.plugin.name)},
         "backbone_weights": built.weights,
         "classes": list(classes) if classes is not None else default_classes(config.num_classes),
+        "input": input_spec.to_dict(),
         "parameters": built.model.parameter_counts(),
         **extra,
     }
@@ -256,3 +308,114 @@ def checkpoint_variant(meta: Mapping[str, Any]) -> Any:
 
     model = meta["model"]
     return parse_backbone(model["backbone"], model.get("backbone_options") or {})[1]
+
+
+SAMPLINGS = ("stride", "segment")
+TEST_CROPS = ("short_side",)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model's input is made from a video file: everything inference needs besides the weights.
+
+    `frames` per clip, sampled by `sampling` ("stride": every `stride`-th frame from a start; "segment":
+    one frame per equal segment, `stride` unused); `views` = (temporal, spatial) test views; each frame's
+    short side resized to `image_size` with `interpolation`, then (`crop` "short_side") 1 centre crop or
+    S crops along the long side; RGB in 0..1 normalised with `mean` and `std`.
+    """
+
+    frames: int
+    sampling: str
+    stride: int
+    views: tuple[int, int]
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    crop: str = "short_side"
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be >= 1, got {value}" for name, value in (
+            ("frames", self.frames), ("stride", self.stride), ("image_size", self.image_size),
+            ("temporal views", self.views[0]), ("spatial views", self.views[1])) if int(value) < 1]
+        if self.sampling not in SAMPLINGS:
+            problems.append(f"unknown sampling {self.sampling!r} (one of: {', '.join(SAMPLINGS)})")
+        if self.crop not in TEST_CROPS:
+            problems.append(f"unknown test crop {self.crop!r} (one of: {', '.join(TEST_CROPS)})")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
+            problems.append(f"mean and std need 3 values each, std > 0 (got {self.mean}, {self.std})")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def views_text(self) -> str:
+        """The views as recipes and `--views` write them: "TxS"."""
+        return f"{self.views[0]}x{self.views[1]}"
+
+    def with_views(self, views: tuple[int, int] | None) -> InputSpec:
+        """The same input with other test views (None: these)."""
+        return self if views is None else replace(self, views=(int(views[0]), int(views[1])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "sampling": self.sampling, "stride": self.stride,
+                "temporal_views": self.views[0], "spatial_views": self.views[1], "image_size": self.image_size,
+                "mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation,
+                "crop": self.crop}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InputSpec:
+        """The InputSpec `to_dict` wrote; unknown or missing keys are errors (ValueError/KeyError/TypeError)."""
+        unknown = set(data) - {"frames", "sampling", "stride", "temporal_views", "spatial_views", "image_size",
+                               "mean", "std", "interpolation", "crop"}
+        if unknown:
+            raise ValueError(f"unknown input settings {sorted(unknown)}")
+        return cls(frames=int(data["frames"]), sampling=str(data["sampling"]), stride=int(data["stride"]),
+                   views=(int(data["temporal_views"]), int(data["spatial_views"])),
+                   image_size=int(data["image_size"]), mean=_three(data["mean"]), std=_three(data["std"]),
+                   interpolation=str(data["interpolation"]), crop=str(data.get("crop", "short_side")))
+
+
+def _three(values: Any) -> tuple[float, float, float]:
+    a, b, c = (float(v) for v in values)
+    return (a, b, c)
+
+
+def input_spec_from_data(data: Mapping[str, Any], variant: Any) -> InputSpec:
+    """The InputSpec of a recipe's `data` section (a dict) on a backbone `variant` (VariantInfo): frames,
+    sampling, stride and views from the recipe (where a key is absent: sampling "stride", stride 16,
+    views 1x1, as the readers of format-1 checkpoints assumed), size and normalisation from the backbone."""
+    temporal, spatial = (int(v) for v in str(data.get("views", "1x1")).lower().split("x"))
+    return InputSpec(frames=int(data["frames"]), sampling=str(data.get("sampling", "stride")),
+                     stride=int(data.get("stride", 16)), views=(temporal, spatial),
+                     image_size=int(variant.image_size), mean=_three(variant.mean), std=_three(variant.std),
+                     interpolation=str(variant.interpolation))
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The typed reading of a checkpoint's stadapt.json (current format): what a reader needs to rebuild
+    the model and feed it. `meta` keeps the whole file for provenance (recipe, step, version, import)."""
+
+    model: ModelConfig
+    input: InputSpec
+    classes: list[str]
+    backbone_weights: dict[str, Any]
+    meta: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], path: str | Path) -> Contract:
+        """Parse metadata `read_checkpoint` returned; anything malformed is a CheckpointError naming the file."""
+        try:
+            config = ModelConfig.from_dict(meta["model"])
+            spec = InputSpec.from_dict(meta["input"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: the model description in stadapt.json is invalid ({exc})",
+                                  "the checkpoint is damaged") from exc
+        classes = list(meta.get("classes") or default_classes(config.num_classes))
+        return cls(model=config, input=spec, classes=classes, backbone_weights=dict(meta.get("backbone_weights") or {}),
+                   meta=dict(meta))
+
+    @property
+    def recipe(self) -> dict[str, Any] | None:
+        """The training recipe (resolved), or None for an imported checkpoint."""
+        return self.meta.get("recipe") or None

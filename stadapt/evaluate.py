@@ -16,7 +16,8 @@ from stadapt.engine.validate import FUSION, Predictions, predict_sharded, summar
 def format_table(report: dict[str, Any]) -> str:
     """A short, human-readable table of an eval report."""
     lines = [
-        f"videos {report['videos']}  skipped {report['skipped']}  views {report['views']} ({report['fusion']})",
+        f"videos {report['videos']}  skipped {report['skipped']}  views {report['views']} ({report['fusion']})"
+        + (f"  precision {report['precision']}" if report.get("precision") else ""),
         f"top-1 {_pct(report['top1'])}   top-{report.get('top5_k', 5)} {_pct(report['top5'])}   "
         f"mean class {_pct(report['mean_class_accuracy'])}",
         "",
@@ -44,94 +45,100 @@ def run_eval(
     out: Path | None = None,
     progress: bool = True,
     max_clips: int | None = None,
+    precision: str = "auto",
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on a list; write the JSON report, a per-video predictions CSV and a
-    confusion-matrix PNG beside it. Under torchrun the videos are split over the processes (none
-    twice, none dropped) and only the first process writes."""
-    import json
-
-    from stadapt import __version__
+    confusion-matrix PNG beside it. Clips are made as the checkpoint's InputSpec says (`views` overrides
+    its test views); the model runs in `precision` ("auto": the run's on this device, float32 on the CPU).
+    Under torchrun the videos are split over the processes (none twice, none dropped) and only the first
+    process writes."""
     from stadapt.api import load_model
-    from stadapt.checkpoint import TENSORS_FILE, read_checkpoint
-    from stadapt.data.prepared import file_sha256, open_prepared
-    from stadapt.engine.setup import eval_dataset, parse_views, resolve_device
+    from stadapt.data.prepared import open_prepared
+    from stadapt.data.views import test_dataset
+    from stadapt.engine.distributed import init_world, process_device, world_from_env
+    from stadapt.engine.setup import parse_views, resolve_device, resolve_precision
     from stadapt.errors import StadaptError
-    from stadapt.fileio import atomic_write_text
     from stadapt.hub import output_home
-    from stadapt.plots import confusion_matrix
 
     checkpoint, run = resolve_target(target)
-    meta, _ = read_checkpoint(checkpoint)
-    recipe = meta.get("recipe") or {}
-    data = recipe.get("data") or {}
+    torch_device = process_device(resolve_device(device), world_from_env())
+    loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device, precision=precision)
+    data = (loaded.meta.get("recipe") or {}).get("data") or {}
     if root is None and not data:
         raise StadaptError(f"{checkpoint} records no data set", "pass --root DIR --list FILE")
     prepared = open_prepared(root if root is not None else data["root"])
     list_file = data_list if data_list is not None else Path(data.get("val_list", "val.txt"))
-    classes = list(meta.get("classes") or [])
-    if prepared.classes != classes:
+    if prepared.classes != loaded.classes:
         raise StadaptError(
-            f"{prepared.root}/classes.txt does not match the {len(classes)} classes the model was trained on",
+            f"{prepared.root}/classes.txt does not match the {len(loaded.classes)} classes the model was trained on",
             "evaluate on a data set prepared with the same classes",
         )
     entries = prepared.entries(list_file)
-    view_text = views or data.get("views", "1x1")
-    temporal, spatial = parse_views(view_text)
-    from stadapt.engine.distributed import init_world, process_device, world_from_env
-
-    torch_device = process_device(resolve_device(device), world_from_env())
+    spec = loaded.input_spec.with_views(parse_views(views) if views else None)
     world = init_world(torch_device)
-    model = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device)
-    from stadapt.checkpoint import checkpoint_variant
-
-    variant = checkpoint_variant(meta)
-    frames = int(meta["model"]["num_frames"])
-
-    def dataset(part: list[Any]) -> Any:
-        return eval_dataset(part, variant, frames=frames, sampling=data.get("sampling", "stride"),
-                            stride=int(data.get("stride", 16)), views=(temporal, spatial))
-
-    pred = predict_sharded(model, entries, dataset, world, batch_size=batch_size,
+    pred = predict_sharded(loaded.model, entries, lambda part: test_dataset(part, spec), world,
+                           batch_size=batch_size,
                            num_workers=workers if workers is not None else int(data.get("num_workers", 2)),
-                           device=torch_device, progress=progress and world.main, max_clips=max_clips)
-    summary = summarize(pred, classes)
-    list_path = prepared.list_path(list_file)
-    report = {
+                           device=torch_device, precision=resolve_precision(loaded.precision, torch_device),
+                           progress=progress and world.main, max_clips=max_clips)
+    summary = summarize(pred, loaded.classes)
+    report = _report(loaded, spec, prepared, list_file, entries, pred, summary, world.size)
+    if out is None:
+        out = (run if run is not None else output_home(checkpoint)) / "eval.json"
+    out = Path(out)
+    if world.main:
+        _write_reports(out, report, pred, entries, loaded.classes, title=checkpoint.parent.parent.name)
+    return report, out
+
+
+def _report(loaded: Any, spec: Any, prepared: Any, list_file: Path, entries: list[Any], pred: Predictions,
+            summary: dict[str, Any], processes: int) -> dict[str, Any]:
+    """eval.json: what was evaluated, how (the InputSpec used, the precision), and the scores."""
+    from stadapt import __version__
+    from stadapt.checkpoint import tensors_path
+    from stadapt.data.prepared import file_sha256
+
+    return {
         "stadapt_version": __version__,
-        "checkpoint": str(checkpoint.resolve()),
-        "checkpoint_sha256": file_sha256(checkpoint / TENSORS_FILE),
-        "step": meta.get("step"),
-        "list": str(list_path),
+        "checkpoint": str(loaded.path.resolve()),
+        "checkpoint_sha256": file_sha256(tensors_path(loaded.path)),
+        "step": loaded.meta.get("step"),
+        "list": str(prepared.list_path(list_file)),
         "list_sha256": prepared.list_sha256(list_file),
         "classes_sha256": (prepared.manifest or {}).get("classes_sha256"),
-        "views": f"{temporal}x{spatial}",
-        "temporal_views": temporal,
-        "spatial_views": spatial,
+        "views": spec.views_text,
+        "temporal_views": spec.views[0],
+        "spatial_views": spec.views[1],
         "fusion": FUSION,
-        "frames": frames,
-        "sampling": data.get("sampling", "stride"),
-        "stride": data.get("stride"),
-        "crop_size": variant.image_size,
-        "short_side": variant.image_size,
-        "processes": world.size,
+        "frames": spec.frames,
+        "sampling": spec.sampling,
+        "stride": spec.stride,
+        "crop_size": spec.image_size,
+        "short_side": spec.image_size,
+        "input": spec.to_dict(),
+        "precision": loaded.precision,
+        "processes": processes,
         "listed": len(entries),
         "skipped": len(pred.skipped),
         "skipped_videos": pred.skipped,
         "seconds": round(pred.seconds, 3),
         **summary,
     }
-    if out is None:
-        out = (run if run is not None else output_home(checkpoint)) / "eval.json"
-    out = Path(out)
-    if not world.main:
-        return report, out
+
+
+def _write_reports(out: Path, report: dict[str, Any], pred: Predictions, entries: list[Any], classes: list[str],
+                   *, title: str) -> None:
+    """eval.json, eval.predictions.csv and (when a video was evaluated) eval.confusion.png, each atomically."""
+    import json
+
+    from stadapt.fileio import atomic_write_text
+    from stadapt.plots import confusion_matrix
+
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".predictions.csv"), predictions_csv(pred, entries, classes))
-    if summary["videos"]:
-        confusion_matrix(summary["confusion"], classes, out.with_suffix(".confusion.png"),
-                         title=f"{checkpoint.parent.parent.name}: top-1 {100 * summary['top1']:.1f}% "
-                               f"({report['views']})")
-    return report, out
+    if report["videos"]:
+        confusion_matrix(report["confusion"], classes, out.with_suffix(".confusion.png"),
+                         title=f"{title}: top-1 {100 * report['top1']:.1f}% ({report['views']})")
 
 
 def predictions_csv(pred: Predictions, entries: list[Any], classes: list[str]) -> str:

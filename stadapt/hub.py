@@ -17,7 +17,7 @@ from stadapt.errors import CheckpointError
 PREFIX = "hf-hub:"
 # the files a checkpoint reader needs (stadapt.checkpoint's META_FILE and TENSORS_FILE; named here so this
 # module stays below stadapt.checkpoint, which calls it)
-CHECKPOINT_FILES = ("stadapt.json", "adapters.safetensors")
+CHECKPOINT_FILES = ("stadapt.json", "trainable.safetensors", "adapters.safetensors")  # the last: before format 2
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 

@@ -144,7 +144,6 @@ class VideoClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.num_frames = num_frames
-        self.classes: list[str] = []  # names of the outputs, filled in from a checkpoint
         layouts = backbone.block_layouts()
         self.num_blocks = len(layouts)
         self.adapters = nn.ModuleDict()

@@ -21,7 +21,8 @@ def model_card(meta: Mapping[str, Any], report: Mapping[str, Any] | None, repo: 
     sections = [
         (f"# {repo}\n\nA video classifier made with stadapt (ST-Adapter, Pan et al., NeurIPS "
          "2022): a frozen image backbone with small spatio-temporal adapters and a linear head; this repository "
-         "holds only the adapters and the head (`adapters.safetensors`) and their description (`stadapt.json`)."),
+         "holds only the trained tensors (`trainable.safetensors`: adapters and head) and their description "
+         "(`stadapt.json`)."),
         _usage(meta, repo),
         _model(meta, repo),
         _evaluation(report, dataset),
@@ -118,7 +119,7 @@ def _evaluation(report: Mapping[str, Any] | None, dataset: str | None) -> str:
                    f"stride {report.get('stride')}, crop {report.get('crop_size')} px")),
         ("list sha256", f"`{report.get('list_sha256')}`"),
         ("classes sha256", f"`{report.get('classes_sha256')}`"),
-        ("checkpoint sha256", f"`{report.get('checkpoint_sha256')}` (adapters.safetensors)"),
+        ("checkpoint sha256", f"`{report.get('checkpoint_sha256')}` (the trained tensors)"),
     ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
     return (f"## Evaluation\n\nFrom `eval.json` (in this repository, with per-class accuracy and the confusion "
@@ -144,10 +145,11 @@ def _recipe(meta: Mapping[str, Any]) -> str:
 
 def _usage(meta: Mapping[str, Any], repo: str) -> str:
     return (
-        "## How to load it\n\n```bash\npip install stadapt\n```\n\n```python\nimport stadapt\n\n"
-        f"model = stadapt.load_model(\"hf-hub:{repo}\")   # VideoClassifier in eval mode\n"
-        "logits = model(video)                         # video: (B, 3, T, H, W), normalised as the backbone expects\n"
-        "model.classes[logits.argmax(-1)[0]]\n```\n\n"
+        "## How to load it\n\n```bash\npip install stadapt\n```\n\n```python\nimport stadapt\n"
+        "from stadapt.data import video_views\n\n"
+        f"loaded = stadapt.load_model(\"hf-hub:{repo}\")   # .model, .input_spec, .classes\n"
+        "clips = video_views(\"clip.mp4\", loaded.input_spec)   # sampled, cropped, normalised views\n"
+        "loaded.classes[loaded(clips).softmax(-1).mean(0).argmax()]\n```\n\n"
         f"```bash\nstadapt predict clip.mp4 --checkpoint hf-hub:{repo}\n"
         f"stadapt eval hf-hub:{repo} --root DATA --list val.txt   # DATA: a prepared data set with the same classes\n"
         f"stadapt export --onnx --checkpoint hf-hub:{repo} --out model.onnx\n```\n\n"

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stadapt.checkpoint import META_FILE, TENSORS_FILE, read_checkpoint
+from stadapt.checkpoint import META_FILE, read_checkpoint, tensors_path
 from stadapt.errors import StadaptError, first_line, preview
 from stadapt.fileio import fsync_dir, make_temp_dir, write_durable
 from stadapt.hub import PREFIX, parse_hub_id
@@ -48,8 +48,9 @@ def bundle(target: Path | None, repo: str) -> tuple[dict[str, bytes], dict[str, 
 
     checkpoint, run = resolve_target(target)
     meta, _ = read_checkpoint(checkpoint)
-    tensors = (checkpoint / TENSORS_FILE).read_bytes()
-    files = {META_FILE: (checkpoint / META_FILE).read_bytes(), TENSORS_FILE: tensors}
+    tensor_file = tensors_path(checkpoint)  # under its own name: an older checkpoint's adapters.safetensors too
+    tensors = tensor_file.read_bytes()
+    files = {META_FILE: (checkpoint / META_FILE).read_bytes(), tensor_file.name: tensors}
     eval_path = (run if run is not None else checkpoint) / EVAL_FILE
     report = None
     if eval_path.is_file():

@@ -119,7 +119,7 @@ def test_class_names_that_contradict_the_head_are_refused_by_every_reader(checkp
         ["export", "--onnx", "--checkpoint", str(edited), "--out", str(tmp_path / "m.onnx"), "-q"],
         ["visualize", str(video), "--checkpoint", str(edited), "--out", str(tmp_path / "a.png"), "-q"],
     ):
-        _one_line_refusal(run_cli(*command), "lists 1 class name but the head in adapters.safetensors has 2 outputs")
+        _one_line_refusal(run_cli(*command), "lists 1 class name but the head in trainable.safetensors has 2 outputs")
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "a.png").exists()
 
 
@@ -128,11 +128,11 @@ def test_a_class_count_that_contradicts_the_head_is_refused_when_loading(checkpo
     from stadapt.errors import CheckpointError
 
     edited = _edited(checkpoint, tmp_path, num_classes=6, classes=[f"c{i}" for i in range(6)])
-    with pytest.raises(CheckpointError, match="lists 6 class names but the head in adapters.safetensors has 2"):
+    with pytest.raises(CheckpointError, match="lists 6 class names but the head in trainable.safetensors has 2"):
         load_model(edited)
     (tmp_path / "edited").rename(tmp_path / "first")
     edited = _edited(checkpoint, tmp_path, num_classes=6)
-    with pytest.raises(CheckpointError, match="records num_classes 6 but the head in adapters.safetensors has 2"):
+    with pytest.raises(CheckpointError, match="records num_classes 6 but the head in trainable.safetensors has 2"):
         load_model(edited)
     assert load_model(checkpoint).classes == ["moving right", "moving left"]  # the untouched one loads
 

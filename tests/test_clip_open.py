@@ -168,10 +168,10 @@ def _assert_reload_gives_identical_logits(checkpoint: Path, hub: dict, backbone:
     from stadapt.checkpoint import load_trainable
     from stadapt.model import ModelConfig, build_model
 
-    loaded = load_model(checkpoint, device="cpu").eval()
+    loaded = load_model(checkpoint, device="cpu").model
     meta = json.loads((checkpoint / "stadapt.json").read_text())
     built = build_model(ModelConfig.from_dict(meta["model"]), _weights(hub, backbone.split("hf-hub:")[1])).model
-    load_trainable(built, load_file(str(checkpoint / "adapters.safetensors")), str(checkpoint))
+    load_trainable(built, load_file(str(checkpoint / "trainable.safetensors")), str(checkpoint))
     size = REPOS[backbone.split("hf-hub:")[1]]["model_cfg"]["vision_cfg"]["image_size"]
     clip = torch.randn(1, 3, 4, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

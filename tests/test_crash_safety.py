@@ -185,7 +185,7 @@ def test_a_kill_at_every_step_of_a_save_loses_nothing(dataset: Path, tmp_path: P
     _assert_kept(previous[0], _metrics_lines(run), previous[1], previous[2])
     straight = run_cli("train", str(recipe), f"output.dir={tmp_path / 'straight'}", "-q")
     assert straight.returncode == 0, straight.stderr
-    for name in ("adapters.safetensors", "trainer_state.safetensors"):
+    for name in ("trainable.safetensors", "trainer_state.safetensors"):
         got = load_file(run / "checkpoints" / "last" / name)
         want = load_file(tmp_path / "straight" / "checkpoints" / "last" / name)
         assert got.keys() == want.keys()

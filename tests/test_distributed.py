@@ -63,7 +63,7 @@ def recipe(folder: Path, data: Path, *, steps: int = 3, dropout: float = 0.0, wo
 
 
 def adapters(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(run / "checkpoints" / "last" / "adapters.safetensors")
+    return load_file(run / "checkpoints" / "last" / "trainable.safetensors")
 
 
 def events(run: Path, split: str) -> list[dict]:

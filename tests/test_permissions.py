@@ -71,9 +71,9 @@ def test_train_eval_export_honour_the_umask(recipe: Path, tmp_path: Path, mask: 
     _as_user_with_umask(mask, "export", "--onnx", "--checkpoint", str(run), "-q")
     modes = _modes(run)
     for name in ("recipe.yaml", "metrics.jsonl", "curves.png", "eval.json", "eval.predictions.csv",
-                 "eval.confusion.png", "model.onnx", "checkpoints/last/adapters.safetensors",
+                 "eval.confusion.png", "model.onnx", "checkpoints/last/trainable.safetensors",
                  "checkpoints/last/stadapt.json", "checkpoints/last/trainer_state.safetensors",
-                 "checkpoints/step_00000001/adapters.safetensors", "checkpoints", "checkpoints/last",
+                 "checkpoints/step_00000001/trainable.safetensors", "checkpoints", "checkpoints/last",
                  "checkpoints/step_00000001"):
         assert name in modes, f"{name} was not written: {sorted(modes)}"
     for name, mode in modes.items():

@@ -97,8 +97,8 @@ def test_to_dir_holds_the_checkpoint_and_card_and_loads_to_identical_logits(run:
 
     last = run / "checkpoints" / "last"
     names = sorted(p.name for p in pushed.iterdir() if not p.name.startswith("."))
-    assert names == ["README.md", "adapters.safetensors", "eval.json", "stadapt.json"]  # no trainer state
-    for name in ("adapters.safetensors", "stadapt.json"):
+    assert names == ["README.md", "eval.json", "stadapt.json", "trainable.safetensors"]  # no trainer state
+    for name in ("trainable.safetensors", "stadapt.json"):
         assert (pushed / name).read_bytes() == (last / name).read_bytes()
     assert (pushed / "eval.json").read_bytes() == (run / "eval.json").read_bytes()
     original, shared = load_model(last), load_model(pushed)

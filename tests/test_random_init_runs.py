@@ -114,13 +114,13 @@ def test_load_model_rebuilds_the_trained_model_bit_for_bit(vit_run: Path) -> Non
     checkpoint = vit_run / "checkpoints" / "last"
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    loaded = load_model(checkpoint)
+    loaded = load_model(checkpoint).model
     assert torch.equal(torch.random.get_rng_state(), before)
 
     recipe = load_recipe(vit_run / "recipe.yaml", check_files=False)
     torch.manual_seed(recipe.train.seed)  # what the training loop does before it builds the model
     trained = build_from_recipe(recipe, 2, device="cpu").model
-    load_trainable(trained, load_file(str(checkpoint / "adapters.safetensors")), str(checkpoint))
+    load_trainable(trained, load_file(str(checkpoint / "trainable.safetensors")), str(checkpoint))
     clip = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(loaded(clip), trained.eval()(clip))

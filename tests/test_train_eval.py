@@ -76,8 +76,8 @@ def test_train_stop_resume_equals_uninterrupted_then_eval_2x3(dataset: Path, tmp
 
     resumed = run_cli("train", str(recipe), f"output.dir={run}", "--resume", "-q")
     assert resumed.returncode == 0, resumed.stderr
-    final = load_file(run / "checkpoints" / "last" / "adapters.safetensors")
-    reference = load_file(tmp_path / "straight" / "checkpoints" / "last" / "adapters.safetensors")
+    final = load_file(run / "checkpoints" / "last" / "trainable.safetensors")
+    reference = load_file(tmp_path / "straight" / "checkpoints" / "last" / "trainable.safetensors")
     assert final.keys() == reference.keys()
     for key in final:  # same data order, augmentation, dropout and optimizer state: the same weights
         assert torch.equal(final[key], reference[key]), key
@@ -96,7 +96,7 @@ def test_train_stop_resume_equals_uninterrupted_then_eval_2x3(dataset: Path, tmp
     assert (report["views"], report["temporal_views"], report["spatial_views"]) == ("2x3", 2, 3)
     assert report["fusion"] == "mean of per-view softmax probabilities"
     assert report["list_sha256"] == file_sha256(dataset / "val.txt")
-    assert report["checkpoint_sha256"] == file_sha256(run / "checkpoints" / "last" / "adapters.safetensors")
+    assert report["checkpoint_sha256"] == file_sha256(run / "checkpoints" / "last" / "trainable.safetensors")
     assert report["step"] == 4
     for key in ("top1", "top5", "mean_class_accuracy"):
         assert math.isfinite(report[key]) and 0 <= report[key] <= 1

@@ -71,7 +71,7 @@ def test_three_splits_end_to_end_with_the_mean(source_run: Path, tmp_path: Path)
     recorded = (out / "split1" / "recipe.yaml").read_text()
     for fragment in ("stride: 8", "views: 2x3", "adapters: 0.1", "init_from:", "tuning: st_adapter"):
         assert fragment in recorded, fragment
-    head = load_file(out / "split1" / "checkpoints" / "last" / "adapters.safetensors")["head.fc.weight"]
+    head = load_file(out / "split1" / "checkpoints" / "last" / "trainable.safetensors")["head.fc.weight"]
     assert head.shape[0] == 2  # a new head for UCF's classes
     assert (out / "data" / "split2" / "classes.txt").read_text().splitlines() == ["MoveRight", "MoveDown"]
 
@@ -83,8 +83,8 @@ def test_adapters_start_from_the_source(source_run: Path, tmp_path: Path) -> Non
                      "--splits", "2", "--out", str(out), "optim.steps=1", "optim.batch_size=4",
                      "optim.warmup_steps=0", "optim.lr=1e-12", "-q")
     assert result.returncode == 0, result.stderr
-    source = load_file(source_run / "checkpoints" / "last" / "adapters.safetensors")
-    moved = load_file(out / "split2" / "checkpoints" / "last" / "adapters.safetensors")
+    source = load_file(source_run / "checkpoints" / "last" / "trainable.safetensors")
+    moved = load_file(out / "split2" / "checkpoints" / "last" / "trainable.safetensors")
     adapters = [k for k in source if k.startswith("adapters.")]
     assert adapters and all(torch.allclose(moved[k], source[k], atol=1e-6) for k in adapters)
     # the source's adapters really trained (the last block's pre-MLP adapter cannot: only the CLS token,

@@ -26,7 +26,7 @@ def transfer_args(source: Path, root: Path, out: Path, *extra: str) -> list[str]
 
 def fingerprint(run: Path) -> tuple[int, bytes]:
     """When and what a split's checkpoint wrote: a retrained split changes both."""
-    weights = run / "checkpoints" / "last" / "adapters.safetensors"
+    weights = run / "checkpoints" / "last" / "trainable.safetensors"
     return weights.stat().st_mtime_ns, weights.read_bytes()
 
 

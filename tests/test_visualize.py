@@ -123,7 +123,6 @@ def test_visualize_writes_the_figure(trained: tuple[Path, Path], tmp_path: Path)
     from matplotlib.image import imread
 
     from stadapt.api import load_model
-    from stadapt.checkpoint import read_checkpoint
     from stadapt.visualize.attention import load_clip
 
     run, video = trained
@@ -152,8 +151,9 @@ def test_visualize_writes_the_figure(trained: tuple[Path, Path], tmp_path: Path)
     assert "Traceback" not in missing.stderr
 
     checkpoint = run / "checkpoints" / "last"
-    model = load_model(checkpoint)
-    clip, shown, indices = load_clip(video, read_checkpoint(checkpoint)[0])
+    loaded = load_model(checkpoint)
+    model = loaded.model
+    clip, shown, indices = load_clip(video, loaded.input_spec)
     assert clip.shape == (3, FRAMES, 32, 32) and shown.shape == (FRAMES, 32, 32, 3) and len(indices) == FRAMES
     before, after = attention_maps(model, clip)
     for maps in (before, after):

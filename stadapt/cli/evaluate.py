@@ -27,6 +27,9 @@ def evaluate(
                                          help="Where the backbone weights are now, if they moved."),
     out: Path = typer.Option(None, "--out", help="Where to write the JSON report; default: RUN/eval.json."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
+                                       "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),
 ) -> None:
     """Evaluate a trained model: softmax per view, averaged; top-1, top-5, per-class accuracy; writes
     eval.json, eval.predictions.csv and eval.confusion.png. Under torchrun the videos are split over
@@ -37,7 +40,7 @@ def evaluate(
     try:
         report, written = run_eval(target, views=views, data_list=data_list, root=root, batch_size=batch_size,
                                    workers=workers, device=device, backbone_weights=backbone_weights, out=out,
-                                   progress=not quiet, max_clips=max_clips)
+                                   progress=not quiet, max_clips=max_clips, precision=precision)
     finally:
         shutdown(world_from_env())
     if world_from_env().main:

@@ -18,8 +18,16 @@ def import_checkpoint(
     num_frames: int = typer.Option(8, "--num-frames", min=1, help="Frames per clip the model was trained on."),
     classes: Path = typer.Option(None, "--classes", help="classes.txt: one class name a line, index = line."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
+    dataset: str = typer.Option("k400", "--dataset",
+                                help="What it was trained on, for the paper's test input: k400 (stride 128/frames, "
+                                     "3x1 views) or ssv2 (segment sampling, 1x3 views)."),
+    sampling: str = typer.Option(None, "--sampling", help="stride or segment, instead of the data set's."),
+    stride: int = typer.Option(None, "--stride", min=1, help="Frame stride, instead of the data set's."),
+    views: str = typer.Option(None, "--views", help="TxS test views, instead of the data set's (e.g. 3x1)."),
 ) -> None:
-    """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it."""
+    """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it. The input
+    settings (frame sampling, stride, test views) are recorded in it: eval and predict use them."""
+    from stadapt.engine.setup import parse_views
     from stadapt.errors import StadaptError
 
     if fmt != "official":
@@ -30,9 +38,10 @@ def import_checkpoint(
     from stadapt.interop.official import import_official
 
     written = import_official(checkpoint, backbone=backbone, backbone_weights=backbone_weights, out=out,
-                              num_frames=num_frames, classes=names, overwrite=overwrite)
+                              num_frames=num_frames, classes=names, overwrite=overwrite, dataset=dataset,
+                              sampling=sampling, stride=stride, views=parse_views(views) if views else None)
     meta, _ = read_checkpoint(written)
-    model, counts = meta["model"], meta["parameters"]
+    model, counts, spec = meta["model"], meta["parameters"], meta["input"]
     adapter = model["adapter"]
     blocks = adapter["blocks"]
     typer.echo(
@@ -41,6 +50,9 @@ def import_checkpoint(
         f"  adapters   {'+'.join(adapter['positions'])} in {len(blocks)} blocks, bottleneck {adapter['bottleneck']}, "
         f"kernel {'x'.join(map(str, adapter['kernel']))}\n"
         f"  classes    {model['num_classes']}\n"
+        f"  input      {spec['frames']} frames, {spec['sampling']} sampling"
+        f"{'' if spec['sampling'] == 'segment' else ' stride ' + str(spec['stride'])}, "
+        f"views {spec['temporal_views']}x{spec['spatial_views']}, {spec['image_size']} px\n"
         f"  parameters {counts['total']:,} total, {counts['trainable']:,} trainable\n"
         f"load it with: stadapt.load_model({str(written)!r})"
     )

@@ -19,13 +19,16 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N (checkpoints only)."),
     backbone_weights: str = typer.Option(None, "--backbone-weights", help="Where the backbone weights are now."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per video, one per line."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
+                                       "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA); checkpoints only."),
 ) -> None:
     """Predict the classes of video files: the top-k classes and their probabilities (mean of per-view
     softmax). An undecodable video gets an error line; the others are still predicted."""
     from stadapt.predict import predict_videos
 
     results = predict_videos(videos, checkpoint=checkpoint, onnx=onnx, top_k=top_k, views=views, device=device,
-                             backbone_weights=backbone_weights)
+                             backbone_weights=backbone_weights, precision=precision)
     for result in results:
         if as_json:
             typer.echo(json.dumps(result, ensure_ascii=False))

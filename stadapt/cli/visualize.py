@@ -18,6 +18,9 @@ def visualize(
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the PNG if it exists."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    precision: str = typer.Option("auto", "--precision",
+                                  help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
+                                       "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),
 ) -> None:
     """Show where the last block's [CLS] token looks, before adaptation (the plain image model: the same
     backbone without adapters) and after (the adapted model), overlaid on the clip's frames (the
@@ -26,6 +29,6 @@ def visualize(
     from stadapt.visualize import visualize as run_visualize
 
     written = run_visualize(video, checkpoint, out, backbone_weights=backbone_weights, device=device,
-                            overwrite=overwrite)
+                            overwrite=overwrite, precision=precision)
     if not quiet:
         typer.echo(f"wrote {written}")

@@ -37,6 +37,9 @@ _LAZY = {
     "ClipRandAugment": "stadapt.data.augment",
     "VideoClipDataset": "stadapt.data.dataset",
     "collate_clips": "stadapt.data.dataset",
+    # a video file -> a model's input views, from its InputSpec
+    "video_views": "stadapt.data.views",
+    "test_dataset": "stadapt.data.views",
 }
 
 __all__ = sorted(_LAZY)

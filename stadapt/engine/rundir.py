@@ -358,7 +358,7 @@ class MetricsLog:
 def complete_step(checkpoint: Path) -> int | None:
     """The step of a complete training checkpoint directory (metadata, tensors and trainer state all
     there and whole), else None."""
-    from stadapt.checkpoint import FORMAT, META_FILE, TENSORS_FILE, safetensors_intact
+    from stadapt.checkpoint import FORMAT, META_FILE, safetensors_intact, tensors_path
     from stadapt.engine.state import STATE_META, STATE_TENSORS
 
     try:
@@ -367,7 +367,7 @@ def complete_step(checkpoint: Path) -> int | None:
         step = int(meta["step"]) if meta.get("format") == FORMAT else None
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    whole = safetensors_intact(checkpoint / TENSORS_FILE) and safetensors_intact(checkpoint / STATE_TENSORS)
+    whole = safetensors_intact(tensors_path(checkpoint)) and safetensors_intact(checkpoint / STATE_TENSORS)
     return step if whole else None
 
 

@@ -168,13 +168,10 @@ def eval_dataset(
     entries: Sequence[Any], variant: VariantInfo, *, frames: int, sampling: str, stride: int, views: tuple[int, int],
     decoder: str = "pyav", decode_device: str = "cpu",
 ):
-    from stadapt.data import TestTransform, VideoClipDataset, make_sampler
+    """Validation's dataset: `stadapt.data.views.test_dataset`, the one inference path, on these settings."""
+    from stadapt.checkpoint import input_spec_from_data
+    from stadapt.data.views import test_dataset
 
-    temporal, spatial = views
-    transform = TestTransform(
-        variant.image_size, variant.mean, variant.std, spatial_views=spatial, interpolation=variant.interpolation
-    )
-    return VideoClipDataset(
-        entries, make_sampler(sampling, frames, stride), transform, train=False, temporal_views=temporal,
-        on_device=True, decoder=decoder, decode_device=decode_device,
-    )
+    spec = input_spec_from_data({"frames": frames, "sampling": sampling, "stride": stride,
+                                 "views": f"{views[0]}x{views[1]}"}, variant)
+    return test_dataset(entries, spec, decoder=decoder, decode_device=decode_device)

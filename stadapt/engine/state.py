@@ -1,7 +1,7 @@
 """Everything beyond the weights that a run needs to continue exactly: optimizer moments, the grad
 scaler, RNG states and counters, stored without pickle (tensors as safetensors, the rest as JSON).
 
-Files inside a checkpoint directory (beside adapters.safetensors and stadapt.json):
+Files inside a checkpoint directory (beside trainable.safetensors and stadapt.json):
     trainer_state.safetensors   optimizer tensors (`optim.<param>.<name>`), RNG states (`rng.*`)
     trainer_state.json          step, counters, optimizer param groups, scaler state
 """

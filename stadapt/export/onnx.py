@@ -60,22 +60,11 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
             raise StadaptError(f"{path} already exists", "choose another --out or pass --overwrite to replace it")
 
 
-def clip_config(meta: dict[str, Any]) -> dict[str, Any]:
-    """How clips for this checkpoint are made: frames, sampling, stride, views, size, mean, std, interpolation."""
-    from stadapt.checkpoint import checkpoint_variant
-
-    variant = checkpoint_variant(meta)
-    data = (meta.get("recipe") or {}).get("data") or {}
-    return {
-        "frames": int(meta["model"]["num_frames"]),
-        "sampling": str(data.get("sampling", "stride")),
-        "stride": int(data.get("stride", 16)),
-        "views": str(data.get("views", "1x1")),
-        "size": int(variant.image_size),
-        "mean": [float(v) for v in variant.mean],
-        "std": [float(v) for v in variant.std],
-        "interpolation": str(variant.interpolation),
-    }
+def clip_config(spec: Any) -> dict[str, Any]:
+    """How clips for this model are made (the checkpoint's InputSpec, kept under "spec"), as the metadata spells it."""
+    return {"frames": spec.frames, "sampling": spec.sampling, "stride": spec.stride, "views": spec.views_text,
+            "size": spec.image_size, "mean": [float(v) for v in spec.mean], "std": [float(v) for v in spec.std],
+            "interpolation": spec.interpolation, "spec": spec}
 
 
 def default_verify_videos(checkpoint: Path, limit: int = 4) -> list[Path]:
@@ -94,19 +83,12 @@ def default_verify_videos(checkpoint: Path, limit: int = 4) -> list[Path]:
 
 def decode_clip(path: Path, config: dict[str, Any]) -> torch.Tensor:
     """One (3, T, S, S) normalised clip of a video: the centre temporal view, the centre crop."""
-    from stadapt.data.dataset import VideoClipDataset
-    from stadapt.data.prepared import VideoEntry
-    from stadapt.data.sampling import make_sampler
-    from stadapt.data.transforms import TestTransform
-    from stadapt.errors import VideoDecodeError
+    from dataclasses import replace
 
-    transform = TestTransform(config["size"], config["mean"], config["std"], spatial_views=1,
-                              interpolation=config["interpolation"])
-    sampler = make_sampler(config["sampling"], config["frames"], config["stride"])
-    item = VideoClipDataset([VideoEntry(Path(path), 0)], sampler, transform, train=False, temporal_views=1)[0]
-    if item["video"] is None:
-        raise VideoDecodeError(item["error"])
-    return item["video"][0]
+    from stadapt.data.views import video_views
+
+    spec = replace(config["spec"], mean=tuple(config["mean"]), std=tuple(config["std"]))  # a caller may set them
+    return video_views(Path(path), spec, (1, 1))[0]
 
 
 def disk_full_error(out: Path, exc: BaseException) -> DiskFullError:
@@ -224,15 +206,14 @@ def export_onnx(
     data_bytes, exporter, fallback_reason, opset, input_dtype, metadata and (when verified) `verification`.
     """
     from stadapt.api import load_model
-    from stadapt.checkpoint import read_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
     if input_dtype not in INPUT_DTYPES:
         raise StadaptError(f"unknown input type {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")
     refuse_existing(out, overwrite)
-    meta, _ = read_checkpoint(checkpoint)
-    config = clip_config(meta)
-    model = load_model(checkpoint, backbone_weights=backbone_weights, device="cpu").float().eval()
+    loaded = load_model(checkpoint, backbone_weights=backbone_weights, device="cpu")
+    meta, config = loaded.meta, clip_config(loaded.input_spec)
+    model = loaded.model.float().eval()
     if hasattr(model, "backbone_dtype"):
         model.backbone_dtype = torch.float32
     exported = Uint8Frames(model, config["mean"], config["std"]).eval() if input_dtype == "uint8" else model
@@ -264,6 +245,7 @@ def _metadata(meta: dict[str, Any], config: dict[str, Any], checkpoint: Path, in
         "sampling": config["sampling"],
         "stride": str(config["stride"]),
         "views": config["views"],
+        "input_spec": json.dumps(config["spec"].to_dict()),
         "backbone": str(meta["model"]["backbone"]),
         "stadapt_version": __version__,
         "checkpoint": str(checkpoint.resolve()),

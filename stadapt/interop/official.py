@@ -19,7 +19,7 @@ import torch
 from stadapt.adapters import POSITIONS, AdapterConfig
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import torch_load_safely
-from stadapt.checkpoint import load_trainable, model_meta, write_checkpoint
+from stadapt.checkpoint import SAMPLINGS, input_spec_from_data, load_trainable, model_meta, write_checkpoint
 from stadapt.errors import CheckpointError, preview
 from stadapt.model import BuiltModel, ModelConfig, build_model
 
@@ -101,6 +101,24 @@ def to_stadapt_keys(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+# the paper's test setting per data set: K400 every (128 / frames)-th frame, 3 temporal x 1 spatial views;
+# SSv2 one frame per segment (segment centres), 1 temporal x 3 spatial views
+PAPER_INPUT = {"k400": ("stride", (3, 1)), "ssv2": ("segment", (1, 3))}
+
+
+def paper_input(dataset: str, frames: int, *, sampling: str | None = None, stride: int | None = None,
+                views: tuple[int, int] | None = None) -> tuple[str, int, tuple[int, int]]:
+    """(sampling, stride, views) a reference checkpoint of `dataset` is tested with in the paper; the
+    keyword arguments, where given, replace the paper's values."""
+    if dataset not in PAPER_INPUT:
+        raise CheckpointError(f"unknown data set {dataset!r} for the input settings",
+                              f"choose one of: {', '.join(PAPER_INPUT)}")
+    if sampling is not None and sampling not in SAMPLINGS:
+        raise CheckpointError(f"unknown frame sampling {sampling!r}", f"choose one of: {', '.join(SAMPLINGS)}")
+    paper_sampling, paper_views = PAPER_INPUT[dataset]
+    return (sampling or paper_sampling, stride or max(1, 128 // frames), views or paper_views)
+
+
 def import_official(
     checkpoint: str | Path,
     *,
@@ -110,11 +128,20 @@ def import_official(
     num_frames: int = 8,
     classes: Sequence[str] | None = None,
     overwrite: bool = False,
+    dataset: str = "k400",
+    sampling: str | None = None,
+    stride: int | None = None,
+    views: tuple[int, int] | None = None,
 ) -> Path:
-    """Convert a reference checkpoint into a stadapt checkpoint directory that `load_model` reads."""
+    """Convert a reference checkpoint into a stadapt checkpoint directory that `load_model` reads.
+
+    Its InputSpec records how the model is fed: the paper's test setting for `dataset` (K400: stride
+    sampling at 128 / num_frames, 3x1 views; SSv2: segment sampling, 1x3 views), with `sampling`,
+    `stride` and `views` in place of the paper's where given; size and normalisation are the backbone's."""
     checkpoint = Path(checkpoint)
     if Path(out).exists() and not overwrite:
         raise CheckpointError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
+    how, step, test_views = paper_input(dataset, num_frames, sampling=sampling, stride=stride, views=views)
     tensors = read_official(checkpoint)
     layout = infer_layout(tensors, str(checkpoint))
     if classes is not None and len(classes) != layout.num_classes:
@@ -125,13 +152,17 @@ def import_official(
                          adapter=layout.adapter, dropout=0.5)
     built = _build_checked(config, backbone_weights, layout, str(checkpoint))
     load_trainable(built.model, to_stadapt_keys(tensors), str(checkpoint))
+    spec = input_spec_from_data({"frames": num_frames, "sampling": how, "stride": step,
+                                 "views": f"{test_views[0]}x{test_views[1]}"}, built.variant)
     meta = model_meta(
         built,
         classes,
+        input_spec=spec,
         imported_from={
             "format": "official",
             "path": str(checkpoint.resolve()),
             "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            "dataset": dataset,
         },
     )
     return write_checkpoint(out, built.model.trainable_state_dict(), meta, overwrite=overwrite)

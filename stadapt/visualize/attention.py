@@ -11,12 +11,13 @@ is restricted to the patch tokens and renormalised to sum to 1 per frame.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from stadapt.backbones.base import FrameBackbone
+from stadapt.checkpoint import InputSpec
 from stadapt.errors import StadaptError
 
 if TYPE_CHECKING:
@@ -97,24 +98,20 @@ def attention_maps(model: VideoClassifier, clip: torch.Tensor) -> tuple[torch.Te
     return out[0], out[1]
 
 
-def load_clip(video: Path, meta: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def load_clip(video: Path, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """(normalised clip (3, T, S, S), display frames (T, S, S, 3) in 0..1, frame indices) of the
-    centred test view of `video`, sampled and cropped as the checkpoint's recipe evaluates."""
-    from stadapt.checkpoint import checkpoint_variant
+    centred test view of `video` (one temporal view, the centre crop), made as `spec` says."""
+    from dataclasses import replace
+
     from stadapt.data.decode import VideoReader
     from stadapt.data.sampling import make_sampler
-    from stadapt.data.transforms import TestTransform
+    from stadapt.data.views import video_views
 
-    data = (meta.get("recipe") or {}).get("data") or {}
-    variant = checkpoint_variant(meta)
-    frames = int(meta["model"]["num_frames"])
-    sampler = make_sampler(str(data.get("sampling", "stride")), frames, int(data.get("stride", 16)))
+    centre = spec.with_views((1, 1))
+    clip = video_views(video, centre)[0]
+    shown = video_views(video, replace(centre, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))[0]
     with VideoReader(video) as reader:
-        indices = sampler.test(reader.num_frames, 1)[0]
-        raw = reader.read(indices)
-    size, interp = variant.image_size, variant.interpolation
-    clip = TestTransform(size, variant.mean, variant.std, interpolation=interp)(raw)[0]
-    shown = TestTransform(size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), interpolation=interp)(raw)[0]
+        indices = make_sampler(spec.sampling, spec.frames, spec.stride).test(reader.num_frames, 1)[0]
     return clip, shown.permute(1, 2, 3, 0).clamp(0, 1), [int(i) for i in indices]
 
 
@@ -177,15 +174,16 @@ def visualize(
     backbone_weights: str | Path | None = None,
     device: str = "cpu",
     overwrite: bool = False,
+    precision: str = "auto",
 ) -> Path:
     """Write the attention figure of `video` for a trained model and return its path.
 
     `checkpoint`: a run directory, a checkpoint directory, or None (the latest run under ./runs);
     `out`: default `<video stem>.attention.png` in the current directory; an existing file is an error
-    unless `overwrite`. The title names the predicted class and its probability.
+    unless `overwrite`. The title names the predicted class and its probability. The model runs in
+    `precision` ("auto": the run's on this device, float32 on the CPU).
     """
     from stadapt.api import load_model
-    from stadapt.checkpoint import read_checkpoint
     from stadapt.engine.rundir import resolve_target
     from stadapt.engine.setup import resolve_device
     from stadapt.errors import VideoDecodeError
@@ -202,16 +200,16 @@ def visualize(
     if not out.parent.is_dir():
         raise StadaptError(f"the folder {out.parent} does not exist", "create it, or pass --out elsewhere")
     checkpoint_dir, _ = resolve_target(checkpoint)
-    meta, _ = read_checkpoint(checkpoint_dir)
-    torch_device = resolve_device(device)
-    model = load_model(checkpoint_dir, backbone_weights=backbone_weights, device=torch_device)
+    loaded = load_model(checkpoint_dir, backbone_weights=backbone_weights, device=resolve_device(device),
+                        precision=precision)
+    model = loaded.model
     _check_attention(model)  # a clear error before decoding anything
-    clip, shown, indices = load_clip(video, meta)
-    before, after = attention_maps(model, clip)
-    with torch.no_grad():
-        probs = model(clip[None].to(torch_device)).float().softmax(dim=-1)[0].cpu()
+    clip, shown, indices = load_clip(video, loaded.input_spec)
+    with torch.no_grad(), loaded.autocast():
+        before, after = attention_maps(model, clip)
+        probs = model(clip[None].to(loaded.device)).float().softmax(dim=-1)[0].cpu()
     best = int(probs.argmax())
-    name = model.classes[best] if best < len(model.classes) else f"class {best}"
+    name = loaded.classes[best] if best < len(loaded.classes) else f"class {best}"
     query = "[CLS]" if model.backbone.block_layouts()[-1].prefix_tokens else "mean-query"  # Swin, SigLIP: no CLS
     title = f"{video.name}: predicted {name!r} ({100 * float(probs[best]):.1f}%)  -  last-block {query} attention"
     return plot_attention(shown, before, after, out, title=title, indices=indices)
