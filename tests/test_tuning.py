@@ -207,15 +207,6 @@ def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
             assert torch.equal(a.state[p]["exp_avg"], b.state[q]["exp_avg"])
 
 
-def test_the_keyword_form_of_build_optimizer_still_works():
-    model = _model("full_finetune")
-    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), device=torch.device("cpu"))
-    assert {g["lr"] for g in optimizer.param_groups} == {1e-3} and optimizer.defaults["betas"] == (0.9, 0.98)
-    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.01, 0.0}
-    with pytest.raises(TypeError):
-        build_optimizer(model, _recipe().optim, "cpu", lr=1e-3)
-
-
 # --- backbone storage -----------------------------------------------------------------------------------
 
 
