@@ -181,7 +181,7 @@ def test_groups_per_part_carry_scaled_lr_and_weight_decay():
 
 
 def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
-    from stadapt.engine.state import Progress, restore_state, state_files
+    from stadapt.engine.state import RunCounters, restore_state, state_files
 
     optim = _recipe(optim={"scale": {"backbone": 0.01}}).optim
     first, second = _model("partial_finetune"), _model("partial_finetune")
@@ -197,7 +197,7 @@ def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
     F.cross_entropy(first(video), labels).backward()
     a.step()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    for name, data in state_files(a, scaler, Progress(step=1)).items():
+    for name, data in state_files(a, scaler, RunCounters(step=1)).items():
         (tmp_path / name).write_bytes(data)
     restore_state(tmp_path, b, scaler)
     assert [(g["name"], g["lr_scale"], g["weight_decay"]) for g in b.param_groups] == \
