@@ -12,8 +12,7 @@ import torch
 from stadapt.checkpoint import Contract, InputSpec, load_trainable, read_checkpoint
 from stadapt.errors import CheckpointError, StadaptError, WeightsError
 from stadapt.model import BuiltModel, ModelConfig, VideoClassifier, build_model, check_weights_fingerprint
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from stadapt.vocabulary import PRECISIONS, weights_is_path
 
 
 def inference_precision(name: str, recipe: dict[str, Any] | None, device: torch.device) -> str:
@@ -28,7 +27,7 @@ def inference_precision(name: str, recipe: dict[str, Any] | None, device: torch.
     if device.type != "cuda":
         return "fp32"
     recorded = str(((recipe or {}).get("train") or {}).get("precision", "auto"))
-    if recorded in ("fp32", "bf16", "fp16"):
+    if recorded in PRECISIONS and recorded != "auto":
         return recorded
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
@@ -113,7 +112,7 @@ def _rebuild(contract: Contract, backbone_weights: str | Path | None, path: str 
             "pass the backbone's weights file with backbone_weights=... (CLI: --backbone-weights), "
             "or retrain the run with this stadapt version",
         )
-    if backbone_weights is None and not Path(str(source)).exists() and ("/" in str(source) or "\\" in str(source)):
+    if backbone_weights is None and weights_is_path(source) and not Path(str(source)).exists():
         raise WeightsError(
             f"the backbone weights {source} that {path} was made with are not there",
             "pass their new location with backbone_weights=... (CLI: --backbone-weights)",

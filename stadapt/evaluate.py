@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stadapt.engine.rundir import resolve_target
-from stadapt.engine.validate import FUSION, Predictions, predict_sharded, summarize
+from stadapt.engine.validate import FUSION, Predictions, infer_dataset_sharded, summarize
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -76,7 +76,7 @@ def run_eval(
     entries = prepared.entries(list_file)
     spec = loaded.input_spec.with_views(parse_views(views) if views else None)
     world = init_world(torch_device)
-    pred = predict_sharded(loaded.model, entries, lambda part: test_dataset(part, spec), world,
+    pred = infer_dataset_sharded(loaded.model, entries, lambda part: test_dataset(part, spec), world,
                            batch_size=batch_size,
                            num_workers=workers if workers is not None else int(data.get("num_workers", 2)),
                            device=torch_device, precision=resolve_precision(loaded.precision, torch_device),

@@ -27,8 +27,7 @@ from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
 from stadapt.errors import PluginError, StadaptError, WeightsError
-
-TUNING_MODES = ("st_adapter", "linear", "full_finetune", "partial_finetune")
+from stadapt.vocabulary import TUNING_MODES, weights_is_path
 
 
 class ModelConfigError(StadaptError, ValueError):
@@ -273,11 +272,6 @@ class BuiltModel:
     load_report: LoadReport | None
 
 
-def _is_tag(source: str | Path) -> bool:
-    text = str(source)
-    return not Path(text).exists() and "/" not in text and "\\" not in text and "." not in text
-
-
 def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed: int | None = None) -> BuiltModel:
     """Build the model of `config`; load backbone weights from a local file or a hub tag, if given.
 
@@ -306,7 +300,7 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
     report = None
     weights_info = None
     if weights is not None:
-        tag = _is_tag(weights)
+        tag = not weights_is_path(weights)
         path = Path(plugin.resolve_pretrained(variant.name, str(weights))) if tag else Path(weights)
         report = load_backbone_weights(backbone, plugin, variant.name, path)
         weights_info = {

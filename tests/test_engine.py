@@ -14,7 +14,7 @@ from torch import nn
 from stadapt.engine.optim import param_groups
 from stadapt.engine.schedule import lr_factor
 from stadapt.engine.setup import parse_views
-from stadapt.engine.state import Progress, restore_state, state_files
+from stadapt.engine.state import RunCounters, restore_state, state_files
 from stadapt.engine.stream import ClipStream
 from stadapt.errors import StadaptError
 
@@ -61,7 +61,7 @@ def test_trainer_state_round_trips_without_pickle(tmp_path: Path) -> None:
     optimizer.step()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     torch.manual_seed(7)
-    files = state_files(optimizer, scaler, Progress(step=3, clips_seen=12))
+    files = state_files(optimizer, scaler, RunCounters(step=3, clips_seen=12))
     expected_next = torch.rand(3)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)

@@ -109,3 +109,32 @@ def test_the_parts_of_stadapt_form_layers_without_cycles() -> None:
         pairs = zip(cycle, cycle[1:], strict=False)
         steps = [f"  {a} -> {b}: {', '.join(sorted(set(graph[a][b]))[:3])}" for a, b in pairs]
         raise AssertionError("the parts of stadapt/ import each other in a circle:\n" + "\n".join(steps))
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> list[tuple[str, int, int]]:
+    """(name, first line, length) of every function or method in `source` longer than `limit` lines,
+    decorators and docstring included."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            length = (node.end_lineno or node.lineno) - first + 1
+            if length > limit:
+                found.append((node.name, first, length))
+    return found
+
+
+def test_the_length_check_sees_a_long_method() -> None:
+    body = "\n".join(f"        x{i} = {i}" for i in range(80))
+    assert long_functions(f"class A:\n    def f(self):\n{body}\n") == [("f", 2, 81)]
+    assert long_functions("def g():\n    return 1\n") == []
+
+
+def test_no_function_in_stadapt_is_over_80_lines() -> None:
+    offenders = [f"{path.relative_to(PACKAGE.parent)}:{line} {name} ({length} lines)"
+                 for path in sorted(PACKAGE.rglob("*.py"))
+                 for name, line, length in long_functions(path.read_text(encoding="utf-8"))]
+    assert not offenders, "functions over 80 lines (split them into named pieces): " + "; ".join(offenders)

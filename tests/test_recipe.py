@@ -56,7 +56,7 @@ def test_defaults_are_the_papers_and_the_recipe_is_resolved(workdir: Path) -> No
     assert recipe.output.dir == str(workdir / "runs" / "k400")
     assert recipe.data.root == str(workdir / "data")
     assert recipe.data.train_path == workdir / "data" / "train.txt"
-    assert recipe.micro_batch == 128 and recipe.accumulation == 1
+    assert recipe.micro_batch == 128
 
 
 def test_exponent_notation_is_a_number(workdir: Path) -> None:
@@ -163,7 +163,7 @@ def test_micro_batch_must_divide_the_batch(workdir: Path) -> None:
     ]
     assert exc.value.message.startswith(f"{path} has 1 problem:")
     recipe = load_recipe(path, ["optim.micro_batch=32"])
-    assert recipe.micro_batch == 32 and recipe.accumulation == 4
+    assert recipe.micro_batch == 32
 
 
 def test_a_single_position_string_is_a_list(workdir: Path) -> None:

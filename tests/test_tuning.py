@@ -181,7 +181,7 @@ def test_groups_per_part_carry_scaled_lr_and_weight_decay():
 
 
 def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
-    from stadapt.engine.state import Progress, restore_state, state_files
+    from stadapt.engine.state import RunCounters, restore_state, state_files
 
     optim = _recipe(optim={"scale": {"backbone": 0.01}}).optim
     first, second = _model("partial_finetune"), _model("partial_finetune")
@@ -197,7 +197,7 @@ def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
     F.cross_entropy(first(video), labels).backward()
     a.step()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    for name, data in state_files(a, scaler, Progress(step=1)).items():
+    for name, data in state_files(a, scaler, RunCounters(step=1)).items():
         (tmp_path / name).write_bytes(data)
     restore_state(tmp_path, b, scaler)
     assert [(g["name"], g["lr_scale"], g["weight_decay"]) for g in b.param_groups] == \
@@ -205,15 +205,6 @@ def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
     for p, q in zip(first.parameters(), second.parameters(), strict=True):
         if p in a.state:
             assert torch.equal(a.state[p]["exp_avg"], b.state[q]["exp_avg"])
-
-
-def test_the_keyword_form_of_build_optimizer_still_works():
-    model = _model("full_finetune")
-    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), device=torch.device("cpu"))
-    assert {g["lr"] for g in optimizer.param_groups} == {1e-3} and optimizer.defaults["betas"] == (0.9, 0.98)
-    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.01, 0.0}
-    with pytest.raises(TypeError):
-        build_optimizer(model, _recipe().optim, "cpu", lr=1e-3)
 
 
 # --- backbone storage -----------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_visualize_writes_the_figure(trained: tuple[Path, Path], tmp_path: Path)
     from matplotlib.image import imread
 
     from stadapt.api import load_model
-    from stadapt.visualize.attention import load_clip
+    from stadapt.visualize.attention import load_video_clip
 
     run, video = trained
     png = tmp_path / "attention.png"
@@ -153,7 +153,7 @@ def test_visualize_writes_the_figure(trained: tuple[Path, Path], tmp_path: Path)
     checkpoint = run / "checkpoints" / "last"
     loaded = load_model(checkpoint)
     model = loaded.model
-    clip, shown, indices = load_clip(video, loaded.input_spec)
+    clip, shown, indices = load_video_clip(video, loaded.input_spec)
     assert clip.shape == (3, FRAMES, 32, 32) and shown.shape == (FRAMES, 32, 32, 3) and len(indices) == FRAMES
     before, after = attention_maps(model, clip)
     for maps in (before, after):

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stadapt.vocabulary import kernel_is_odd
+
 POSITIONS = ("pre_attn", "pre_mlp")
 
 
@@ -32,7 +34,7 @@ class AdapterConfig:
         unknown = [p for p in self.positions if p not in POSITIONS]
         if unknown or not self.positions:
             raise ValueError(f"adapter positions must be a non-empty subset of {POSITIONS}, got {self.positions}")
-        if len(self.kernel) != 3 or any(k < 1 or k % 2 == 0 for k in self.kernel):
+        if not kernel_is_odd(self.kernel):
             raise ValueError(f"adapter kernel must be three odd sizes (T, H, W), got {self.kernel}")
         if self.bottleneck < 1:
             raise ValueError(f"adapter bottleneck must be positive, got {self.bottleneck}")

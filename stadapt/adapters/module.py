@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from stadapt.backbones.layout import TokenLayout
+from stadapt.vocabulary import kernel_is_odd
 
 TEMPORAL_FORMS = ("conv3d", "conv1d", "shift")
 # The temporal convolution's form per device type: the fastest where measured forward+backward at
@@ -70,7 +71,7 @@ class STAdapter(nn.Module):
         super().__init__()
         if num_frames < 1 or bottleneck < 1:
             raise ValueError(f"num_frames and bottleneck must be positive, got {num_frames}, {bottleneck}")
-        if len(kernel) != 3 or any(k < 1 or k % 2 == 0 for k in kernel):
+        if not kernel_is_odd(kernel):
             raise ValueError(f"adapter kernel must be three odd sizes (T, H, W), got {tuple(kernel)}")
         self.layout = layout
         self.num_frames = num_frames

@@ -6,7 +6,6 @@ name. Loading is lazy: listing the installed plugins imports only their small pl
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,6 +14,7 @@ from typing import Any
 
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.errors import PluginError, UnknownBackboneError
+from stadapt.vocabulary import did_you_mean
 
 GROUP = "stadapt.backbones"
 
@@ -32,17 +32,6 @@ class PluginEntry:
         dist = ep.dist
         label = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "an unknown distribution"
         return cls(name=ep.name, target=ep.value, distribution=label)
-
-
-def _suggest(word: str, choices: list[str], n: int = 1) -> str:
-    """'did you mean ...? ' with up to `n` of `choices` closest to `word`, or ''."""
-    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.5)
-    if not close:
-        close = [c for c in choices if c.lower() == word.lower()][:1]
-    if not close:
-        return ""
-    quoted = [f"'{c}'" for c in close]
-    return f"did you mean {' or '.join(quoted) if len(quoted) < 3 else ', '.join(quoted[:-1]) + ' or ' + quoted[-1]}? "
 
 
 @lru_cache(maxsize=None)
@@ -76,7 +65,7 @@ def load_plugin(name: str) -> BackbonePlugin:
         names = sorted(eps)
         raise UnknownBackboneError(
             f"unknown backbone plugin '{name}'; installed: {', '.join(names) or 'none'}",
-            f"{_suggest(name, names)}`stadapt backbones` lists plugins and variants; "
+            f"{did_you_mean(name, names)}`stadapt backbones` lists plugins and variants; "
             "a plugin from another package must be pip-installed first",
         )
     ep, entry = eps[name]
@@ -126,7 +115,7 @@ def resolve_variant(plugin: BackbonePlugin, variant: str) -> VariantInfo:
                                                  if plugin.open_ended else "")
     raise UnknownBackboneError(
         f"backbone plugin '{plugin.name}' has no variant '{variant}'; {listed}",
-        f"{_suggest(variant, known, n=3 if plugin.open_ended else 1)}use {plugin.name}:VARIANT",
+        f"{did_you_mean(variant, known, n=3 if plugin.open_ended else 1)}use {plugin.name}:VARIANT",
     )
 
 

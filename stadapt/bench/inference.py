@@ -98,84 +98,113 @@ def bench_inference(
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    chosen = defaults_for(dev.type)
-    given = {"batch": batch, "warmup": warmup, "latency_runs": latency_runs, "throughput_runs": throughput_runs}
-    chosen.update({k: v for k, v in given.items() if v is not None})
-    for name, value in (("frames", frames), ("num_classes", num_classes), ("bottleneck", bottleneck)):
-        if value < 1:
-            raise StadaptError(f"{name} must be at least 1, got {value}")
-    for name, value in chosen.items():
-        if value < (0 if name == "warmup" else 1):
-            raise StadaptError(f"{name} must be at least {0 if name == 'warmup' else 1}, got {value}")
-    batch, warmup = chosen["batch"], chosen["warmup"]
-    latency_runs, throughput_runs = chosen["latency_runs"], chosen["throughput_runs"]
-
+    chosen = _settings(dev.type, {"batch": batch, "warmup": warmup, "latency_runs": latency_runs,
+                                  "throughput_runs": throughput_runs},
+                       {"frames": frames, "num_classes": num_classes, "bottleneck": bottleneck})
     pair = build_pair(backbone, frames=frames, num_classes=num_classes, bottleneck=bottleneck,
                       positions=positions, seed=seed, options=options)
     size = pair["image_size"]
-    models = {}
-    results: dict[str, dict[str, Any]] = {}
-    for name in MODELS:
-        model = pair[name].to(dev).eval()
-        counts = model.parameter_counts()
-        adapters = sum(p.numel() for p in model.adapters.parameters())
-        head = sum(p.numel() for p in model.head.parameters())
-        results[name] = {
-            "tuning": model.tuning,
-            "total_parameters": counts["total"],
-            "trainable_parameters": counts["trainable"],
-            "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
-            "adapter_parameters": adapters,
-            "head_parameters": head,
-        }
-        models[name] = torch.compile(model, dynamic=False) if compile else model
+    results = {name: parameter_counts(pair[name].to(dev).eval()) for name in MODELS}
+    models = {name: torch.compile(pair[name], dynamic=False) if compile else pair[name] for name in MODELS}
     generator = torch.Generator().manual_seed(seed)
-    inputs = {n: torch.randn(n, 3, frames, size, size, generator=generator).to(dev) for n in sorted({1, batch})}
-    cuda = dev.type == "cuda"
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(dev)
-
-    def timed(name: str, n: int) -> float:
-        sync()
-        tick = time.perf_counter()
-        models[name](inputs[n])
-        sync()
-        return time.perf_counter() - tick
-
-    def say(message: str) -> None:
-        if progress is not None:
-            progress(message)
-
-    times: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in MODELS}
+    inputs = {n: torch.randn(n, 3, frames, size, size, generator=generator).to(dev)
+              for n in sorted({1, chosen["batch"]})}
+    say = progress if progress is not None else (lambda message: None)
     with torch.inference_mode(), prec.autocast(dev):
         say("counting FLOPs (one clip per model)...")
         for name in MODELS:
             results[name]["gflops_per_clip"] = count_flops(pair[name], inputs[1]) / 1e9
-        say(f"warming up ({warmup} pass(es) per model and batch size on {dev}, {prec.name}"
+        say(f"warming up ({chosen['warmup']} pass(es) per model and batch size on {dev}, {prec.name}"
             f"{', compiling' if compile else ''})...")
-        for name in MODELS:
-            for n in inputs:
-                for _ in range(warmup):
-                    timed(name, n)
-        for what, n, runs in (("latency", 1, latency_runs), ("throughput", batch, throughput_runs)):
-            say(f"measuring {what} (batch {n}): {runs} run(s), alternating the two models...")
-            for run in range(runs):
-                order = MODELS if run % 2 == 0 else MODELS[::-1]
-                for name in order:
-                    times[name][what].append(timed(name, n))
+        times = _time_models(models, inputs, dev, chosen, say)
     for name in MODELS:
-        latency = times[name]["latency"]
-        per_batch = times[name]["throughput"]
-        throughput_all = [batch / t for t in per_batch]
-        results[name].update({
-            "latency_ms": 1000 * statistics.median(latency),
-            "latency_ms_all": [1000 * t for t in latency],
-            "throughput": statistics.median(throughput_all),
-            "throughput_all": throughput_all,
-            "batch_seconds": statistics.median(per_batch),
-        })
+        results[name].update(_timings(times[name], chosen["batch"]))
+    report = _report(results, dev, chosen, pair, options=options, frames=frames, num_classes=num_classes,
+                     adapter={"bottleneck": bottleneck, "positions": list(positions)},
+                     precision=prec.name, compile=compile)
+    models.clear()
+    inputs.clear()
+    pair.clear()
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return report
+
+
+def _settings(device_type: str, given: dict[str, int | None], sizes: dict[str, int]) -> dict[str, int]:
+    """Batch, warm-up passes and run counts: those given, else the device's defaults; every value checked."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise StadaptError(f"{name} must be at least 1, got {value}")
+    chosen = defaults_for(device_type)
+    chosen.update({k: v for k, v in given.items() if v is not None})
+    for name, value in chosen.items():
+        if value < (0 if name == "warmup" else 1):
+            raise StadaptError(f"{name} must be at least {0 if name == 'warmup' else 1}, got {value}")
+    return chosen
+
+
+def parameter_counts(model: Any) -> dict[str, Any]:
+    """A VideoClassifier's tuning mode and its parameters, in all and by part."""
+    counts = model.parameter_counts()
+    return {
+        "tuning": model.tuning,
+        "total_parameters": counts["total"],
+        "trainable_parameters": counts["trainable"],
+        "backbone_parameters": sum(p.numel() for p in model.backbone.parameters()),
+        "adapter_parameters": sum(p.numel() for p in model.adapters.parameters()),
+        "head_parameters": sum(p.numel() for p in model.head.parameters()),
+    }
+
+
+def _time_models(models: Mapping[str, Any], inputs: Mapping[int, Any], dev: Any, chosen: Mapping[str, int],
+                 say: Callable[[str], None]) -> dict[str, dict[str, list[float]]]:
+    """Seconds per forward pass, {model: {"latency": [...], "throughput": [...]}}: after the warm-up passes,
+    the runs alternate between the models (and which goes first alternates), so drifts hit both alike."""
+    import torch
+
+    def timed(name: str, n: int) -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        tick = time.perf_counter()
+        models[name](inputs[n])
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - tick
+
+    for name in MODELS:
+        for n in inputs:
+            for _ in range(chosen["warmup"]):
+                timed(name, n)
+    times: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in MODELS}
+    for what, n, runs in (("latency", 1, chosen["latency_runs"]),
+                          ("throughput", chosen["batch"], chosen["throughput_runs"])):
+        say(f"measuring {what} (batch {n}): {runs} run(s), alternating the two models...")
+        for run in range(runs):
+            for name in MODELS if run % 2 == 0 else MODELS[::-1]:
+                times[name][what].append(timed(name, n))
+    return times
+
+
+def _timings(times: Mapping[str, list[float]], batch: int) -> dict[str, Any]:
+    """One model's medians (and every run) from its measured seconds."""
+    throughput_all = [batch / t for t in times["throughput"]]
+    return {
+        "latency_ms": 1000 * statistics.median(times["latency"]),
+        "latency_ms_all": [1000 * t for t in times["latency"]],
+        "throughput": statistics.median(throughput_all),
+        "throughput_all": throughput_all,
+        "batch_seconds": statistics.median(times["throughput"]),
+    }
+
+
+def _report(results: dict[str, dict[str, Any]], dev: Any, chosen: Mapping[str, int], pair: Mapping[str, Any],
+            *, options: Mapping[str, Any] | None, frames: int, num_classes: int, adapter: dict[str, Any],
+            precision: str, compile: bool) -> dict[str, Any]:
+    """The report: the settings, each model's results with its achieved TFLOPS, the ratios and their spread."""
+    import torch
+
+    cuda = dev.type == "cuda"
     device_name = torch.cuda.get_device_name(dev) if cuda else _cpu_name()
     peak = bf16_peak_tflops(device_name) if cuda else None
     for r in results.values():
@@ -183,24 +212,13 @@ def bench_inference(
         r["bf16_peak_fraction"] = r["achieved_tflops"] / peak if peak else None
     plain, adapted = results["without_adapters"], results["with_adapters"]
     report: dict[str, Any] = {
-        "backbone": pair["backbone"],
-        "backbone_options": dict(options or {}),
-        "frames": frames,
-        "image_size": size,
-        "num_classes": num_classes,
-        "adapter": {"bottleneck": bottleneck, "positions": list(positions)},
-        "batch": batch,
-        "latency_runs": latency_runs,
-        "throughput_runs": throughput_runs,
-        "warmup": warmup,
-        "device": str(dev),
-        "device_name": device_name,
-        "bf16_peak_tflops": peak,
-        "cpu_threads": torch.get_num_threads(),
-        "precision": prec.name,
-        "compile": compile,
-        "torch": torch.__version__,
-        "models": results,
+        "backbone": pair["backbone"], "backbone_options": dict(options or {}), "frames": frames,
+        "image_size": pair["image_size"], "num_classes": num_classes, "adapter": adapter,
+        "batch": chosen["batch"], "latency_runs": chosen["latency_runs"],
+        "throughput_runs": chosen["throughput_runs"], "warmup": chosen["warmup"],
+        "device": str(dev), "device_name": device_name, "bf16_peak_tflops": peak,
+        "cpu_threads": torch.get_num_threads(), "precision": precision, "compile": compile,
+        "torch": torch.__version__, "models": results,
         "ratio": {
             "of": "with_adapters / without_adapters",
             "throughput": adapted["throughput"] / plain["throughput"],
@@ -211,12 +229,6 @@ def bench_inference(
     }
     report["spread"] = measurement_spread(results, report["ratio"])
     report["warnings"] = noise_warnings(report["spread"])
-    models.clear()
-    inputs.clear()
-    pair.clear()
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
     return report
 
 

@@ -255,7 +255,7 @@ def bench_train_memory(
 
     from stadapt.backbones.registry import parse_backbone
     from stadapt.engine.setup import resolve_device, resolve_precision
-    from stadapt.model import TUNING_MODES
+    from stadapt.vocabulary import TUNING_MODES
 
     modes = list(dict.fromkeys(modes))
     unknown = [m for m in modes if m not in TUNING_MODES]

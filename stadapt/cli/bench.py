@@ -36,9 +36,10 @@ def bench(
     from stadapt.bench.inference import bench_inference, format_report
     from stadapt.cli.reports import show_report
     from stadapt.errors import StadaptError
+    from stadapt.vocabulary import PRECISIONS
 
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise StadaptError(f"unknown --precision {precision!r}", "choose auto, fp32, bf16 or fp16")
+    if precision not in PRECISIONS:
+        raise StadaptError(f"unknown --precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
     from stadapt.recipe.load import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}

@@ -41,19 +41,20 @@ def bench_train(
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     from stadapt.errors import StadaptError
+    from stadapt.vocabulary import BACKBONE_STORAGES, CHECKPOINTING_WORDS, PRECISIONS, checkpointing_level
 
-    levels: dict[str, bool | str] = {"false": False, "adapters": "adapters", "mlp": "mlp", "true": True}
-    if checkpointing.lower() not in levels:
-        raise StadaptError(f"unknown --checkpointing {checkpointing!r}", "choose false, adapters, mlp or true")
-    if precision not in ("auto", "fp32", "bf16", "fp16") or backbone_storage not in ("auto", "fp32", "half"):
+    level = checkpointing_level(checkpointing)
+    if level is None:
+        raise StadaptError(f"unknown --checkpointing {checkpointing!r}", f"choose {', '.join(CHECKPOINTING_WORDS)}")
+    if precision not in PRECISIONS or backbone_storage not in BACKBONE_STORAGES:
         raise StadaptError(f"unknown --precision {precision!r} or --backbone-storage {backbone_storage!r}",
-                           "precision: auto, fp32, bf16, fp16; backbone storage: auto, fp32, half")
+                           f"precision: {', '.join(PRECISIONS)}; backbone storage: {', '.join(BACKBONE_STORAGES)}")
     from stadapt.recipe.load import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
     report = bench_train_memory(backbone, frames=frames, micro_batch=micro_batch, accumulation=accumulation,
                                 steps=steps, modes=chosen, options=options,
                                 device=device, precision=precision, backbone_storage=backbone_storage,
-                                checkpointing=levels[checkpointing.lower()],
+                                checkpointing=level,
                                 progress=None if quiet else lambda m: typer.echo(m, err=True))
     show_report(format_report(report), report, json_out, announce=not quiet)

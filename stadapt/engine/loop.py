@@ -44,7 +44,7 @@ from stadapt.engine.setup import (
     train_dataset,
 )
 from stadapt.engine.signals import StopSignals
-from stadapt.engine.state import Progress, restore_state, rng_state, state_files
+from stadapt.engine.state import RunCounters, restore_state, rng_state, state_files
 from stadapt.engine.step import StepResult, TrainStep
 from stadapt.engine.validate import ValidationResult, validate
 from stadapt.errors import StadaptError, first_line
@@ -130,7 +130,7 @@ class Run:
     model: VideoClassifier
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    state: Progress
+    state: RunCounters
     step: TrainStep
     batches: Iterator[dict[str, Any]]
     log: RunLog
@@ -203,7 +203,7 @@ def _setup(recipe: Recipe, world: World, device: torch.device, start: RunStart, 
     model = built.model.to(device)
     optimizer = build_optimizer(model, recipe.optim, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scale_loss)
-    state = _restore(run_dir, model, optimizer, scaler, world) if resumed else Progress()
+    state = _restore(run_dir, model, optimizer, scaler, world) if resumed else RunCounters()
     forward = _wrap(model, world, device, compile_model=recipe.train.compile)
     dataset = train_dataset(recipe, train_entries, built.variant)
     step = TrainStep(model, optimizer, scaler, precision=precision, device=device, plan=plan, world=world,
@@ -246,7 +246,7 @@ def _open_run(recipe: Recipe, world: World, device: torch.device, start: RunStar
 
 
 def _restore(run: RunDir, model: VideoClassifier, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-             world: World) -> Progress:
+             world: World) -> RunCounters:
     """Weights, optimizer, scaler and RNG states of the last checkpoint; returns its counters."""
     checkpoint = run.resume_checkpoint()
     assert checkpoint is not None

@@ -72,36 +72,14 @@ def param_groups(model: nn.Module, weight_decay: float, scale: Mapping[str, floa
     return groups
 
 
-def build_optimizer(
-    model: nn.Module,
-    optim: OptimSection | None = None,
-    device: torch.device | str = "cpu",
-    *,
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    betas: tuple[float, float] | None = None,
-) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, optim: OptimSection, device: torch.device | str = "cpu") -> torch.optim.AdamW:
     """AdamW over `param_groups` with the recipe's lr, weight decay, betas and per-part scales; the fused
-    CUDA kernel where it is available (same maths, fewer launches).
-
-    `build_optimizer(model, recipe.optim, device)` is the form to use. The older keyword form
-    `build_optimizer(model, lr=..., weight_decay=..., betas=..., device=...)` still works, with every
-    scale 1.
-    """
-    if optim is None:
-        if lr is None or weight_decay is None:
-            raise TypeError("build_optimizer needs an OptimSection (or lr= and weight_decay=)")
-        base_lr, base_wd, adam_betas, scale = lr, weight_decay, betas or (0.9, 0.999), {}
-    else:
-        if lr is not None or weight_decay is not None or betas is not None:
-            raise TypeError("build_optimizer takes an OptimSection or lr=/weight_decay=/betas=, not both")
-        base_lr, base_wd, adam_betas = optim.lr, optim.weight_decay, optim.betas
-        scale = optim.scale.model_dump()
-    groups = param_groups(model, base_wd, scale)
+    CUDA kernel where it is available (same maths, fewer launches)."""
+    groups = param_groups(model, optim.weight_decay, optim.scale.model_dump())
     for group in groups:
-        group["lr"] = base_lr * group["lr_scale"]
+        group["lr"] = optim.lr * group["lr_scale"]
     fused = torch.device(device).type == "cuda"
-    return torch.optim.AdamW(groups, lr=base_lr, betas=(adam_betas[0], adam_betas[1]), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.betas[0], optim.betas[1]), fused=fused or None)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -65,16 +65,9 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
 
 
 def model_config(recipe: Recipe, num_classes: int) -> ModelConfig:
-    a = recipe.adapter
-    adapter = None
-    if recipe.tuning == "st_adapter":
-        adapter = AdapterConfig(
-            bottleneck=a.bottleneck,
-            kernel=a.kernel,
-            positions=tuple(a.positions),
-            blocks=tuple(a.blocks) if a.blocks is not None else None,
-            bottleneck_ratio=a.bottleneck_ratio,
-        )
+    """The architecture a recipe describes; the adapter section is read by AdapterConfig's own reader (the
+    one a checkpoint's stadapt.json goes through), so the two cannot drift apart."""
+    adapter = AdapterConfig.from_dict(recipe.adapter.model_dump()) if recipe.tuning == "st_adapter" else None
     return ModelConfig(
         backbone=recipe.backbone.name,
         num_classes=num_classes,

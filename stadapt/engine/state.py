@@ -22,7 +22,7 @@ STATE_META = "trainer_state.json"
 
 
 @dataclass
-class Progress:
+class RunCounters:
     """Counters of a run; `step` = optimizer steps taken, so the data stream position is step * batch."""
 
     step: int = 0
@@ -70,7 +70,7 @@ def rng_state() -> dict[str, torch.Tensor]:
 def state_files(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    progress: Progress,
+    counters: RunCounters,
     rng_states: list[dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, bytes]:
     """The trainer-state files as bytes, for `write_checkpoint(extra_files=...)` (one atomic write).
@@ -85,7 +85,8 @@ def state_files(
         prefix = "rng" if rank == 0 else f"rng.rank{rank}"
         for name, value in states.items():
             tensors[f"{prefix}.{name}"] = value
-    meta = {"progress": asdict(progress), "optimizer": optim_meta, "scaler": scaler.state_dict()}
+    meta = {"progress": asdict(counters),  # the file keeps its key: older runs resume
+            "optimizer": optim_meta, "scaler": scaler.state_dict()}
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     return {STATE_TENSORS: save(contiguous), STATE_META: (json.dumps(meta, indent=1) + "\n").encode()}
 
@@ -96,7 +97,7 @@ def has_state(checkpoint: Path) -> bool:
 
 def restore_state(
     checkpoint: Path, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, rank: int = 0
-) -> Progress:
+) -> RunCounters:
     """Load optimizer, scaler and RNG states written by `state_files` (process `rank`'s own RNG
     states when the run was distributed); returns the counters."""
     from safetensors.torch import load_file
@@ -117,4 +118,4 @@ def restore_state(
     cuda = [tensors[k] for k in sorted(names, key=lambda k: int(k.rsplit(".", 1)[1]))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-    return Progress(**meta["progress"])
+    return RunCounters(**meta["progress"])

@@ -28,7 +28,7 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(
+def infer_dataset(
     model: torch.nn.Module,
     dataset: Any,
     *,
@@ -90,7 +90,7 @@ def predict(
     )
 
 
-def predict_sharded(
+def infer_dataset_sharded(
     model: torch.nn.Module,
     entries: list[Any],
     make_dataset: Any,
@@ -103,9 +103,9 @@ def predict_sharded(
     `make_dataset(entries)` builds the dataset of a shard; `kwargs` go to `predict`.
     """
     if world.size == 1:
-        return predict(model, make_dataset(entries), **kwargs)
+        return infer_dataset(model, make_dataset(entries), **kwargs)
     positions = list(range(world.rank, len(entries), world.size))
-    part = predict(model, make_dataset([entries[i] for i in positions]), **kwargs)
+    part = infer_dataset(model, make_dataset([entries[i] for i in positions]), **kwargs)
     local = {
         "probs": part.probs,
         "labels": part.labels,
@@ -181,8 +181,9 @@ def validate(model: torch.nn.Module, recipe: Any, entries: list[Any], classes: l
                             decode_device=recipe.data.decode_device)
 
     per_batch = max(1, recipe.micro_batch // (views[0] * views[1]))
-    pred = predict_sharded(model, entries, dataset, world, batch_size=per_batch, num_workers=recipe.data.num_workers,
-                           device=device, precision=precision, progress=progress, desc="validate")
+    pred = infer_dataset_sharded(model, entries, dataset, world, batch_size=per_batch,
+                                 num_workers=recipe.data.num_workers, device=device, precision=precision,
+                                 progress=progress, desc="validate")
     summary = summarize(pred, classes)
     return ValidationResult(summary["top1"], summary["top5"], summary["mean_class_accuracy"], summary["videos"],
                             len(pred.skipped), recipe.data.views)

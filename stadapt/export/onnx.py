@@ -60,7 +60,7 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
             raise StadaptError(f"{path} already exists", "choose another --out or pass --overwrite to replace it")
 
 
-def clip_config(spec: Any) -> dict[str, Any]:
+def input_config(spec: Any) -> dict[str, Any]:
     """How clips for this model are made (the checkpoint's InputSpec, kept under "spec"), as the metadata spells it."""
     return {"frames": spec.frames, "sampling": spec.sampling, "stride": spec.stride, "views": spec.views_text,
             "size": spec.image_size, "mean": [float(v) for v in spec.mean], "std": [float(v) for v in spec.std],
@@ -212,7 +212,7 @@ def export_onnx(
         raise StadaptError(f"unknown input type {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")
     refuse_existing(out, overwrite)
     loaded = load_model(checkpoint, backbone_weights=backbone_weights, device="cpu")
-    meta, config = loaded.meta, clip_config(loaded.input_spec)
+    meta, config = loaded.meta, input_config(loaded.input_spec)
     model = loaded.model.float().eval()
     if hasattr(model, "backbone_dtype"):
         model.backbone_dtype = torch.float32

@@ -8,7 +8,6 @@ Nothing here imports torch: checking a recipe must stay instant.
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 import shlex
@@ -23,7 +22,8 @@ from pydantic import BaseModel, ValidationError
 
 from stadapt.errors import RecipeError, StadaptError
 from stadapt.fileio import atomic_write_text
-from stadapt.recipe.schema import RULES, Recipe, weights_is_path
+from stadapt.recipe.schema import RULES, Recipe
+from stadapt.vocabulary import closest, did_you_mean, weights_is_path
 
 Key = Union[str, int]
 KeyPath = tuple[Key, ...]
@@ -74,23 +74,6 @@ def _show(value: Any, limit: int = 40) -> str:
         return str(value).lower()
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _suggest(word: str, choices: Sequence[str]) -> str | None:
-    """The allowed key a typo most likely meant: case/dash slips, close spelling, initials (wd)."""
-    norm = word.lower().replace("-", "_")
-    for choice in choices:
-        if choice == norm:
-            return choice
-    close = difflib.get_close_matches(norm, list(choices), n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    for choice in choices:
-        if len(norm) >= 2 and "".join(w[0] for w in choice.split("_")) == norm:
-            return choice
-        if len(norm) >= 3 and (choice.startswith(norm) or norm.startswith(choice)):
-            return choice
-    return None
 
 
 def _unwrap(ann: Any) -> tuple[Any, bool]:
@@ -172,9 +155,9 @@ def _unknown_key(path: KeyPath) -> str:
     parent, key = path[:-1], str(path[-1])
     ann, _ = _unwrap(_annotation(parent))
     allowed = list(ann.model_fields) if _is_model(ann) else []
-    guess = _suggest(key, allowed)
+    guess = did_you_mean(key, allowed).rstrip()
     if guess:
-        return f"unknown key; did you mean '{guess}'?"
+        return f"unknown key; {guess}"
     homes = [s for s in _sections_of(key) if (s,) != parent]
     if homes:
         return f"unknown key here; did you mean {homes[0]}.{key}?"
@@ -209,8 +192,8 @@ def _translate(error: Mapping[str, Any]) -> list[Problem]:
         return [(path, f"expected {_describe(_annotation(path))}, got {ctx.get('actual_length')} items")]
     if kind == "literal_error":
         choices = typing.get_args(_unwrap(_annotation(path))[0])
-        guess = _suggest(value, [str(c) for c in choices]) if isinstance(value, str) else None
-        tail = f"; did you mean '{guess}'?" if guess else ""
+        guess = did_you_mean(value, [str(c) for c in choices]).rstrip() if isinstance(value, str) else ""
+        tail = f"; {guess}" if guess else ""
         return [(path, f"expected {_describe(_annotation(path))}, got {_show(value)}{tail}")]
     if kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "bool_for_number"):
         return [(path, f"expected {_describe(_annotation(path))}, got {_show(value)}")]
@@ -386,8 +369,7 @@ def _environment_problems(data: dict[str, Any], bad: set[KeyPath], check_files: 
         for key, default in (("train_list", "train.txt"), ("val_list", "val.txt")):
             name = section.get(key, default)
             if isinstance(name, str) and ("data", key) not in bad and not os.path.isfile(os.path.join(root, name)):
-                guess = _suggest(name, lists)
-                fix = f"did you mean '{guess}'?" if guess else f"lists in {root}: {', '.join(lists) or 'none'}"
+                fix = did_you_mean(name, lists).rstrip() or f"lists in {root}: {', '.join(lists) or 'none'}"
                 problems.append((("data", key), f"file {os.path.join(root, name)} does not exist; {fix}"))
     return problems
 
@@ -551,7 +533,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), *, check_files:
         known = _yaml_files(Path("recipes"))
         candidates = (file.with_name(file.name + ".yaml"), Path("recipes") / (file.name + ".yaml"))
         near = [str(p) for p in candidates if p.is_file()]
-        guess = near or difflib.get_close_matches(str(file), known, n=1, cutoff=0.6)
+        guess = near or closest(str(file), known)
         tail = f"did you mean {guess[0]}? " if guess else ""
         listing = f"recipes here: {', '.join(known)}" if known else f"there is no recipes/*.yaml in {Path.cwd()}"
         raise RecipeError(f"recipe file {file} not found", tail + listing)

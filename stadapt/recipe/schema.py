@@ -14,6 +14,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from stadapt.vocabulary import (
+    BackboneStorage,
+    CheckpointingLevel,
+    Precision,
+    TuningMode,
+    checkpointing_level,
+    kernel_is_odd,
+)
+
 Position = Literal["pre_attn", "pre_mlp"]
 Logger = Literal["tensorboard", "wandb"]
 RULES = "recipe_rules"  # error type of cross-field rules; ctx["problems"] = [(key, message), ...]
@@ -48,11 +57,6 @@ class BackboneSection(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-def weights_is_path(weights: str) -> bool:
-    """A weights value is a file path if it looks like one or exists; otherwise it is a hub tag."""
-    return any(c in weights for c in "/\\.") or Path(weights).exists()
-
-
 class AdapterSection(_Section):
     """ST-Adapter size and placement; defaults are the paper's K400 ViT-B/16 setting (12x384)."""
 
@@ -78,7 +82,7 @@ class AdapterSection(_Section):
     @field_validator("kernel")
     @classmethod
     def _odd_kernel(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
-        if any(k < 1 or k % 2 == 0 for k in value):
+        if not kernel_is_odd(value):
             raise PydanticCustomError(
                 "odd_kernel", "sizes must be odd and positive (T, H, W), got {kernel}", {"kernel": list(value)}
             )
@@ -194,11 +198,6 @@ class DataSection(_Section):
         """The training list as an absolute path (an absolute `train_list` is kept)."""
         return Path(self.root) / self.train_list
 
-    @property
-    def val_path(self) -> Path:
-        """The validation list as an absolute path (an absolute `val_list` is kept)."""
-        return Path(self.root) / self.val_list
-
 
 class ScaleSection(_Section):
     """Multipliers of the learning rate AND weight decay of each part of the model (the paper's
@@ -257,11 +256,6 @@ class OptimSection(_Section):
         """Clips per forward pass (None in the recipe means the whole batch)."""
         return self.micro_batch if self.micro_batch is not None else self.batch_size
 
-    @property
-    def accumulation(self) -> int:
-        """Forward passes per optimizer step (gradient accumulation)."""
-        return self.batch_size // self.resolved_micro_batch
-
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
 
@@ -271,16 +265,16 @@ class TrainSection(_Section):
 
     seed: Int = 0
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Precision = "auto"
     log_every: Int = Field(10, gt=0)
     val_every: Int = Field(0, ge=0)
     save_every: Int = Field(1000, ge=0)
     keep_checkpoints: Int = Field(1, ge=1)  # the newest N step checkpoints are kept
     # memory and speed
-    backbone_storage: Literal["auto", "fp32", "half"] = "auto"  # auto: half when frozen, on CUDA, with autocast
+    backbone_storage: BackboneStorage = "auto"  # auto: half when frozen, on CUDA, with autocast
     # recompute activations in the backward pass: adapters < mlp (adapters + MLP branches) < true (whole
     # blocks); the default "adapters" costs about 1% of a step and saves about 8% of ST-Adapter's memory
-    checkpointing: bool | Literal["adapters", "mlp"] = "adapters"
+    checkpointing: bool | CheckpointingLevel = "adapters"
     compile: bool = False  # torch.compile the model
     # where metrics go besides RUN/metrics.jsonl (always written) and RUN/train.log: TensorBoard event
     # files in RUN/tensorboard (skipped with one notice when tensorboard is not installed), Weights &
@@ -316,10 +310,9 @@ class TrainSection(_Section):
     @field_validator("checkpointing", mode="before")
     @classmethod
     def _checkpointing(cls, value: Any) -> bool | str:
-        if isinstance(value, bool) or value in ("adapters", "mlp"):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
+        level = checkpointing_level(value)
+        if level is not None:
+            return level
         raise PydanticCustomError(
             "checkpointing", "expected false, adapters, mlp or true, got {value}", {"value": repr(value)}
         )
@@ -348,7 +341,7 @@ class Recipe(_Section):
     name: str | None = None
     backbone: BackboneSection
     adapter: AdapterSection = Field(default_factory=AdapterSection)
-    tuning: Literal["st_adapter", "linear", "full_finetune", "partial_finetune"] = "st_adapter"
+    tuning: TuningMode = "st_adapter"
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
     optim: OptimSection = Field(default_factory=OptimSection)
@@ -379,11 +372,6 @@ class Recipe(_Section):
     def micro_batch(self) -> int:
         """Clips per forward pass, resolved (optim.micro_batch or else optim.batch_size)."""
         return self.optim.resolved_micro_batch
-
-    @property
-    def accumulation(self) -> int:
-        """Forward passes per optimizer step: batch_size // micro_batch."""
-        return self.optim.accumulation
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able data, every field included (tuples become lists)."""

@@ -98,7 +98,7 @@ def attention_maps(model: VideoClassifier, clip: torch.Tensor) -> tuple[torch.Te
     return out[0], out[1]
 
 
-def load_clip(video: Path, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def load_video_clip(video: Path, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """(normalised clip (3, T, S, S), display frames (T, S, S, 3) in 0..1, frame indices) of the
     centred test view of `video` (one temporal view, the centre crop), made as `spec` says."""
     from dataclasses import replace
@@ -204,7 +204,7 @@ def visualize(
                         precision=precision)
     model = loaded.model
     _check_attention(model)  # a clear error before decoding anything
-    clip, shown, indices = load_clip(video, loaded.input_spec)
+    clip, shown, indices = load_video_clip(video, loaded.input_spec)
     with torch.no_grad(), loaded.autocast():
         before, after = attention_maps(model, clip)
         probs = model(clip[None].to(loaded.device)).float().softmax(dim=-1)[0].cpu()
