@@ -53,8 +53,8 @@ from stadapt.recipe import Recipe, dump_recipe, load_recipe
 
 # keys a resumed run may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {"data.num_workers", "train.log_every", "train.val_every", "train.save_every", "train.device",
-                     "train.keep_checkpoints", "train.keep_best", "train.loggers", "train.compile", "train.checkpointing",
-                     "optim.micro_batch"}
+                     "train.keep_checkpoints", "train.keep_best", "train.loggers", "train.compile",
+                     "train.checkpointing", "optim.micro_batch"}
 
 
 T = TypeVar("T")
