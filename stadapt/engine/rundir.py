@@ -474,11 +474,12 @@ def _checkpoint_meta(checkpoint: Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def resolve_target(target: Path | None, which: str | None = None, *,
-                   announce: bool = True) -> tuple[Path, Path | None]:
+def resolve_target(target: Path | None, which: str | None = None, *, announce: bool = True,
+                   prefer: str | None = None) -> tuple[Path, Path | None]:
     """(checkpoint directory, run directory or None) for a run, a checkpoint, an `hf-hub:ORG/NAME` id, or
     None = latest run. Of a run, `which` checkpoint (`pick_checkpoint`); the choice and why go to stderr
-    (`announce`), so a command always says which checkpoint it used."""
+    (`announce`), so a command always says which checkpoint it used. `prefer`: the run's checkpoint when
+    `which` is None, instead of best-when-present."""
     from stadapt.hub import checkpoint_dir, is_hub_id
 
     run_path: Path | None = None
@@ -502,7 +503,7 @@ def resolve_target(target: Path | None, which: str | None = None, *,
                            "pass the run directory, or leave --which out")
         parent = checkpoint.parent.parent
         return checkpoint, parent if not is_hub_id(target) and RunDir(parent).is_run() else None
-    chosen, why = pick_checkpoint(RunDir(run_path), which)
+    chosen, why = pick_checkpoint(RunDir(run_path), which or prefer)
     if announce:
         sys.stderr.write(f"{run_path}: using {why}\n")
     return chosen, run_path
