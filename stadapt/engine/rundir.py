@@ -477,8 +477,9 @@ def _checkpoint_meta(checkpoint: Path) -> dict[str, Any]:
 def resolve_target(target: Path | None, which: str | None = None, *, announce: bool = True,
                    prefer: str | None = None) -> tuple[Path, Path | None]:
     """(checkpoint directory, run directory or None) for a run, a checkpoint, an `hf-hub:ORG/NAME` id, or
-    None = latest run. Of a run, `which` checkpoint (`pick_checkpoint`); the choice and why go to stderr
-    (`announce`), so a command always says which checkpoint it used. `prefer`: the run's checkpoint when
+    None = latest run. Of a run, `which` checkpoint (`pick_checkpoint`); where the run's best and last are
+    different steps, the choice and why go to stderr (`announce`): a refusal stays one line where there was no
+    choice to make. `prefer`: the run's checkpoint when
     `which` is None, instead of best-when-present."""
     from stadapt.hub import checkpoint_dir, is_hub_id
 
@@ -504,6 +505,6 @@ def resolve_target(target: Path | None, which: str | None = None, *, announce: b
         parent = checkpoint.parent.parent
         return checkpoint, parent if not is_hub_id(target) and RunDir(parent).is_run() else None
     chosen, why = pick_checkpoint(RunDir(run_path), which or prefer)
-    if announce:
+    if announce and _checkpoint_step(RunDir(run_path).best) not in (None, _checkpoint_step(RunDir(run_path).last)):
         sys.stderr.write(f"{run_path}: using {why}\n")
     return chosen, run_path
