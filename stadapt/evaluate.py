@@ -46,12 +46,13 @@ def run_eval(
     progress: bool = True,
     max_clips: int | None = None,
     precision: str = "auto",
+    which: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on a list; write the JSON report, a per-video predictions CSV and a
     confusion-matrix PNG beside it. Clips are made as the checkpoint's InputSpec says (`views` overrides
     its test views); the model runs in `precision` ("auto": the run's on this device, float32 on the CPU).
     Under torchrun the videos are split over the processes (none twice, none dropped) and only the first
-    process writes."""
+    process writes. Of a run, `which` checkpoint: "best", "last", or None = best when present (printed)."""
     from stadapt.api import load_model
     from stadapt.data.prepared import open_prepared
     from stadapt.data.views import test_dataset
@@ -60,7 +61,7 @@ def run_eval(
     from stadapt.errors import StadaptError
     from stadapt.hub import output_home
 
-    checkpoint, run = resolve_target(target)
+    checkpoint, run = resolve_target(target, which)
     torch_device = process_device(resolve_device(device), world_from_env())
     loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device, precision=precision)
     data = (loaded.meta.get("recipe") or {}).get("data") or {}

@@ -222,6 +222,11 @@ class VideoClassifier(nn.Module):
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, feature_width) video features after the final norm."""
+        return self.backbone.video_norm(self.frame_features(video).mean(dim=1))
+
+    def frame_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, T, feature_width) per-frame features (after the adapted blocks, before the
+        mean over time and the final norm that `forward_features` applies)."""
         batch, channels, frames, height, width = video.shape
         if frames != self.num_frames:
             raise ValueError(f"this model takes clips of {self.num_frames} frames, got {frames}")
@@ -236,9 +241,7 @@ class VideoClassifier(nn.Module):
                 x = checkpoint(self._block, index, x, use_reentrant=False)
             else:
                 x = self._block(index, x)
-        features = self.backbone.frame_features(x)
-        features = features.reshape(batch, frames, -1).mean(dim=1)
-        return self.backbone.video_norm(features)
+        return self.backbone.frame_features(x).reshape(batch, frames, -1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(video))

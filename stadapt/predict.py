@@ -1,9 +1,11 @@
-"""`stadapt predict`: top-k classes of video files, from a checkpoint or an exported ONNX model.
+"""`stadapt predict`: top-k classes of videos (files, folders, patterns, lists), from a checkpoint or an
+exported ONNX model, printed or written as CSV / JSONL with class names.
 
 Clips are taken the way evaluation takes them (`stadapt.data.video_views` with the model's InputSpec:
 frame sampling, test views, crop and normalisation as the checkpoint records them), views are fused as
-the mean of per-view softmax probabilities. A video that cannot be decoded gets an error entry instead of
-a prediction; the others are still predicted.
+the mean of per-view softmax probabilities; a checkpoint's videos are decoded by DataLoader workers and
+run in batches (stadapt.batched). A video that cannot be decoded gets an error entry instead of a
+prediction; the others are still predicted.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from stadapt.errors import StadaptError
 
 
 def _topk(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
-    order = np.argsort(-probs)[:k]
+    order = np.argsort(-probs)[: min(k, len(probs))]
     return [{"class": classes[i], "index": int(i), "probability": round(float(probs[i]), 6)} for i in order]
 
 
@@ -34,26 +36,68 @@ def predict_videos(
     device: str = "auto",
     backbone_weights: str | None = None,
     precision: str = "auto",
+    which: str | None = None,
+    batch_size: int = 4,
+    workers: int | None = None,
+    max_clips: int | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One dict per video: `{"video", "top": [{"class", "index", "probability"}, ...], "precision"}` or
-    `{"video", "error"}`. Clips come from `stadapt.data.video_views` with the model's InputSpec;
-    a checkpoint runs in `precision` ("auto": the run's on this device, float32 on the CPU)."""
-    from stadapt.data.views import video_views
+    """One dict per video, in input order: `{"video", "top": [{"class", "index", "probability"}, ...],
+    "precision"}` or `{"video", "error"}`. Clips are made as evaluation makes them, from the model's InputSpec;
+    a checkpoint's videos go through DataLoader workers in batches and run in `precision` ("auto": the run's
+    on this device, float32 on the CPU); of a run, `which` checkpoint (None: best when present)."""
     from stadapt.engine.setup import parse_views
-    from stadapt.errors import VideoDecodeError
 
     if onnx is not None and checkpoint is not None:
         raise StadaptError("give --checkpoint or --onnx, not both", "an exported model carries its own classes")
-    if onnx is not None:
-        if precision not in ("auto", "fp32"):
-            raise StadaptError(f"--precision {precision} applies to checkpoints; an ONNX model runs as exported",
-                               "leave --precision out with --onnx")
-        run, spec, classes = _onnx_runner(Path(onnx))
-        used = "fp32"
-    else:
-        run, spec, classes, used = _torch_runner(checkpoint, device=device, backbone_weights=backbone_weights,
-                                                 precision=precision)
-    spec = spec.with_views(parse_views(views) if views else None)
+    view_override = parse_views(views) if views else None
+    if onnx is None:
+        return _predict_checkpoint(videos, checkpoint, top_k=top_k, views=view_override, device=device,
+                                   backbone_weights=backbone_weights, precision=precision, which=which,
+                                   batch_size=batch_size, workers=workers, max_clips=max_clips, progress=progress)
+    if precision not in ("auto", "fp32"):
+        raise StadaptError(f"--precision {precision} applies to checkpoints; an ONNX model runs as exported",
+                           "leave --precision out with --onnx")
+    return _predict_onnx(videos, Path(onnx), top_k=top_k, views=view_override)
+
+
+def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, views: tuple[int, int] | None,
+                        device: str, backbone_weights: str | None, precision: str, which: str | None,
+                        batch_size: int, workers: int | None, max_clips: int | None,
+                        progress: bool) -> list[dict[str, Any]]:
+    """predict_videos of a checkpoint: batches of views from `stadapt.batched`, softmax per view, mean."""
+    from stadapt.api import load_model
+    from stadapt.batched import in_chunks, view_batches
+    from stadapt.engine.rundir import resolve_target
+    from stadapt.engine.setup import resolve_device
+
+    checkpoint, _ = resolve_target(target, which)
+    loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=resolve_device(device),
+                        precision=precision)
+    spec = loaded.input_spec.with_views(views)
+    results: list[dict[str, Any]] = [{} for _ in videos]
+    for batch in view_batches(videos, spec, device=loaded.device, batch_size=batch_size, workers=workers,
+                              progress=progress, desc="predict"):
+        for failed in batch.failed:
+            results[failed["index"]] = {"video": str(videos[failed["index"]]), "error": failed["error"]}
+        if batch.views is None:
+            continue
+        with torch.inference_mode():
+            probs = in_chunks(lambda clips: loaded(clips).float().softmax(dim=-1), batch.views, max_clips)
+        for index, video_probs in zip(batch.indices, probs.mean(dim=1).cpu().numpy(), strict=True):
+            results[index] = {"video": str(videos[index]), "top": _topk(video_probs, loaded.classes, top_k),
+                              "precision": loaded.precision}
+    return results
+
+
+def _predict_onnx(videos: list[Path], path: Path, *, top_k: int,
+                  views: tuple[int, int] | None) -> list[dict[str, Any]]:
+    """predict_videos of an exported model, one video at a time through onnxruntime."""
+    from stadapt.data.views import video_views
+    from stadapt.errors import VideoDecodeError
+
+    run, spec, classes = _onnx_runner(path)
+    spec = spec.with_views(views)
     results: list[dict[str, Any]] = []
     for video in videos:
         try:
@@ -62,26 +106,51 @@ def predict_videos(
             results.append({"video": str(video), "error": str(exc)})
             continue
         probs = run(clips).mean(axis=0)
-        results.append({"video": str(video), "top": _topk(probs, classes, min(top_k, len(probs))),
-                        "precision": used})
+        results.append({"video": str(video), "top": _topk(probs, classes, top_k), "precision": "fp32"})
     return results
 
 
-def _torch_runner(target: Path | None, *, device: str, backbone_weights: str | None, precision: str):
-    """(run clips -> probabilities, InputSpec, classes, precision) of a checkpoint, read once."""
-    from stadapt.api import load_model
-    from stadapt.engine.rundir import resolve_target
-    from stadapt.engine.setup import resolve_device
+OUT_FORMATS = (".csv", ".jsonl")
 
-    checkpoint, _ = resolve_target(target)
-    loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=resolve_device(device),
-                        precision=precision)
 
-    @torch.inference_mode()
-    def run(clips: torch.Tensor) -> np.ndarray:
-        return loaded(clips.to(loaded.device)).float().softmax(dim=-1).cpu().numpy()
+def predictions_text(results: list[dict[str, Any]], suffix: str) -> str:
+    """The predictions as JSONL (one `predict --json` object a line) or CSV (one row per video: rank-1
+    class and probability, the top-k as `class:probability|...`, or the error)."""
+    import csv
+    import io
 
-    return run, loaded.input_spec, loaded.classes, loaded.precision
+    if suffix == ".jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "video", "status", "class", "probability", "top", "error"])
+    for index, row in enumerate(results):
+        if "error" in row:
+            writer.writerow([index, row["video"], "error", "", "", "", row["error"]])
+            continue
+        top = row["top"]
+        writer.writerow([index, row["video"], "ok", top[0]["class"], f"{top[0]['probability']:.6f}",
+                         "|".join(f"{t['class']}:{t['probability']:.6f}" for t in top), ""])
+    return buffer.getvalue()
+
+
+def write_predictions(results: list[dict[str, Any]], out: Path, *, overwrite: bool = False,
+                      check_only: bool = False) -> Path:
+    """Write the predictions to `out` (.csv or .jsonl, by its extension), atomically; an existing file is
+    replaced only with `overwrite`. `check_only`: refuse a bad `out` now, write nothing."""
+    from stadapt.fileio import atomic_write_text
+
+    suffix = out.suffix.lower()
+    if suffix not in OUT_FORMATS:
+        raise StadaptError(f"--out {out}: unknown format {suffix or '(no extension)'}",
+                           f"name the file with one of: {', '.join(OUT_FORMATS)}")
+    if out.exists() and not overwrite:
+        raise StadaptError(f"{out} already exists", "pass --overwrite to replace it, or --out elsewhere")
+    if not out.parent.is_dir():
+        raise StadaptError(f"the folder {out.parent} does not exist", "create it, or pass --out elsewhere")
+    if not check_only:
+        atomic_write_text(out, predictions_text(results, suffix))
+    return out
 
 
 def _onnx_runner(path: Path):

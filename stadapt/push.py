@@ -40,13 +40,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def bundle(target: Path | None, repo: str) -> tuple[dict[str, bytes], dict[str, Any] | None]:
+def bundle(target: Path | None, repo: str,
+           which: str | None = None) -> tuple[dict[str, bytes], dict[str, Any] | None]:
     """(the files to upload as name -> bytes, the evaluation report they include or None) for a run, a
     checkpoint or None (the latest run). An eval.json that evaluated another checkpoint is refused: the card
     would state numbers this model did not score."""
     from stadapt.evaluate import resolve_target
 
-    checkpoint, run = resolve_target(target)
+    checkpoint, run = resolve_target(target, which)
     meta, _ = read_checkpoint(checkpoint)
     tensor_file = tensors_path(checkpoint)  # under its own name: an older checkpoint's adapters.safetensors too
     tensors = tensor_file.read_bytes()

@@ -166,7 +166,7 @@ def finetune_transfer(
     if bad or not splits:
         raise StadaptError(f"--splits must name official splits 1, 2 and/or 3, got {list(splits)}",
                            "e.g. --splits 1,2,3")
-    checkpoint, _ = resolve_target(source)
+    checkpoint, _ = resolve_target(source, announce=False, prefer="last")  # as before best existed
     meta, _ = read_checkpoint(checkpoint)
     recipe = meta.get("recipe")
     if not recipe:

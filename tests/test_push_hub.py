@@ -95,7 +95,7 @@ def _clip(seed: int = 0) -> torch.Tensor:
 def test_to_dir_holds_the_checkpoint_and_card_and_loads_to_identical_logits(run: Path, pushed: Path) -> None:
     from stadapt.api import load_model
 
-    last = run / "checkpoints" / "last"
+    last = run / "checkpoints" / "best"  # what push (and eval) take from a run by default since issue 18.4
     names = sorted(p.name for p in pushed.iterdir() if not p.name.startswith("."))
     assert names == ["README.md", "eval.json", "stadapt.json", "trainable.safetensors"]  # no trainer state
     for name in ("trainable.safetensors", "stadapt.json"):

@@ -20,6 +20,7 @@ from stadapt.cli import (
     bench_train,
     evaluate,
     export,
+    extract_features,
     import_checkpoint,
     predict,
     prepare_data,
@@ -66,6 +67,7 @@ app.command("bench-pipeline")(bench_data.bench_pipeline)
 app.command("bench-train")(bench_train.bench_train)
 app.command("export")(export.export)
 app.command("predict")(predict.predict)
+app.command("extract-features")(extract_features.extract_features)
 app.command("visualize")(visualize.visualize)
 app.command("finetune-transfer", context_settings={"allow_interspersed_args": True})(transfer.finetune_transfer)
 app.command("backbones")(backbones.backbones)

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import typer
 
+WHICH_HELP = ("Of a run: best (its best validation top-1) or last (the newest); default: best when the run "
+              "keeps one, else last (the choice is printed).")
+
 
 def evaluate(
     target: Path = typer.Argument(None, help="A run or checkpoint directory, or hf-hub:ORG/NAME[@REV]; default: "
@@ -30,6 +33,7 @@ def evaluate(
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
                                        "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),
+    which: str = typer.Option(None, "--which", help=WHICH_HELP),
 ) -> None:
     """Evaluate a trained model: softmax per view, averaged; top-1, top-5, per-class accuracy; writes
     eval.json, eval.predictions.csv and eval.confusion.png. Under torchrun the videos are split over
@@ -40,7 +44,7 @@ def evaluate(
     try:
         report, written = run_eval(target, views=views, data_list=data_list, root=root, batch_size=batch_size,
                                    workers=workers, device=device, backbone_weights=backbone_weights, out=out,
-                                   progress=not quiet, max_clips=max_clips, precision=precision)
+                                   progress=not quiet, max_clips=max_clips, precision=precision, which=which)
     finally:
         shutdown(world_from_env())
     if world_from_env().main:

@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from stadapt.cli.evaluate import WHICH_HELP
+
 DEFAULT_OPSET = 18  # stadapt.export.graph.DEFAULT_OPSET, kept here so `--help` imports no torch
 
 
@@ -34,6 +36,7 @@ def export(
                                          help="Where the backbone weights are now, if they moved."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file (and its .data)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
+    which: str = typer.Option(None, "--which", help=WHICH_HELP),
 ) -> None:
     """Export a trained model to ONNX: input `video` (batch dynamic; float32 normalised, or uint8 frames with
     --input uint8), output `logits`; class names, normalisation, frame sampling and the exporter used in its
@@ -57,7 +60,7 @@ def export(
 
     if input_dtype not in INPUT_DTYPES:
         raise StadaptError(f"unknown --input {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")
-    ckpt, run = resolve_target(checkpoint)
+    ckpt, run = resolve_target(checkpoint, which)
     target = out if out is not None else (run if run is not None else output_home(ckpt)) / "model.onnx"
     refuse_existing(target, overwrite)
     clips = None

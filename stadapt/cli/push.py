@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stadapt.cli.evaluate import WHICH_HELP
+
 
 def push(
     target: Path = typer.Argument(None, help="A run directory or a checkpoint directory; default: the latest run "
@@ -14,6 +16,7 @@ def push(
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
     to_dir: Path = typer.Option(None, "--to-dir", help="Write exactly what would be uploaded into this folder "
                                                        "instead (new or empty, or an earlier --to-dir output)."),
+    which: str = typer.Option(None, "--which", help=WHICH_HELP),
 ) -> None:
     """Upload a checkpoint (stadapt.json, adapters.safetensors), the eval.json of that checkpoint and a generated
     model card (README.md: backbone and weights source, adapters, classes, evaluation, recipe, how to load it)
@@ -21,7 +24,7 @@ def push(
     from stadapt.push import bundle, check_repo_id, upload, write_dir
 
     repo = check_repo_id(repo)
-    files, report = bundle(target, repo)
+    files, report = bundle(target, repo, which)
     if report is None:
         typer.echo("note: no eval.json for this checkpoint, so the card states no evaluation (run `stadapt eval` "
                    "first to include it)", err=True)

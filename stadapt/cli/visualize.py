@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stadapt.cli.evaluate import WHICH_HELP
+
 
 def visualize(
     video: Path = typer.Argument(..., help="The video file to show."),
@@ -21,6 +23,7 @@ def visualize(
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
                                        "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),
+    which: str = typer.Option(None, "--which", help=WHICH_HELP),
 ) -> None:
     """Show where the last block's [CLS] token looks, before adaptation (the plain image model: the same
     backbone without adapters) and after (the adapted model), overlaid on the clip's frames (the
@@ -29,6 +32,6 @@ def visualize(
     from stadapt.visualize import visualize as run_visualize
 
     written = run_visualize(video, checkpoint, out, backbone_weights=backbone_weights, device=device,
-                            overwrite=overwrite, precision=precision)
+                            overwrite=overwrite, precision=precision, which=which)
     if not quiet:
         typer.echo(f"wrote {written}")

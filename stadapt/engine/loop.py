@@ -53,8 +53,8 @@ from stadapt.recipe import Recipe, dump_recipe, load_recipe
 
 # keys a resumed run may change: they do not alter what the run computes
 RESUMABLE_CHANGES = {"data.num_workers", "train.log_every", "train.val_every", "train.save_every", "train.device",
-                     "train.keep_checkpoints", "train.loggers", "train.compile", "train.checkpointing",
-                     "optim.micro_batch"}
+                     "train.keep_checkpoints", "train.keep_best", "train.loggers", "train.compile",
+                     "train.checkpointing", "optim.micro_batch"}
 
 
 T = TypeVar("T")
@@ -344,7 +344,23 @@ def _validate(run: Run, bar: Any) -> ValidationResult:
                   f"({val.videos} videos, {val.skipped} skipped)")
     if val.top1 is not None and val.top1 >= state.best.get("top1", -1.0):
         state.best = {"step": state.step, "top1": val.top1}
+        if run.recipe.train.keep_best:
+            _save_best(run, val)
     return val
+
+
+def _checkpoint_meta(run: Run, **extra: Any) -> dict[str, Any]:
+    """The stadapt.json of a checkpoint of this run at its current step."""
+    recipe = run.recipe
+    return model_meta(run.built, run.classes, recipe=recipe.to_dict(), step=run.state.step, tuning=recipe.tuning,
+                      **extra)
+
+
+def _save_best(run: Run, val: ValidationResult) -> None:
+    """checkpoints/best: the weights that just scored the best validation top-1, with that score."""
+    if run.world.main:
+        run.dir.save_best(run.model.trainable_state_dict(), _checkpoint_meta(run, validation=val.to_dict()))
+    run.world.barrier()
 
 
 def _save(run: Run) -> None:
@@ -352,7 +368,7 @@ def _save(run: Run) -> None:
     rngs = run.world.gather(rng_state())
     if run.world.main:
         recipe, state = run.recipe, run.state
-        meta = model_meta(run.built, run.classes, recipe=recipe.to_dict(), step=state.step, tuning=recipe.tuning)
+        meta = _checkpoint_meta(run)
         run.dir.save_checkpoint(state.step, run.model.trainable_state_dict(), meta,
                                 state_files(run.optimizer, run.scaler, state, rngs), keep=recipe.train.keep_checkpoints)
     run.world.barrier()

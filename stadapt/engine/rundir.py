@@ -5,6 +5,7 @@
     RUN/curves.png             training curves, written at the end
     RUN/checkpoints/last/      adapters + head, metadata, trainer state (what --resume continues)
     RUN/checkpoints/step_N/    earlier checkpoints, the newest `train.keep_checkpoints - 1` of them
+    RUN/checkpoints/best/      the checkpoint of the best validation top-1 so far (train.keep_best), no trainer state
     RUN/tensorboard/           TensorBoard event files (train.loggers)
     RUN/train.log              the run's console output, appended on resume
     RUN/wandb/, RUN/wandb.json Weights & Biases files and run id (train.loggers: [wandb])
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ MARKER_FORMAT = "stadapt-run"
 RUN_FILES = frozenset({RECIPE_FILE, METRICS_FILE, MARKER_FILE, LOCK_FILE, "curves.png", "checkpoints", "tensorboard",
                        "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx", "model.onnx.data",
                        "train.log", "wandb", "wandb.json"})  # train.log: console output; wandb*: train.loggers
-_CHECKPOINT_NAME = re.compile(r"\.?(last|step_\d+)(\..+)?")  # last, step_N, and their staging / swap folders
+_CHECKPOINT_NAME = re.compile(r"\.?(last|best|step_\d+)(\..+)?")  # last, best, step_N, their staging / swap folders
 CONTINUE_AFTER_DISK_FULL = "free some space, then continue with the same command and --auto-resume"
 
 
@@ -58,6 +60,7 @@ class RunDir:
     metrics = property(lambda self: self.path / METRICS_FILE)
     checkpoints = property(lambda self: self.path / "checkpoints")
     last = property(lambda self: self.path / "checkpoints" / "last")
+    best = property(lambda self: self.path / "checkpoints" / "best")
     curves = property(lambda self: self.path / "curves.png")
 
     def is_run(self) -> bool:
@@ -92,7 +95,9 @@ class RunDir:
     def recover_checkpoints(self, keep: int) -> Path | None:
         """Finish what a save cut short by a crash left: the newest complete checkpoint becomes `last`
         (a `last` it replaces is kept as `step_N` when `keep` > 1), then the save's leftovers, all
-        older or incomplete, go. Nothing changes when no checkpoint is complete. Returns `last`."""
+        older or incomplete, go. Nothing changes when no checkpoint is complete. Returns `last`.
+        A `best` save cut short is finished too (`recover_best`)."""
+        self.recover_best()
         found = self.complete_checkpoints()
         if not found:
             return None
@@ -111,6 +116,33 @@ class RunDir:
             shutil.rmtree(leftover, ignore_errors=True)
         self._prune_steps(keep)
         return self.last
+
+    def recover_best(self) -> Path | None:
+        """Finish a save of `best` that a crash cut short: of `best`, the replaced `.best.old` and a complete
+        staging `.best.*`, the newest complete one (a later best is a better one) becomes `best`; the rest go."""
+        if not self.checkpoints.is_dir():
+            return None
+        found = sorted((step, path.name == "best", path) for path in self.checkpoints.iterdir()
+                       if (path.name == "best" or path.name.startswith(".best."))
+                       and (step := complete_best_step(path)) is not None)
+        if found and found[-1][2] != self.best:
+            if self.best.exists():
+                shutil.rmtree(self.best)
+            os.replace(found[-1][2], self.best)
+            fsync_dir(self.checkpoints)
+        for leftover in self.checkpoints.glob(".best.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        return self.best if self.best.is_dir() else None
+
+    def save_best(self, tensors: Any, meta: dict[str, Any]) -> Path:
+        """Write `best` atomically (the same staging and swap as `last`; a crash leaves a complete one that
+        `recover_best` puts back). Inference only: no trainer state."""
+        from stadapt.checkpoint import write_checkpoint
+
+        try:
+            return write_checkpoint(self.best, tensors, meta, overwrite=True)
+        except DiskFullError as exc:
+            raise DiskFullError(exc.path, exc.reason, exc.intact, CONTINUE_AFTER_DISK_FULL) from None
 
     def _prune_steps(self, keep: int) -> None:
         kept = self.step_checkpoints()
@@ -371,6 +403,18 @@ def complete_step(checkpoint: Path) -> int | None:
     return step if whole else None
 
 
+def complete_best_step(checkpoint: Path) -> int | None:
+    """The step of a complete best checkpoint directory (metadata and tensors whole), else None."""
+    from stadapt.checkpoint import FORMAT, META_FILE, safetensors_intact, tensors_path
+
+    try:
+        meta = json.loads((checkpoint / META_FILE).read_text())
+        step = int(meta["step"]) if meta.get("format") == FORMAT else None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return step if safetensors_intact(tensors_path(checkpoint)) else None
+
+
 def _step_of(line: str) -> float:
     try:
         return float(json.loads(line).get("step", 0))
@@ -399,24 +443,68 @@ def latest_run(roots: Iterable[Path]) -> Path:
     return max(found)[1]
 
 
-def resolve_target(target: Path | None) -> tuple[Path, Path | None]:
+WHICH = ("best", "last")
+
+
+def pick_checkpoint(run: RunDir, which: str | None) -> tuple[Path, str]:
+    """(checkpoint, why) of a run: `which` "best" or "last", or None = best when the run keeps one (it
+    scored highest on validation), else last. A missing `best` asked for by name is refused."""
+    if which is not None and which not in WHICH:
+        raise RunError(f"unknown --which {which!r}", f"choose one of: {', '.join(WHICH)}")
+    has_best = (run.best / "stadapt.json").is_file()
+    if which == "best" and not has_best:
+        raise RunError(f"{run.path} keeps no checkpoints/best (trained with train.keep_best: false, before stadapt "
+                       "kept one, or never validated)", "use --which last")
+    if which == "last" or not has_best:
+        why = "asked for" if which == "last" else "the run keeps no best checkpoint"
+        return run.last, f"checkpoints/last (step {_checkpoint_step(run.last)}, the newest): {why}"
+    best = _checkpoint_meta(run.best)
+    top1 = (best.get("validation") or {}).get("top1")
+    score = f", val top-1 {100 * top1:.1f}%" if isinstance(top1, (int, float)) else ""
+    why = "asked for" if which == "best" else \
+        f"the best validation (default when present; --which last for step {_checkpoint_step(run.last)})"
+    return run.best, f"checkpoints/best (step {best.get('step')}{score}): {why}"
+
+
+def _checkpoint_meta(checkpoint: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((checkpoint / "stadapt.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def resolve_target(target: Path | None, which: str | None = None, *, announce: bool = True,
+                   prefer: str | None = None) -> tuple[Path, Path | None]:
     """(checkpoint directory, run directory or None) for a run, a checkpoint, an `hf-hub:ORG/NAME` id, or
-    None = latest run."""
+    None = latest run. Of a run, `which` checkpoint (`pick_checkpoint`); where the run's best and last are
+    different steps, the choice and why go to stderr (`announce`): a refusal stays one line where there was no
+    choice to make. `prefer`: the run's checkpoint when
+    `which` is None, instead of best-when-present."""
     from stadapt.hub import checkpoint_dir, is_hub_id
 
+    run_path: Path | None = None
     if is_hub_id(target):
-        return checkpoint_dir(str(target)), None
-    if target is None:
-        run = RunDir(latest_run([Path("runs")]))
-        return run.last, run.path
-    target = Path(target)
-    if (target / "stadapt.json").is_file():
-        parent = target.parent.parent
-        return target, parent if RunDir(parent).is_run() else None
-    run = RunDir(target)
-    if (run.last / "stadapt.json").is_file():
-        return run.last, run.path
-    if not target.exists():
+        checkpoint: Path | None = checkpoint_dir(str(target))
+    elif target is None:
+        run_path = latest_run([Path("runs")])
+    elif (Path(target) / "stadapt.json").is_file():
+        checkpoint = Path(target)
+    elif (RunDir(target).last / "stadapt.json").is_file() or (RunDir(target).best / "stadapt.json").is_file():
+        run_path = Path(target)
+    elif not Path(target).exists():
         raise RunError(f"{target} does not exist", "pass a run directory (runs/NAME) or a checkpoint directory")
-    raise RunError(f"{target} is neither a run directory nor a checkpoint",
-                   "pass runs/NAME or runs/NAME/checkpoints/last")
+    else:
+        raise RunError(f"{target} is neither a run directory nor a checkpoint",
+                       "pass runs/NAME or runs/NAME/checkpoints/last")
+    if run_path is None:
+        assert checkpoint is not None
+        if which is not None:
+            raise RunError(f"--which {which} picks a checkpoint of a run, and {target} is a checkpoint itself",
+                           "pass the run directory, or leave --which out")
+        parent = checkpoint.parent.parent
+        return checkpoint, parent if not is_hub_id(target) and RunDir(parent).is_run() else None
+    chosen, why = pick_checkpoint(RunDir(run_path), which or prefer)
+    if announce and _checkpoint_step(RunDir(run_path).best) not in (None, _checkpoint_step(RunDir(run_path).last)):
+        sys.stderr.write(f"{run_path}: using {why}\n")
+    return chosen, run_path

@@ -270,6 +270,7 @@ class TrainSection(_Section):
     val_every: Int = Field(0, ge=0)
     save_every: Int = Field(1000, ge=0)
     keep_checkpoints: Int = Field(1, ge=1)  # the newest N step checkpoints are kept
+    keep_best: bool = True  # checkpoints/best: the checkpoint of the best validation top-1 so far
     # memory and speed
     backbone_storage: BackboneStorage = "auto"  # auto: half when frozen, on CUDA, with autocast
     # recompute activations in the backward pass: adapters < mlp (adapters + MLP branches) < true (whole

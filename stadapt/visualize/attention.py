@@ -175,6 +175,7 @@ def visualize(
     device: str = "cpu",
     overwrite: bool = False,
     precision: str = "auto",
+    which: str | None = None,
 ) -> Path:
     """Write the attention figure of `video` for a trained model and return its path.
 
@@ -199,7 +200,7 @@ def visualize(
         raise StadaptError(f"{out} already exists", "pass --overwrite to replace it, or --out elsewhere")
     if not out.parent.is_dir():
         raise StadaptError(f"the folder {out.parent} does not exist", "create it, or pass --out elsewhere")
-    checkpoint_dir, _ = resolve_target(checkpoint)
+    checkpoint_dir, _ = resolve_target(checkpoint, which)
     loaded = load_model(checkpoint_dir, backbone_weights=backbone_weights, device=resolve_device(device),
                         precision=precision)
     model = loaded.model

@@ -1,0 +1,139 @@
+"""`stadapt extract-features`: one pooled feature vector per video (optionally per-frame features) of a
+checkpoint's model, to safetensors or .npy with the video paths in input order.
+
+A row is `VideoClassifier.forward_features` (after the adapted blocks, the mean over time and the final
+norm) of the video's test views, averaged over the views; per-frame features are
+`VideoClassifier.frame_features`, (views, frames, width) per video. Videos are decoded by DataLoader
+workers and run in batches in the run's precision (stadapt.batched). A video that does not decode gets
+no row: it is listed (stderr, and `bad_videos` in the output's metadata), never replaced.
+
+    FILE.safetensors   tensors `features` (N, D) float32 [and `frame_features` (N, V, T, D)]; metadata
+                       (strings): format, videos (JSON list, one per row), bad_videos, checkpoint, step,
+                       input (the InputSpec), precision
+    FILE.npy           the features; FILE.frames.npy the per-frame features; FILE.json the same metadata
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stadapt.errors import StadaptError
+
+FORMAT = "stadapt-features"
+SUFFIXES = (".safetensors", ".npy")
+
+
+@dataclass
+class Features:
+    """The features of the readable videos (rows in input order) and the videos that could not be read."""
+
+    videos: list[str]
+    pooled: torch.Tensor  # (N, D) float32
+    frames: torch.Tensor | None  # (N, V, T, D) float32, when asked for
+    bad_videos: list[dict[str, str]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def extract_features(videos: list[Path], checkpoint: Path | None, *, which: str | None = None,
+                     per_frame: bool = False, views: str | None = None, device: str = "auto",
+                     backbone_weights: str | None = None, precision: str = "auto", batch_size: int = 4,
+                     workers: int | None = None, progress: bool = False) -> Features:
+    """The Features of `videos` under a checkpoint (a run: `which` checkpoint, None = best when present)."""
+    from stadapt.api import load_model
+    from stadapt.batched import view_batches
+    from stadapt.engine.rundir import resolve_target
+    from stadapt.engine.setup import parse_views, resolve_device
+
+    target, _ = resolve_target(checkpoint, which)
+    loaded = load_model(target, backbone_weights=backbone_weights, device=resolve_device(device),
+                        precision=precision)
+    spec = loaded.input_spec.with_views(parse_views(views) if views else None)
+    rows: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    bad: dict[int, str] = {}
+    for batch in view_batches(videos, spec, device=loaded.device, batch_size=batch_size, workers=workers,
+                              progress=progress, desc="features"):
+        bad.update({failed["index"]: failed["error"] for failed in batch.failed})
+        if batch.views is None:
+            continue
+        with torch.inference_mode(), loaded.autocast():
+            b, v = batch.views.shape[:2]
+            frames = loaded.model.frame_features(batch.views.flatten(0, 1))
+            pooled = loaded.model.backbone.video_norm(frames.mean(dim=1)).float().reshape(b, v, -1).mean(dim=1)
+            per_video = frames.float().reshape(b, v, *frames.shape[1:]) if per_frame else None
+        for row, index in enumerate(batch.indices):
+            rows[index] = (pooled[row].cpu(), per_video[row].cpu() if per_video is not None else None)
+    order = sorted(rows)
+    width = loaded.model.head.fc.in_features
+    meta = {"format": FORMAT, "checkpoint": str(Path(loaded.path).resolve()), "step": loaded.meta.get("step"),
+            "input": spec.to_dict(), "precision": loaded.precision, "pooling": "mean over views of forward_features"}
+    return Features(
+        videos=[str(videos[i]) for i in order],
+        pooled=torch.stack([rows[i][0] for i in order]) if order else torch.zeros(0, width),
+        frames=torch.stack([rows[i][1] for i in order]) if per_frame and order else None,  # type: ignore[misc]
+        bad_videos=[{"video": str(videos[i]), "error": bad[i]} for i in sorted(bad)],
+        meta=meta,
+    )
+
+
+def check_out(out: Path, *, overwrite: bool) -> None:
+    """Refuse an --out that cannot be written: unknown suffix, missing folder, or an existing file without
+    `overwrite` (even then only a features file stadapt wrote is replaced)."""
+    if out.suffix.lower() not in SUFFIXES:
+        raise StadaptError(f"--out {out}: unknown format {out.suffix or '(no extension)'}",
+                           f"name the file with one of: {', '.join(SUFFIXES)}")
+    if not out.parent.is_dir():
+        raise StadaptError(f"the folder {out.parent} does not exist", "create it, or pass --out elsewhere")
+    if out.exists() and not overwrite:
+        raise StadaptError(f"{out} already exists", "pass --overwrite to replace it, or --out elsewhere")
+    if out.exists() and _written_by(out) != FORMAT:
+        raise StadaptError(f"{out} is not a features file stadapt wrote, so it is not replaced",
+                           "pass --out elsewhere")
+
+
+def _written_by(out: Path) -> str | None:
+    """The `format` a features file records (safetensors metadata, or the .npy's JSON beside it)."""
+    try:
+        if out.suffix.lower() == ".npy":
+            return json.loads(out.with_suffix(".json").read_text(encoding="utf-8")).get("format")
+        from safetensors import safe_open
+
+        with safe_open(str(out), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format")
+    except Exception:  # unreadable or not ours: treated as the user's file
+        return None
+
+
+def write_features(features: Features, out: Path) -> list[Path]:
+    """Write the features (see the module docstring), each file atomically; returns the files written."""
+    from safetensors.torch import save
+
+    from stadapt.fileio import atomic_write_bytes, atomic_write_text
+
+    meta = {**features.meta, "videos": features.videos, "bad_videos": features.bad_videos}
+    if out.suffix.lower() == ".safetensors":
+        tensors = {"features": features.pooled.contiguous()}
+        if features.frames is not None:
+            tensors["frame_features"] = features.frames.contiguous()
+        text = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
+        atomic_write_bytes(out, save(tensors, metadata=text))
+        return [out]
+    written = [out, out.with_suffix(".json")]
+    atomic_write_bytes(out, _npy(features.pooled))
+    if features.frames is not None:
+        written.append(out.with_suffix(".frames.npy"))
+        atomic_write_bytes(written[-1], _npy(features.frames))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    return written
+
+
+def _npy(tensor: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, tensor.numpy(), allow_pickle=False)
+    return buffer.getvalue()
