@@ -40,15 +40,15 @@ def test_bench_reports_both_models_of_each_family(backbone: str, tmp_path: Path)
     assert plain["throughput"] > 0 and adapted["throughput"] > 0
 
 
-@pytest.mark.parametrize("backbone", list(CASES))
+@pytest.mark.parametrize("backbone", [name for name in CASES if CASES[name]])  # the full-size tower only benches
 def test_bench_train_steps_each_family_with_its_options(backbone: str, tmp_path: Path) -> None:
     """bench-train runs the training loop's own step on the model the options describe."""
     options = [arg for text in CASES[backbone] for arg in ("--option", text)]
     out = tmp_path / "bench_train.json"
     done = run_cli("bench-train", "--backbone", backbone, *options, "--device", "cpu", "--modes", "st_adapter",
-                   "--steps", "1", "--micro-batch", "1", "--frames", "2" if options else "1", "-q", "--json", str(out))
+                   "--steps", "1", "--micro-batch", "1", "--frames", "2", "-q", "--json", str(out))
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
-    assert report["image_size"] == (32 if options else 224)  # the size the options set, not the default
+    assert report["image_size"] == 32  # the size the options set, not the variant's default
     [mode] = report["modes"].values()
     assert 0 < mode["trainable_parameters"] < mode["total_parameters"] and mode["step_seconds"] > 0

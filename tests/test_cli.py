@@ -36,4 +36,4 @@ def test_unknown_plugin_check_is_a_one_line_error():
 def test_bench_train_rejects_an_unknown_checkpointing_level():
     result = run_cli("bench-train", "--backbone", "clip:tiny", "--checkpointing", "blocks")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "unknown --checkpointing 'blocks'" in result.stderr and "false, adapters, mlp or true" in result.stderr
+    assert "unknown --checkpointing 'blocks'" in result.stderr and "false, adapters, mlp, true" in result.stderr

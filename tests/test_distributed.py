@@ -161,8 +161,8 @@ def test_checkpoints_kept_tensorboard_and_auto_resume_of_a_fresh_run(data: Path,
     result = run_cli("train", str(path), f"output.dir={run}", "--auto-resume", "-q")  # nothing to resume: starts
     assert result.returncode == 0, result.stderr
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert kept == ["last", "step_00000003", "step_00000004"]
-    steps = [json.loads((run / "checkpoints" / name / "stadapt.json").read_text())["step"] for name in kept]
+    assert kept == ["best", "last", "step_00000003", "step_00000004"]  # best/ is not one of the 3 kept steps
+    steps = [json.loads((run / "checkpoints" / name / "stadapt.json").read_text())["step"] for name in kept[1:]]
     assert steps == [5, 3, 4]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -82,7 +82,7 @@ def test_export_verify_metadata_and_dynamic_batch(run: Path) -> None:
     assert json.loads(props["std"]) == pytest.approx([0.26862954, 0.26130258, 0.27577711])
     assert props["num_frames"] == "4" and props["image_size"] == "32" and props["backbone"] == "clip:tiny"
     assert props["input_layout"] == "B,3,T,H,W normalised RGB" and props["interpolation"] in ("bicubic", "bilinear")
-    assert props["stadapt_version"] and Path(props["checkpoint"]).name == "last"
+    assert props["stadapt_version"] and Path(props["checkpoint"]).name == "best"  # a run's best by default
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
