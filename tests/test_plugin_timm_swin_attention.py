@@ -2,7 +2,7 @@
 (shifted) window, recomputed from the block's own projections, relative position bias (Swin) or cosine
 attention with the continuous position bias (SwinV2), shift and mask, equals timm's own softmax inside the
 block; mapped back to the un-shifted grid it sums to 1 per frame. (The console-script chain, 3 training
-steps then `stadapt visualize` writing its PNG for a small SwinV2, is tests/test_timm_open.py's.)"""
+steps then `stadapt visualize` writing its PNG for a small SwinV2, is tests/test_plugin_timm_open.py's.)"""
 
 from __future__ import annotations
 
