@@ -218,6 +218,7 @@ def test_full_size_variants_count_like_torchvision(plugin, variant: str) -> None
     assert ours.block_layouts()[0].grid == (info.image_size // info.patch_size,) * 2
 
 
+@pytest.mark.slow  # a full-size ViT-B video forward
 def test_full_size_vit_b_16_video_model_runs(plugin) -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig("swag:ViT-B-16", num_classes=5, num_frames=2)).model.eval()
@@ -227,6 +228,7 @@ def test_full_size_vit_b_16_video_model_runs(plugin) -> None:
     assert logits.shape == (1, 5) and bool(torch.isfinite(logits).all())
 
 
+@pytest.mark.slow  # a full-size ViT-L forward
 # ViT-H-14 takes 15-20 s on a 2-core CPU (8 s to build, 7-10 s per frame), the 384-518 px variants longer:
 # they run on `meta` above only
 @pytest.mark.parametrize("variant", ["ViT-L-16"])

@@ -508,6 +508,7 @@ def test_full_size_adapter_counts(plugin) -> None:
     assert sum(p.numel() for p in vit.adapters.parameters()) == 12 * _adapter_parameters(768, 384) == 7_110_144
 
 
+@pytest.mark.slow  # full-size video forwards
 @pytest.mark.parametrize("variant", list(FULL_SIZE))
 def test_full_size_video_forward(plugin, variant: str) -> None:
     torch.manual_seed(0)

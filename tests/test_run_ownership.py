@@ -106,6 +106,7 @@ def test_overwrite_replaces_only_a_run_that_holds_nothing_but_what_stadapt_wrote
                                                                                   ("train", 2), ("train", 3)]
 
 
+@pytest.mark.slow  # runs import-checkpoint many times (about 25 s)
 def test_import_checkpoint_overwrite_never_removes_a_users_file(tmp_path: Path) -> None:
     from test_import_checkpoint import _import, _reference_checkpoint
 

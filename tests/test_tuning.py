@@ -326,6 +326,7 @@ def _loss_and_grads_forward_calls(model: VideoClassifier) -> int:
     return len(calls)
 
 
+@pytest.mark.slow  # torch.compile: seconds per case
 @pytest.mark.parametrize("what", [True, "mlp", "adapters"])
 def test_checkpointed_model_compiles_as_one_graph(what):
     model = _model("st_adapter", train={"checkpointing": what}).train()
@@ -342,6 +343,7 @@ def test_checkpointed_model_compiles_as_one_graph(what):
 # --- training-memory benchmark --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # bench-train measures each mode in its own process
 def test_bench_train_command_measures_both_modes(tmp_path: Path):
     import typer
     from typer.testing import CliRunner
