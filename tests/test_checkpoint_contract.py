@@ -116,7 +116,8 @@ def test_class_names_that_contradict_the_head_are_refused_by_every_reader(checkp
     for command in (
         ["predict", str(video), "--checkpoint", str(edited)],
         ["eval", str(edited), "-q"],
-        ["export", "--onnx", "--checkpoint", str(edited), "--out", str(tmp_path / "m.onnx"), "-q"],
+        ["export", "--onnx", "--exporter", "torchscript", "--checkpoint", str(edited), "--out",
+         str(tmp_path / "m.onnx"), "-q"],
         ["visualize", str(video), "--checkpoint", str(edited), "--out", str(tmp_path / "a.png"), "-q"],
     ):
         _one_line_refusal(run_cli(*command), "lists 1 class name but the head in trainable.safetensors has 2 outputs")

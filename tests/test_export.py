@@ -137,11 +137,12 @@ def test_verify_on_explicit_clips_and_failure_above_tolerance(run: Path, tmp_pat
     video = sorted((Path(json.loads((checkpoint / "stadapt.json").read_text())["recipe"]["data"]["root"])
                     / "videos").rglob("*.mp4"))[0]
     clip = np.random.default_rng(0).standard_normal((3, 4, 32, 32)).astype(np.float32)
-    result = export_onnx(checkpoint, tmp_path / "a.onnx", verify_clips=[video, clip, tmp_path / "nope.mp4"])
+    result = export_onnx(checkpoint, tmp_path / "a.onnx", verify_clips=[video, clip, tmp_path / "nope.mp4"],
+                         exporter="torchscript")
     check = result["verification"]
     assert check["clips"] == 2 and check["batch_sizes"] == [1, 2] and check["max_abs_diff"] <= 1e-4
     assert len(check["skipped"]) == 1 and "nope.mp4" in check["skipped"][0]["video"]
 
     with pytest.raises(StadaptError, match="tolerance"):
-        export_onnx(checkpoint, tmp_path / "b.onnx", verify_clips=[clip], tolerance=-1.0)
+        export_onnx(checkpoint, tmp_path / "b.onnx", verify_clips=[clip], tolerance=-1.0, exporter="torchscript")
     assert not (tmp_path / "b.onnx").exists() and not list(tmp_path.glob(".b.onnx.*"))

@@ -202,3 +202,20 @@ def test_unknown_input_type_is_refused_in_one_line(run: Path, tmp_path: Path) ->
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "unknown --input 'int8'" in done.stderr and "float32, uint8" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_exporter_a_user_names_is_the_one_used(run: Path, tmp_path: Path) -> None:  # noqa: F811
+    """--exporter torchscript writes a verified TorchScript graph with no fallback reason (none was needed);
+    an exporter that does not exist is one line, nothing written."""
+    out = tmp_path / "m.onnx"
+    done = run_cli("export", "--onnx", "--exporter", "torchscript", "--checkpoint", str(run), "--out", str(out),
+                   "--verify")
+    assert done.returncode == 0, done.stderr
+    assert "torchscript exporter, opset 18" in done.stdout and "because" not in done.stdout
+    props = _props(out)
+    assert props["exporter"] == "torchscript" and "exporter_fallback_reason" not in props
+    assert "verified with onnxruntime" in done.stdout
+    bad = run_cli("export", "--onnx", "--exporter", "jit", "--checkpoint", str(run), "--out", str(tmp_path / "x.onnx"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "unknown --exporter 'jit'" in bad.stderr and "auto, dynamo, torchscript" in bad.stderr
+    assert not (tmp_path / "x.onnx").exists()

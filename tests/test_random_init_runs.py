@@ -95,8 +95,8 @@ def test_eval_predict_and_export_work_on_a_random_init_run(vit_run: Path, data: 
     row = json.loads(predicted.stdout.splitlines()[0])
     assert {p["class"] for p in row["top"]} == {"moving right", "moving left"}, row
 
-    exported = run_cli("export", "--onnx", "--checkpoint", str(vit_run), "--out", str(tmp_path / "m.onnx"),
-                       "--verify", "-q")
+    exported = run_cli("export", "--onnx", "--exporter", "torchscript", "--checkpoint", str(vit_run),
+                       "--out", str(tmp_path / "m.onnx"), "--verify", "-q")
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "m.onnx").stat().st_size > 0
 

@@ -25,6 +25,7 @@ from stadapt.fileio import DISK_FULL_ERRNOS
 
 INPUT_NAME = "video"
 OUTPUT_NAME = "logits"
+EXPORTERS = ("auto", "dynamo", "torchscript")  # auto: dynamo, TorchScript only when dynamo fails
 DEFAULT_OPSET = 18  # the dynamo exporter's own opset: no version conversion (which fails for Pad, Squeeze, ...)
 _NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx")
 
@@ -119,11 +120,17 @@ def _torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, opse
     )
 
 
-def export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> ExportedGraph:
-    """Export `model` (called on `example`, batch dimension dynamic) to `path`: the dynamo exporter, or
-    the TorchScript exporter when that fails. A full disk is no exporter's fault: it is raised as it is,
-    not retried. Both failing raises one StadaptError naming both reasons."""
+def export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int,
+                 exporter: str = "auto") -> ExportedGraph:
+    """Export `model` (called on `example`, batch dimension dynamic) to `path`: with `exporter="auto"` the
+    dynamo exporter, or the TorchScript exporter when that fails; "dynamo" or "torchscript" use that one
+    only (the TorchScript exporter is several times faster on small models). A full disk is no exporter's
+    fault: it is raised as it is, not retried. Failing raises one StadaptError naming every reason."""
+    if exporter not in EXPORTERS:
+        raise StadaptError(f"unknown exporter {exporter!r}", f"choose one of: {', '.join(EXPORTERS)}")
     with _quiet_exporters(), torch.no_grad():
+        if exporter == "torchscript":
+            return _only_torchscript(model, example, path, opset)
         try:
             _dynamo(model, example, path, opset)
             return ExportedGraph("dynamo")
@@ -131,6 +138,9 @@ def export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opse
             if is_disk_full(exc):
                 raise
             reason = f"the dynamo exporter failed: {_reason(exc)}"
+            if exporter == "dynamo":
+                raise StadaptError(f"the model could not be exported to ONNX ({reason})",
+                                   "try --exporter torchscript or another --opset") from None
         path.unlink(missing_ok=True)
         try:
             with _mha_fastpath_off():
@@ -142,3 +152,16 @@ def export_graph(model: torch.nn.Module, example: torch.Tensor, path: Path, opse
             raise StadaptError(f"the model could not be exported to ONNX ({reason}; the TorchScript exporter "
                                f"failed too: {_reason(exc)})",
                                "try another --opset, or report this with the backbone name") from None
+
+
+def _only_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: int) -> ExportedGraph:
+    """The TorchScript exporter alone, as asked (`--exporter torchscript`): no fallback reason to give."""
+    try:
+        with _mha_fastpath_off():
+            _torchscript(model, example, path, opset)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise
+        raise StadaptError(f"the model could not be exported to ONNX (the TorchScript exporter failed: "
+                           f"{_reason(exc)})", "try --exporter dynamo or another --opset") from None
+    return ExportedGraph("torchscript")

@@ -195,12 +195,14 @@ def export_onnx(
     overwrite: bool = False,
     input_dtype: str = "float32",
     external_data_above: int = MAX_PROTOBUF_BYTES,
+    exporter: str = "auto",
 ) -> dict[str, Any]:
     """Export a checkpoint directory to an ONNX model at `out`.
 
     `input_dtype="uint8"` makes a graph that takes (batch, T, S, S, 3) uint8 RGB frames and normalises
     inside. Weights of more than `external_data_above` bytes (default: what one protobuf file can hold)
-    go to `OUT.data` beside the graph. With `verify_clips` (video paths or clip arrays) the exported
+    go to `OUT.data` beside the graph. `exporter`: auto (dynamo, TorchScript when that fails), dynamo or
+    torchscript. With `verify_clips` (video paths or clip arrays) the exported
     model is run in onnxruntime and compared with PyTorch before anything is put in place; a difference
     above `tolerance` raises StadaptError and writes nothing. Returns a summary: out, bytes, data_file,
     data_bytes, exporter, fallback_reason, opset, input_dtype, metadata and (when verified) `verification`.
@@ -222,7 +224,7 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         return _write_onnx(exported, out, config, metadata, opset, verify_clips, tolerance,
-                           external=param_bytes > external_data_above)
+                           external=param_bytes > external_data_above, exporter=exporter)
     except Exception as exc:
         if is_disk_full(exc):
             raise disk_full_error(out, exc) from None
@@ -255,7 +257,8 @@ def _metadata(meta: dict[str, Any], config: dict[str, Any], checkpoint: Path, in
 
 
 def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metadata: dict[str, str], opset: int,
-                verify_clips: Sequence[Any] | None, tolerance: float, *, external: bool) -> dict[str, Any]:
+                verify_clips: Sequence[Any] | None, tolerance: float, *, external: bool,
+                exporter: str = "auto") -> dict[str, Any]:
     """Export into a staging folder beside `out`, stamp the metadata, check, verify, then move the graph
     (and its data file) into place. A failure anywhere leaves `out` as it was and no staging behind."""
     uint8 = metadata["input_dtype"] == "uint8"
@@ -265,7 +268,7 @@ def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metad
     stage = make_temp_dir(out.parent, out.name)
     try:
         staged = stage / out.name
-        graph = _stage_graph(model, example, stage, staged, opset, metadata, external=external)
+        graph = _stage_graph(model, example, stage, staged, opset, metadata, external=external, exporter=exporter)
         _check(staged)
         verification = None
         if verify_clips is not None:
@@ -283,7 +286,7 @@ def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metad
 
 
 def _stage_graph(model: torch.nn.Module, example: torch.Tensor, stage: Path, staged: Path, opset: int,
-                 metadata: dict[str, str], *, external: bool) -> ExportedGraph:
+                 metadata: dict[str, str], *, external: bool, exporter: str = "auto") -> ExportedGraph:
     """The exporter's graph re-saved at `staged` with stadapt's metadata (which exporter wrote it, and why
     not the dynamo one, included) and its weights inline or in one data file `OUT.data` beside it."""
     import onnx
@@ -292,7 +295,7 @@ def _stage_graph(model: torch.nn.Module, example: torch.Tensor, stage: Path, sta
 
     raw = stage / "raw" / staged.name
     raw.parent.mkdir()
-    graph = export_graph(model, example, raw, opset)
+    graph = export_graph(model, example, raw, opset, exporter)
     metadata["exporter"] = graph.exporter
     if graph.fallback_reason is not None:
         metadata["exporter_fallback_reason"] = graph.fallback_reason
