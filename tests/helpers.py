@@ -71,3 +71,21 @@ def perturb_layer_norms(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.weight.add_(torch.randn(module.weight.shape, generator=generator) * 0.3)
                 module.bias.copy_(torch.randn(module.bias.shape, generator=generator) * 0.1)
     return model.eval()
+
+
+def train_synthetic_run(base: Path, recipe: str) -> Path:
+    """Train `recipe` (a template whose `{root}` is the data set) through the console script on a tiny
+    synthetic data set of 2 classes (moving right / left; 2 training and 2 validation videos each, 10
+    frames of 32 px) written under `base`; returns the run directory `base/run`."""
+    import json
+
+    from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+
+    root = base / "data"
+    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=2, frames=10,
+                                        size=32, clutter=4))
+    path = base / "tiny.yaml"
+    path.write_text(recipe.format(root=json.dumps(str(root))))
+    done = run_cli("train", str(path), f"output.dir={base / 'run'}", "-q")
+    assert done.returncode == 0, done.stderr
+    return base / "run"

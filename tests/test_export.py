@@ -11,9 +11,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from helpers import run_cli
-
-from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+from helpers import run_cli, train_synthetic_run
 
 RECIPE = """\
 backbone:
@@ -47,15 +45,7 @@ def export_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-step run on 2 synthetic classes (moving right / left)."""
-    base = tmp_path_factory.mktemp("export")
-    root = base / "data"
-    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=2, frames=10,
-                                        size=32, clutter=4))
-    recipe = base / "tiny.yaml"
-    recipe.write_text(RECIPE.format(root=json.dumps(str(root))))
-    trained = run_cli("train", str(recipe), f"output.dir={base / 'run'}", "-q")
-    assert trained.returncode == 0, trained.stderr
-    return base / "run"
+    return train_synthetic_run(tmp_path_factory.mktemp("export"), RECIPE)
 
 
 def test_export_verify_metadata_and_dynamic_batch(run: Path) -> None:

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, train_synthetic_run
 from safetensors import safe_open
-
-from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 
 RECIPE = """\
 backbone: {{name: clip:tiny, weights: synthetic}}
@@ -28,14 +26,8 @@ train: {{device: cpu, val_every: 0, loggers: []}}
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(a one-step run with 2x1 test views, a folder of 4 of its videos and one corrupt one)."""
     base = tmp_path_factory.mktemp("features")
+    run = train_synthetic_run(base, RECIPE)
     root = base / "data"
-    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=2, frames=10,
-                                        size=32, clutter=4))
-    recipe = base / "tiny.yaml"
-    recipe.write_text(RECIPE.format(root=json.dumps(str(root))))
-    run = base / "run"
-    done = run_cli("train", str(recipe), f"output.dir={run}", "-q")
-    assert done.returncode == 0, done.stderr
     folder = base / "clips"
     folder.mkdir()
     for video in sorted((root / "videos" / "val").glob("*.mp4")):

@@ -9,9 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
-
-from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+from helpers import run_cli, train_synthetic_run
 
 RECIPE = """\
 backbone: {{name: clip:tiny, weights: synthetic}}
@@ -26,14 +24,8 @@ train: {{device: cpu, val_every: 0, loggers: []}}
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(a one-step run, a folder of 4 of its videos and one corrupt one)."""
     base = tmp_path_factory.mktemp("predict")
+    run = train_synthetic_run(base, RECIPE)
     root = base / "data"
-    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=2, frames=10,
-                                        size=32, clutter=4))
-    recipe = base / "tiny.yaml"
-    recipe.write_text(RECIPE.format(root=json.dumps(str(root))))
-    run = base / "run"
-    done = run_cli("train", str(recipe), f"output.dir={run}", "-q")
-    assert done.returncode == 0, done.stderr
     folder = base / "clips"
     (folder / "sub").mkdir(parents=True)
     for video in sorted((root / "videos" / "val").glob("*.mp4")):

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import run_cli
-
-from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+from helpers import run_cli, train_synthetic_run
 
 RECIPE = """\
 backbone:
@@ -47,17 +45,10 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-step run on 2 synthetic classes, evaluated (eval.json) with 1x2 views."""
-    base = tmp_path_factory.mktemp("push")
-    root = base / "data"
-    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=2, frames=10,
-                                        size=32, clutter=4))
-    recipe = base / "tiny.yaml"
-    recipe.write_text(RECIPE.format(root=json.dumps(str(root))))
-    trained = run_cli("train", str(recipe), f"output.dir={base / 'run'}", "-q")
-    assert trained.returncode == 0, trained.stderr
-    evaluated = run_cli("eval", str(base / "run"), "--views", "1x2", "-q")
+    trained = train_synthetic_run(tmp_path_factory.mktemp("push"), RECIPE)
+    evaluated = run_cli("eval", str(trained), "--views", "1x2", "-q")
     assert evaluated.returncode == 0, evaluated.stderr
-    return base / "run"
+    return trained
 
 
 @pytest.fixture(scope="module")
