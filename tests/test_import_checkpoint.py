@@ -169,3 +169,64 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
     result = _import(evil, archive, tmp_path / "out")
     assert result.returncode == 2 and "refusing to load checkpoint" in result.stderr
     assert not (tmp_path / "pwned").exists()
+
+
+# clip:ViT-B-16, the importer's default backbone, as the reference trains it (OpenAI CLIP: QuickGELU)
+VIT_B16 = dict(image_size=224, patch_size=16, width=768, layers=12, heads=12, output_dim=512)
+
+
+def _vit_b16_state_dict_file(root):
+    """`visual.pt`: a plain state dict (not OpenAI's TorchScript archive) of a random QuickGELU ViT-B/16 tower,
+    in fp16 under OpenAI's `visual.` keys, as a user's own conversion of OpenAI's weights would be."""
+    from open_clip.transformer import LayerNorm, QuickGELU, VisionTransformer
+
+    torch.manual_seed(3)
+    visual = VisionTransformer(mlp_ratio=4.0, act_layer=QuickGELU, norm_layer=LayerNorm, **VIT_B16)
+    path = root / "visual.pt"
+    torch.save({f"visual.{k}": v.half() for k, v in visual.state_dict().items()}, path)
+    return path
+
+
+def _vit_b16_reference_checkpoint(root, classes=3, bottleneck=8):
+    """checkpoint-11.pth of a reference run on ViT-B/16: one adapter (before the MLP) in the last block."""
+    g = torch.Generator().manual_seed(4)
+    prefix = "transformer.resblocks.11.adapter_pre_mlp"
+    shapes = {f"{prefix}.fc1.weight": (bottleneck, 768), f"{prefix}.fc1.bias": (bottleneck,),
+              f"{prefix}.conv.weight": (bottleneck, 1, 3, 1, 1), f"{prefix}.conv.bias": (bottleneck,),
+              f"{prefix}.fc2.weight": (768, bottleneck), f"{prefix}.fc2.bias": (768,),
+              "fc.weight": (classes, 768), "fc.bias": (classes,)}
+    path = root / "checkpoint-11.pth"
+    torch.save({"model": {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}, "next_epoch": 12}, path)
+    return path
+
+
+def test_the_default_backbone_with_a_plain_state_dict_is_imported_with_quickgelu(tmp_path):
+    """The reference is OpenAI's CLIP code: its checkpoints say QuickGELU, so the defaults import them; an
+    explicit quick_gelu option still decides."""
+    weights, ckpt = _vit_b16_state_dict_file(tmp_path), _vit_b16_reference_checkpoint(tmp_path)
+    out = tmp_path / "k400_vitb16"
+    result = run_cli("import-checkpoint", "--format", "official", "--checkpoint", str(ckpt), "--backbone-weights",
+                     str(weights), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "QuickGELU" in line]
+    assert notes == ["QuickGELU: the official format is OpenAI CLIP's"], result.stderr
+    meta = json.loads((out / "stadapt.json").read_text())
+    assert meta["model"]["backbone"] == "clip:ViT-B-16"
+    assert meta["model"]["backbone_options"] == {"quick_gelu": True}
+
+    loaded = stadapt.load_model(out)
+    expected = build_model(ModelConfig("clip:ViT-B-16", 3, 8, AdapterConfig(8, (3, 1, 1), ("pre_mlp",), (11,)),
+                                       backbone_options={"quick_gelu": True}), weights).model
+    from stadapt.interop.official import read_official, to_stadapt_keys
+
+    expected.load_state_dict(to_stadapt_keys(read_official(ckpt)), strict=False)
+    video = torch.randn(1, 3, 8, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(loaded(video), expected.eval()(video))
+
+    gelu = run_cli("import-checkpoint", "--checkpoint", str(ckpt), "--backbone-weights", str(weights),
+                   "--option", "quick_gelu=false", "--out", str(tmp_path / "gelu"))
+    assert gelu.returncode == 0, gelu.stderr
+    assert "QuickGELU" not in gelu.stderr
+    assert json.loads((tmp_path / "gelu" / "stadapt.json").read_text())["model"]["backbone_options"] == {
+        "quick_gelu": False}

@@ -24,6 +24,10 @@ def import_checkpoint(
     sampling: str = typer.Option(None, "--sampling", help="stride or segment, instead of the data set's."),
     stride: int = typer.Option(None, "--stride", min=1, help="Frame stride, instead of the data set's."),
     views: str = typer.Option(None, "--views", help="TxS test views, instead of the data set's (e.g. 3x1)."),
+    option: list[str] = typer.Option(None, "--option", metavar="KEY=VALUE",
+                                     help="A backbone build option (repeatable), as backbone.options in a recipe, "
+                                          "e.g. quick_gelu=false. Without it the official format's activation, "
+                                          "QuickGELU (OpenAI CLIP's), is used where the weights do not say it."),
 ) -> None:
     """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it. The input
     settings (frame sampling, stride, test views) are recorded in it: eval and predict use them."""
@@ -33,13 +37,17 @@ def import_checkpoint(
     if fmt != "official":
         raise StadaptError(f"unknown checkpoint format '{fmt}'", "the supported format is: official")
     names = _read_classes(classes) if classes is not None else None
+    from stadapt.recipe.load import parse_override
+
+    options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
 
     from stadapt.checkpoint import read_checkpoint
     from stadapt.interop.official import import_official
 
     written = import_official(checkpoint, backbone=backbone, backbone_weights=backbone_weights, out=out,
                               num_frames=num_frames, classes=names, overwrite=overwrite, dataset=dataset,
-                              sampling=sampling, stride=stride, views=parse_views(views) if views else None)
+                              sampling=sampling, stride=stride, views=parse_views(views) if views else None,
+                              backbone_options=options, notify=lambda line: typer.echo(line, err=True))
     meta, _ = read_checkpoint(written)
     model, counts, spec = meta["model"], meta["parameters"], meta["input"]
     adapter = model["adapter"]

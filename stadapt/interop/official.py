@@ -4,13 +4,18 @@ The reference saves `{"model": {trainable tensors}, "optimizer": ..., "lr_sched"
 torch.save, keys `transformer.resblocks.{i}.adapter_{pre_attn,pre_mlp}.{fc1,conv,fc2}.{weight,bias}`
 and `fc.{weight,bias}`. The adapter layout (positions, bottleneck, kernel, blocks) and the number of
 classes are read from the keys and shapes; nothing is assumed from the file name.
+
+The reference is built on OpenAI's CLIP code, whose towers use QuickGELU, so the format itself says the
+activation: where the backbone weights do not (a plain state-dict file of a curated CLIP variant), the
+import uses QuickGELU and says so; a `quick_gelu` option, a `-quickgelu` open_clip name, an OpenAI archive
+or a pretrained tag still decide.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,8 @@ from stadapt.model import BuiltModel, ModelConfig, build_model
 
 _ADAPTER_KEY = re.compile(r"^transformer\.resblocks\.(\d+)\.adapter_(pre_attn|pre_mlp)\.(fc1|conv|fc2)\.(weight|bias)$")
 _HEAD_KEY = re.compile(r"^fc\.(weight|bias)$")
+# printed where the format, not the weights or the user, chose the activation
+QUICK_GELU_NOTE = "QuickGELU: the official format is OpenAI CLIP's"
 
 
 @dataclass(frozen=True)
@@ -132,8 +139,14 @@ def import_official(
     sampling: str | None = None,
     stride: int | None = None,
     views: tuple[int, int] | None = None,
+    backbone_options: Mapping[str, object] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> Path:
     """Convert a reference checkpoint into a stadapt checkpoint directory that `load_model` reads.
+
+    `backbone_options` are build options of the backbone (as backbone.options in a recipe); the
+    activation, where neither they nor the weights decide it, is QuickGELU (`official_backbone_options`),
+    and `notify` receives the line that says so once the checkpoint is written.
 
     Its InputSpec records how the model is fed: the paper's test setting for `dataset` (K400: stride
     sampling at 128 / num_frames, 3x1 views; SSv2: segment sampling, 1x3 views), with `sampling`,
@@ -148,8 +161,9 @@ def import_official(
         raise CheckpointError(
             f"the class list has {len(classes)} names but {checkpoint} classifies {layout.num_classes} classes"
         )
+    options, note = official_backbone_options(backbone, backbone_weights, backbone_options or {})
     config = ModelConfig(backbone=backbone, num_classes=layout.num_classes, num_frames=num_frames,
-                         adapter=layout.adapter, dropout=0.5)
+                         adapter=layout.adapter, dropout=0.5, backbone_options=options)
     built = _build_checked(config, backbone_weights, layout, str(checkpoint))
     load_trainable(built.model, to_stadapt_keys(tensors), str(checkpoint))
     spec = input_spec_from_data({"frames": num_frames, "sampling": how, "stride": step,
@@ -165,7 +179,25 @@ def import_official(
             "dataset": dataset,
         },
     )
-    return write_checkpoint(out, built.model.trainable_state_dict(), meta, overwrite=overwrite)
+    written = write_checkpoint(out, built.model.trainable_state_dict(), meta, overwrite=overwrite)
+    if note and notify is not None:  # once it worked: a refusal stays one line
+        notify(note)
+    return written
+
+
+def official_backbone_options(backbone: str, backbone_weights: str | Path,
+                              options: Mapping[str, object]) -> tuple[dict[str, object], str | None]:
+    """The backbone options a reference checkpoint is imported with, and the note to print when the format
+    chose one. The reference trains OpenAI CLIP towers (QuickGELU): where the plugin would ask which
+    activation the weights used (`options_for_weights` says None, as for a plain state-dict file of
+    clip:ViT-B-16) and the options do not say it, the answer is QuickGELU. Whatever decides it otherwise
+    (the options, the weights, the backbone's name) stands."""
+    plugin, variant = parse_backbone(backbone)
+    chosen = dict(options)
+    implied = plugin.options_for_weights(variant.name, backbone_weights)
+    if "quick_gelu" in implied and implied["quick_gelu"] is None and "quick_gelu" not in chosen:
+        return {**chosen, "quick_gelu": True}, QUICK_GELU_NOTE
+    return chosen, None
 
 
 def _build_checked(config: ModelConfig, backbone_weights: str | Path, layout: OfficialLayout,
