@@ -112,3 +112,38 @@ def test_two_trainings_started_at_once_into_one_folder_one_runs(data: Path, tmp_
     assert sorted(code for code, _ in results) == [0, 2], results
     assert all("Traceback" not in err for _, err in results)
     assert [e["step"] for e in events(run) if e["split"] == "train"] == [1, 2, 3, 4]
+
+
+NO_FCNTL = """
+import importlib, json, pkgutil, sys
+sys.modules["fcntl"] = None  # as on Windows: `import fcntl` raises ImportError
+import stadapt, stadapt_clip, stadapt_swag, stadapt_timm
+names = []
+for package in (stadapt, stadapt_clip, stadapt_swag, stadapt_timm):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if module.name.endswith("__main__"):
+            continue
+        importlib.import_module(module.name)
+        names.append(module.name)
+from stadapt.engine.rundir import RunLock
+from stadapt.errors import StadaptError
+try:
+    RunLock(sys.argv[1]).acquire()
+    print(json.dumps({"modules": names, "acquired": True}))
+except StadaptError as exc:
+    print(json.dumps({"modules": names, "acquired": False, "error": str(exc)}))
+"""
+
+
+def test_without_fcntl_every_module_imports_and_the_lock_refuses_in_one_line(tmp_path: Path) -> None:
+    """A platform without fcntl (Windows): importing stadapt and each of its modules works; taking the run
+    lock is refused with one line that says why and what to do, and leaves nothing in the folder."""
+    done = subprocess.run([sys.executable, "-c", NO_FCNTL, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "stadapt.engine.rundir" in report["modules"] and "stadapt.engine.loop" in report["modules"]
+    assert report["acquired"] is False
+    assert len(report["error"].splitlines()) == 1
+    assert "no POSIX file locks (fcntl)" in report["error"] and "WSL" in report["error"]
+    assert list(tmp_path.iterdir()) == []

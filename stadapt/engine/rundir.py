@@ -317,7 +317,8 @@ class RunLock:
     releases it when the process ends in any way (a dead process never leaves a stale lock), DataLoader
     workers forked from the holder do not inherit it, and it works on NFS. The holder writes its pid and
     host into the file, for the refusal to name it. The holding process must never open the lock file
-    anywhere else: closing any descriptor of it would drop a POSIX lock."""
+    anywhere else: closing any descriptor of it would drop a POSIX lock. Where there is no fcntl (Windows),
+    `acquire` refuses in one line: stadapt trains on POSIX systems (Linux, macOS; on Windows, under WSL)."""
 
     def __init__(self, run_path: str | Path) -> None:
         self.path = Path(run_path) / LOCK_FILE
@@ -329,8 +330,12 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock or raise RunError naming the process that holds it."""
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # Windows: no POSIX record locks, and a run folder must not have two writers
+            raise RunError(f"cannot lock {self.path}: this platform has no POSIX file locks (fcntl), which keep "
+                           "two trainings out of one run folder",
+                           "train on Linux or macOS (on Windows: under WSL)") from None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
