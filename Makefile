@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pytest-xdist workers for `make test` (each loads torch; on 2 cores, 2 halve the time)
 TEST_WORKERS ?= 2
 
-.PHONY: test test-fast lint quickstart install clean device-check
+.PHONY: test test-fast lint quickstart install clean device-check docs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test-fast: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# the docs site (mkdocs.yml, docs/) into site/ (git-ignored), --strict: a broken link or reference fails it;
+# the CLI and recipe references are generated from the code at build time (docs/_gen/reference.py)
+docs: $(VENV)/.installed
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # synthetic motion clips, ST-Adapter vs linear probe on a frozen tiny image model, on the CPU
 quickstart: $(VENV)/.installed
