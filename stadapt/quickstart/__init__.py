@@ -3,7 +3,8 @@
 It writes a synthetic motion data set (time-reversal class pairs), then trains two models on the same
 frozen tiny image backbone (a CLIP-architecture ViT pretrained on single frames, shipped with the
 CLIP plugin as `clip:tiny` weights `synthetic`): one with ST-Adapters, one linear probe. The probe
-averages frames over time and cannot beat chance within a pair; the adapters read motion.
+averages frames over time and cannot beat chance within a pair; the adapters read motion. What it prints
+and measures: README.md ("What the quickstart shows") and docs/getting-started.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from stadapt.errors import DataError
 
 RUN_NAMES = {"st_adapter": "quickstart_st_adapter", "linear": "quickstart_linear"}
 
-# The quickstart recipe: tuned by measurement on a 2-core CPU (see the issue notes in the README).
+# The quickstart recipe: tuned by measurement on a 2-core CPU (the measured table: README.md, docs/getting-started.md).
 RECIPE: dict[str, Any] = {
     "backbone": {"name": "clip:tiny", "weights": "synthetic"},
     "adapter": {"bottleneck": 128, "kernel": [3, 1, 1], "positions": ["pre_mlp"]},
