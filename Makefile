@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # pytest-xdist workers for `make test` (each loads torch; on 2 cores, 2 halve the time)
 TEST_WORKERS ?= 2
 
-.PHONY: test test-fast lint quickstart install clean device-check docs
+.PHONY: test test-fast lint quickstart install clean device-check lock docs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,18 @@ quickstart: $(VENV)/.installed
 # Uses .venv when it exists, else $(PYTHON) with stadapt installed (a GPU machine without a network).
 device-check:
 	@if [ -x $(PY) ]; then $(PY) scripts/device_check.py; else $(PYTHON) scripts/device_check.py; fi
+
+# constraints.txt from the newest releases: `.[all,dev]` installed without constraints into a throw-away
+# environment, every distribution it pulls in pinned as name==version (scripts/lock.py: never a path or URL,
+# checked line by line before it replaces the file; the header comment is kept). Run the suite before committing.
+LOCK_VENV ?= build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[all,dev]'
+	$(LOCK_VENV)/bin/python scripts/lock.py constraints.txt
+	rm -rf $(LOCK_VENV)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
