@@ -1,6 +1,6 @@
 """An independent, plain-torch statement of the reference ST-Adapter CLIP model's math.
 
-Written from the spec in DESIGN.md ("The ST-Adapter, exactly") with explicit tensor ops and no
+Written from the reference implementation's math (docs/guides/import-checkpoint.md) with explicit tensor ops and no
 open_clip, so that comparing it with stadapt's open_clip-based model checks the semantics, not a copy.
 It reads OpenAI-layout visual weights and reference-layout trainable tensors.
 """

@@ -18,7 +18,7 @@ def push(
                                                        "instead (new or empty, or an earlier --to-dir output)."),
     which: str = typer.Option(None, "--which", help=WHICH_HELP),
 ) -> None:
-    """Upload a checkpoint (stadapt.json, adapters.safetensors), the eval.json of that checkpoint and a generated
+    """Upload a checkpoint (stadapt.json, trainable.safetensors), the eval.json of that checkpoint and a generated
     model card (README.md: backbone and weights source, adapters, classes, evaluation, recipe, how to load it)
     to the Hugging Face hub; then `stadapt.load_model("hf-hub:ORG/NAME")` and every --checkpoint take it."""
     from stadapt.push import bundle, check_repo_id, upload, write_dir

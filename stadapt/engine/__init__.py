@@ -1,2 +1,2 @@
-"""The one training loop (train and, later, finetune-transfer share it) and what it needs:
+"""The one training loop (train and finetune-transfer share it) and what it needs:
 optimiser and schedule, the data stream, run directories, resumable trainer state."""
