@@ -1,4 +1,4 @@
-"""The STAdapter module against the reference's spec: patch tokens only, fc1, depthwise temporal conv, fc2, zero-init conv."""
+"""The STAdapter module against the reference spec: patch tokens only, fc1, depthwise temporal conv, fc2."""
 
 import pytest
 import torch
