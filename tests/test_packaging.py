@@ -4,11 +4,22 @@ is and supports (licence, Python, version, types), and hints that name commands 
 from __future__ import annotations
 
 import importlib.util
+import re
+import subprocess
+import sys
+import tarfile
+import tomllib
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
+
+import stadapt
 
 ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 
 def _lock_module():
@@ -92,3 +103,90 @@ def test_make_lock_runs_the_same_script():
     target = makefile.split("\nlock:\n", 1)[1].split("\n\n", 1)[0]
     assert "scripts/lock.py constraints.txt" in target and "pip freeze" not in target
     assert "-c constraints.txt" not in target  # the newest releases, not the old lock
+
+
+# ---- what pyproject.toml declares -----------------------------------------------------------------------------
+
+def test_the_python_versions_agree():
+    """requires-python, the type checker, the linter and the classifiers name the same lowest Python, and
+    the running one is allowed."""
+    project = PYPROJECT["project"]
+    assert project["requires-python"] == ">=3.11"
+    assert sys.version_info[:2] >= (3, 11) and f"{sys.version_info[0]}.{sys.version_info[1]}" in SpecifierSet(
+        project["requires-python"])
+    assert PYPROJECT["tool"]["mypy"]["python_version"] == "3.11"
+    assert PYPROJECT["tool"]["ruff"]["target-version"] == "py311"
+    versions = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+                if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    assert versions and min(versions, key=lambda v: int(v.split(".")[1])) == "3.11"
+    assert all(v in SpecifierSet(project["requires-python"]) for v in versions)
+
+
+def test_the_version_has_one_source():
+    assert "version" not in PYPROJECT["project"] and "version" in PYPROJECT["project"]["dynamic"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "stadapt.__version__"}
+    assert metadata.version("stadapt") == stadapt.__version__
+
+
+def test_the_licence_is_declared_the_pep_639_way():
+    project = PYPROJECT["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    requires = PYPROJECT["build-system"]["requires"]
+    assert requires == ["setuptools>=77"]  # the first setuptools with license = "SPDX" and license-files
+
+
+def test_citation_and_changelog():
+    import yaml
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and cff["version"] == stadapt.__version__ and cff["license"] == "Apache-2.0"
+    assert {"message", "title", "authors"} <= set(cff)
+    paper = cff["preferred-citation"]
+    assert paper["type"] == "conference-paper" and paper["title"].startswith("ST-Adapter")
+    assert [a["family-names"] for a in paper["authors"]] == ["Pan", "Lin", "Zhu", "Shao", "Li"]
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert f"## [{stadapt.__version__}]" in changelog
+
+
+def _build(tmp_path: Path) -> tuple[Path, Path]:
+    """A wheel and an sdist of a copy of the project (the build writes nothing into the work tree), built by
+    setuptools of this environment, offline."""
+    import shutil
+
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("stadapt", "plugins"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path / "dist"
+    out.mkdir()
+    code = ("import sys; from setuptools import build_meta as b; out = sys.argv[1]; "  # the build rewrites sys.argv
+            "w = b.build_wheel(out); s = b.build_sdist(out); print('BUILT', w, s)")
+    done = subprocess.run([sys.executable, "-c", code, str(out)], cwd=source, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, wheel_name, sdist_name = done.stdout.strip().splitlines()[-1].split()
+    return out / wheel_name, out / sdist_name
+
+
+def test_the_wheel_and_sdist_carry_the_licence_the_version_and_py_typed(tmp_path):
+    wheel, sdist = _build(tmp_path)
+    version = stadapt.__version__
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        info = f"stadapt-{version}.dist-info"
+        meta = archive.read(f"{info}/METADATA").decode()
+        assert f"{info}/licenses/LICENSE" in names
+        assert "stadapt/py.typed" in names
+        assert "stadapt_clip/weights/tiny_synthetic.safetensors" in names
+    assert "License-Expression: Apache-2.0" in meta.splitlines() and "License-File: LICENSE" in meta.splitlines()
+    assert f"Version: {version}" in meta.splitlines() and "Requires-Python: >=3.11" in meta.splitlines()
+    assert not any(line.startswith("License:") for line in meta.splitlines())  # the old free-text field
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        pkg_info = archive.extractfile(f"stadapt-{version}/PKG-INFO").read().decode()  # type: ignore[union-attr]
+    assert {"LICENSE", "stadapt/py.typed", "pyproject.toml"} <= names
+    assert "License-Expression: Apache-2.0" in pkg_info.splitlines()

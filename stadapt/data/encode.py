@@ -40,6 +40,8 @@ def write_video(
         options = {"crf": "12", "preset": "veryfast"}
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
+        if not isinstance(stream, av.VideoStream):  # PyAV types a codec given by name as any kind of stream
+            raise ValueError(f"{codec} is not a video codec")
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if options:
             stream.options = dict(options)
