@@ -190,3 +190,26 @@ def test_the_wheel_and_sdist_carry_the_licence_the_version_and_py_typed(tmp_path
         pkg_info = archive.extractfile(f"stadapt-{version}/PKG-INFO").read().decode()  # type: ignore[union-attr]
     assert {"LICENSE", "stadapt/py.typed", "pyproject.toml"} <= names
     assert "License-Expression: Apache-2.0" in pkg_info.splitlines()
+
+
+# ---- the Hugging Face CLI the hints name ----------------------------------------------------------------------
+
+SOURCES = [p for folder in ("stadapt", "plugins") for p in sorted((ROOT / folder).rglob("*"))
+           if p.is_file() and p.suffix in {".py", ".md", ".txt", ".yaml", ".json", ".cff"}]
+_HF_COMMAND = re.compile(r"\bhf ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)*)")
+
+
+def test_no_hint_names_the_old_huggingface_cli():
+    offenders = [str(p.relative_to(ROOT)) for p in SOURCES if "huggingface-cli" in p.read_text(encoding="utf-8")]
+    assert offenders == []
+
+
+def test_every_hf_command_a_hint_names_exists_in_the_installed_hf():
+    scripts = [e for e in metadata.distribution("huggingface_hub").entry_points if e.group == "console_scripts"]
+    assert "hf" in {e.name for e in scripts}, "the installed huggingface_hub ships no `hf` command"
+    named = {m.group(1) for p in SOURCES for m in _HF_COMMAND.finditer(p.read_text(encoding="utf-8"))}
+    assert {"download", "auth login", "auth whoami"} <= named, named
+    hf = Path(sys.executable).with_name("hf")
+    for command in sorted(named):
+        done = subprocess.run([str(hf), *command.split(), "--help"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr[-2000:])

@@ -40,6 +40,6 @@ def hf_cached_file(repo_id: str, filename: str | Sequence[str], *, what: str = "
     raise WeightsError(
         f"the {what} file {wanted} of the hub repository {repo_id} is neither in the Hugging Face cache nor "
         f"downloadable here ({failure})",
-        f"fetch {hub_url(repo_id, wanted)} on a machine with a network (or `huggingface-cli download {repo_id} "
+        f"fetch {hub_url(repo_id, wanted)} on a machine with a network (or `hf download {repo_id} "
         f"{wanted}`) {use}",
     )
