@@ -1,9 +1,11 @@
 """`stadapt bench-pipeline`: is a run data-bound? The data path and the model measured side by side, in
 one run, from real files and a recipe's real transform.
 
-* Worker ms per clip, the same clips interleaved clip by clip (machine noise hits all alike): decode
-  alone; the full worker pipeline (decode + the transform's worker half + the batch copy, uint8); and
-  the float transform in the worker as it was before issue 16, for comparison.
+* Worker ms per clip, timed inside a DataLoader worker process (one torch thread, as in training), the
+  same clips interleaved clip by clip (machine noise hits all alike): decode alone (the dataset's own
+  reader and frame draw); the full worker pipeline (`collate_clips([dataset[epoch, index]])`: decode +
+  the transform's worker half + the batch copy, uint8); and the float transform in the worker as it was
+  before issue 16, for comparison. Wall clock and CPU time.
 * Clips/s the DataLoader supplies with N workers (uint8 batches, pinned on CUDA).
 * Clips/s the model consumes from a batch already in memory: `to_model_input` on the device, forward,
   backward and AdamW step, as the loop runs them.
@@ -27,41 +29,68 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
     return {"median": float(p50), "p10": float(p10), "p90": float(p90)}
 
 
-def time_worker_paths(dataset: Any, clips: int, *, seed: int, progress: bool) -> dict[str, Any]:
-    """Per-clip seconds of decode alone, the uint8 worker pipeline and the old float one, interleaved."""
+class WorkerPaths(torch.utils.data.Dataset):
+    """Item n (n >= 1) = clip n - 1 timed on each worker path, in whatever process loads it: `time_worker_paths`
+    loads it in a DataLoader worker, so the paths run as training runs them (one torch thread, the
+    worker's own process, the dataset's own reader). Item 0 is the warm-up (imports, codec set-up)."""
+
+    def __init__(self, dataset: Any, clips: int) -> None:
+        from stadapt.data.dataset import VideoClipDataset
+
+        self.dataset, self.clips = dataset, clips
+        self.before = VideoClipDataset(dataset.entries, dataset.sampler, dataset.transform, train=True,
+                                       seed=dataset.seed, decoder=dataset.decoder, decode_device=dataset.decode_device)
+
+    def __len__(self) -> int:
+        return self.clips + 1
+
+    def __getitem__(self, n: int) -> dict[str, Any]:
+        from stadapt.data.dataset import collate_clips
+        from stadapt.data.decode import open_video
+
+        ds = self.dataset
+        epoch, index = divmod(max(n - 1, 0), len(ds))
+
+        def decode() -> Any:  # what the item decodes: the same reader, the same (seed, epoch, index) draw
+            rng = np.random.default_rng([ds.seed, epoch, index])
+            with open_video(ds.entries[index].path, ds.decoder, ds.decode_device) as reader:
+                return reader.read(ds.sampler.train(reader.num_frames, rng))
+
+        paths: dict[str, Callable[[], Any]] = {
+            "decode": decode,
+            "worker_uint8": lambda: collate_clips([ds[epoch, index]]),  # a worker's call, and its collate
+            "worker_float_before": lambda: collate_clips([self.before[epoch, index]]),
+        }
+        # decode and the uint8 item alternate who goes first and are never separated by the float path
+        # (several times their cost: it would slow whichever path follows it)
+        pair = WORKER_PATHS[:2] if n % 2 else WORKER_PATHS[1::-1]
+        out: dict[str, Any] = {"torch_threads": torch.get_num_threads(),
+                               "in_worker": torch.utils.data.get_worker_info() is not None}
+        for name in (*pair, WORKER_PATHS[2]):
+            wall, cpu = time.perf_counter(), time.process_time()
+            paths[name]()
+            out[name] = (time.perf_counter() - wall, time.process_time() - cpu)
+        return out
+
+
+def time_worker_paths(dataset: Any, clips: int, *, progress: bool) -> dict[str, Any]:
+    """Per-clip seconds of decode alone, the uint8 worker pipeline and the old float one, interleaved clip
+    by clip in one DataLoader worker process, on the wall clock and in CPU time (all threads of the
+    worker: on a busy machine the steadier of the two, since waiting for a core is not the worker's work)."""
+    from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from stadapt.data.dataset import VideoClipDataset, collate_clips
-    from stadapt.data.decode import VideoReader
-
-    before = VideoClipDataset(dataset.entries, dataset.sampler, dataset.transform, train=True, seed=seed)
-
-    def decode(epoch: int, index: int) -> Any:
-        rng = np.random.default_rng([seed, epoch, index])
-        with VideoReader(dataset.entries[index].path) as reader:
-            return reader.read(dataset.sampler.train(reader.num_frames, rng))
-
-    paths: dict[str, Callable[[int, int], Any]] = {
-        "decode": decode,
-        "worker_uint8": lambda epoch, index: collate_clips([dataset[epoch, index]]),
-        "worker_float_before": lambda epoch, index: collate_clips([before[epoch, index]]),
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in paths}
-    for run in paths.values():  # warm-up: imports, codec and kernel initialisation
-        run(0, 0)
-    for n in tqdm(range(clips), desc="worker paths", unit="clip", disable=not progress):
-        epoch, index = divmod(n, len(dataset))
-        shift = n % len(WORKER_PATHS)
-        for name in WORKER_PATHS[shift:] + WORKER_PATHS[:shift]:  # rotate who goes first
-            tick = time.perf_counter()
-            paths[name](epoch, index)
-            seconds[name].append(time.perf_counter() - tick)
-    decode_s = np.asarray(seconds["decode"])
-    return {
-        "ms_per_clip": {name: _spread([1000 * s for s in values]) for name, values in seconds.items()},
-        "ratio_to_decode": {name: _spread(list(np.asarray(seconds[name]) / decode_s))
-                            for name in WORKER_PATHS[1:]},
-    }
+    timed = WorkerPaths(dataset, clips)
+    loader = DataLoader(timed, batch_size=None, num_workers=1)
+    rows = list(tqdm(loader, total=len(timed), desc="worker paths", unit="clip", disable=not progress))[1:]
+    report: dict[str, Any] = {"process": "DataLoader worker", "in_worker": all(r["in_worker"] for r in rows),
+                              "torch_threads": sorted({r["torch_threads"] for r in rows})}
+    for clock, column in (("", 0), ("_cpu", 1)):
+        seconds = {name: np.asarray([float(r[name][column]) for r in rows]) for name in WORKER_PATHS}
+        report["ms_per_clip" + clock] = {name: _spread(list(1000 * s)) for name, s in seconds.items()}
+        report["ratio_to_decode" + clock] = {name: _spread(list(seconds[name] / seconds["decode"]))
+                                             for name in WORKER_PATHS[1:]}
+    return report
 
 
 def time_loader(dataset: Any, *, workers: int, batch: int, batches: int, seed: int,
@@ -145,7 +174,7 @@ def bench_pipeline(recipe: Any, entries: Sequence[Any], *, clips: int, workers: 
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
     }
-    report["worker"] = time_worker_paths(dataset, clips, seed=seed, progress=progress)
+    report["worker"] = time_worker_paths(dataset, clips, progress=progress)
     loader_rate, first = time_loader(dataset, workers=workers, batch=batch, batches=batches, seed=seed, device=device)
     report["loader_clips_per_s"] = loader_rate
     report["model"] = None
@@ -165,18 +194,20 @@ def _describe(recipe: Any, variant: Any) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     w = report["worker"]
-    ms, ratio = w["ms_per_clip"], w["ratio_to_decode"]
+    ms, ratio, ratio_cpu = w["ms_per_clip"], w["ratio_to_decode"], w["ratio_to_decode_cpu"]
     labels = {"decode": "decode alone", "worker_uint8": "worker pipeline (uint8, now)",
               "worker_float_before": "worker pipeline (float, before)"}
-    rows = [("one worker, per clip", "median ms", "p10-p90 ms", "x decode (p10-p90)")]
+    rows = [("one worker, per clip", "median ms", "p10-p90 ms", "x decode (p10-p90)", "CPU time: x decode")]
     for name in WORKER_PATHS:
-        r = ratio.get(name)
+        r, c = ratio.get(name), ratio_cpu.get(name)
         rows.append((labels[name], f"{ms[name]['median']:.1f}", f"{ms[name]['p10']:.1f}-{ms[name]['p90']:.1f}",
-                     f"{r['median']:.2f}x ({r['p10']:.2f}-{r['p90']:.2f})" if r else "1.00x"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+                     f"{r['median']:.2f}x ({r['p10']:.2f}-{r['p90']:.2f})" if r else "1.00x",
+                     f"{c['median']:.2f}x ({c['p10']:.2f}-{c['p90']:.2f})" if c else "1.00x"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(wd) if i == 0 else c.rjust(wd)
                        for i, (c, wd) in enumerate(zip(row, widths, strict=True)))
              for row in rows]
+    lines.append(f"(timed in a {w['process']} process, torch threads {', '.join(map(str, w['torch_threads']))})")
     lines.append(f"loader: {report['loader_clips_per_s']:.1f} clips/s with {report['workers']} worker(s), "
                  f"batch {report['batch']}")
     model = report.get("model")

@@ -68,8 +68,9 @@ def bench_pipeline(
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Is training data-bound? Side by side in one run: worker ms per clip (decode alone, the uint8 worker
-    pipeline, the float one it replaced), clips/s the loader supplies with N workers, and clips/s the
+    """Is training data-bound? Side by side in one run: worker ms per clip, timed in a DataLoader worker as
+    training runs it (decode alone, the uint8 worker pipeline, the float one it replaced; wall clock and
+    CPU time), clips/s the loader supplies with N workers, and clips/s the
     model consumes from an in-memory batch (random backbone weights: no download)."""
     from stadapt.bench.pipeline import bench_pipeline as run_bench
     from stadapt.bench.pipeline import format_report
