@@ -192,3 +192,42 @@ def test_uint8_batches_reach_the_loop_and_are_normalised_where_the_model_runs(tm
     for where, batch_dtype, model_dtype, low in seen:
         assert batch_dtype == torch.uint8, where
         assert model_dtype == torch.float32 and low < 0.0, where  # normalised: below 0 after the mean is taken
+
+
+def test_collation_copies_clips_as_they_lie_in_memory(videos) -> None:
+    """Issue 22.5: the worker's one copy of a clip (collation) is made row by row from the decoded
+    (T, H, W, 3) frames, not as a permuting gather into (3, T, H, W) memory (which cost a worker as much
+    again as the copy); the batch is a (B, 3, T, H, W) view of (B, T, H, W, 3) memory, same values."""
+    recipe, variant = _recipe("k400_vitb.yaml")
+    dataset = train_dataset(recipe, videos, variant)
+    items = [dataset[0, i] for i in (0, 2)]  # both 320x240: no padding
+    batch = collate_clips(items)["video"]
+    assert batch.shape == (2, 3, *items[0]["video"].shape[1:])
+    assert batch.permute(0, 2, 3, 4, 1).is_contiguous()
+    assert torch.equal(batch, torch.stack([item["video"].contiguous() for item in items]))
+    padded = collate_clips([dataset[0, i] for i in range(len(videos))])["video"]  # 320x240 and 240x256
+    assert padded.permute(0, 2, 3, 4, 1).is_contiguous()
+
+
+class _CollatedInWorker(torch.utils.data.Dataset):
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, n: int) -> dict:
+        batch = collate_clips([self.dataset[0, 0], self.dataset[0, 1]])
+        return {"shared": batch["video"].is_shared(), "video": batch["video"].clone()}
+
+
+def test_a_worker_collates_straight_into_shared_memory(videos) -> None:
+    """In a DataLoader worker the batch is allocated in shared memory (as torch's default collate does),
+    so handing it to the main process costs no second copy of every clip."""
+    recipe, variant = _recipe("k400_vitb.yaml")
+    dataset = train_dataset(recipe, videos, variant)
+    loader = torch.utils.data.DataLoader(_CollatedInWorker(dataset), batch_size=None, num_workers=1)
+    (out,) = list(loader)
+    assert out["shared"] is True
+    assert torch.equal(out["video"], collate_clips([dataset[0, 0], dataset[0, 1]])["video"])
+    assert not collate_clips([dataset[0, 0]])["video"].is_shared()  # outside a worker: ordinary memory

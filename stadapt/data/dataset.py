@@ -129,7 +129,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         clips = [frames[[row[i] for i in view]] for view in views]
         if self.on_device:
             parts = [self.transform.worker(clip) for clip in clips]
-            return {"video": torch.stack([video for video, _ in parts]), "params": parts[0][1]}
+            return {"video": stack_padded([video for video, _ in parts]), "params": parts[0][1]}  # one size
         out = []
         for clip in clips:
             views_of_clip = self.transform(clip)

@@ -36,16 +36,42 @@ def to_model_input(batch: dict[str, Any], transform: DeviceTransform, device: to
     return transform.on_device(video, batch["params"])
 
 
+def memory_order(tensor: torch.Tensor) -> tuple[int, ...]:
+    """`tensor`'s dimensions from the outermost in memory to the innermost: a (3, T, H, W) view of decoded
+    (T, H, W, 3) frames gives (1, 2, 3, 0); `tensor.permute(order)` is laid out row-major."""
+    strides = [int(tensor.stride(d)) if tensor.shape[d] > 1 else 0 for d in range(tensor.ndim)]
+    return tuple(sorted(range(tensor.ndim), key=lambda d: (-strides[d], d)))
+
+
 def stack_padded(clips: Sequence[torch.Tensor]) -> torch.Tensor:
     """Stack uint8 clips whose last two dimensions (height, width) may differ into one batch, zero-padded
-    at the bottom and right to the largest; each clip's own size travels in its params. One copy per
-    clip, which is also where a permuted view becomes contiguous."""
-    if all(c.shape == clips[0].shape for c in clips):
-        return torch.stack(list(clips))
+    at the bottom and right to the largest; each clip's own size travels in its params.
+
+    One copy per clip, made in the order the clips lie in memory: a (3, T, H, W) view of decoded
+    (T, H, W, 3) frames is copied row by row (a permuting copy into (3, T, H, W) memory costs a worker
+    as much again as the copy), and the batch is a (B, 3, T, H, W) view of (B, T, H, W, 3) memory, which
+    the device half makes contiguous where it runs. In a DataLoader worker the batch is allocated in
+    shared memory, as torch's own collate does, so that handing it to the main process copies nothing."""
+    first = clips[0]
+    order = memory_order(first)
+    if any(memory_order(c) != order for c in clips[1:]):
+        order = tuple(range(first.ndim))
     height = max(int(c.shape[-2]) for c in clips)
     width = max(int(c.shape[-1]) for c in clips)
-    lead = tuple(clips[0].shape[:-2])
-    out = torch.zeros((len(clips), *lead, height, width), dtype=clips[0].dtype)
-    for slot, clip in zip(out, clips, strict=True):
+    shape = (*first.shape[:-2], height, width)
+    stored = (len(clips), *(shape[d] for d in order))  # the batch as it lies in memory
+    if torch.utils.data.get_worker_info() is not None:
+        count = 1
+        for size in stored:
+            count *= size
+        storage = torch.UntypedStorage._new_shared(count * first.element_size())
+        out = torch.empty(0, dtype=first.dtype).set_(storage).view(stored)
+    else:
+        out = torch.empty(stored, dtype=first.dtype)
+    batch = out.permute(0, *(order.index(d) + 1 for d in range(first.ndim)))  # (B, *clip dims)
+    padded = any(c.shape != first.shape for c in clips[1:]) or tuple(first.shape) != shape
+    if padded:
+        out.zero_()
+    for slot, clip in zip(batch, clips, strict=True):
         slot[..., : clip.shape[-2], : clip.shape[-1]].copy_(clip)
-    return out
+    return batch

@@ -43,7 +43,8 @@ def _check_common(size: int, mean: Sequence[float], std: Sequence[float], interp
 
 
 def _uint8_cthw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> a (3, T, H, W) view of it, no copy (the batch's collation copies once)."""
+    """(T, H, W, 3) uint8 -> a (3, T, H, W) view of it, no copy: the batch's collation copies it once, as
+    it lies in memory (`stack_padded`), and the device half makes it contiguous where the model runs."""
     clip = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(frames))
     if clip.ndim != 4 or clip.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) frames, got shape {tuple(clip.shape)}")
