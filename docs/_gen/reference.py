@@ -3,7 +3,8 @@
 - reference/cli.md: every command of the Typer app `stadapt.cli.app` (walked through the click group that
   `typer.main.get_command` gives): its usage, help text, arguments and options, as `--help` prints them.
 - reference/recipe.md: every key of a recipe, from the JSON Schema that `stadapt recipe schema` writes
-  (`stadapt.recipe.load.recipe_json_schema`): type, default, constraints and each section's description.
+  (`stadapt.recipe.load.recipe_json_schema`): type and limits, default, and the descriptions of each key and
+  section (the docstrings in stadapt/recipe/schema.py).
 
 Nothing here is committed as a static copy: the pages always say what the installed code does.
 Run it by hand with `python docs/_gen/reference.py OUTDIR` to see the Markdown.
@@ -150,7 +151,9 @@ def _constraints(node: dict[str, Any]) -> list[str]:
     out = []
     for key, text in (("exclusiveMinimum", "> {}"), ("minimum", ">= {}"), ("exclusiveMaximum", "< {}"),
                       ("maximum", "<= {}"), ("minItems", "at least {} item(s)"), ("maxItems", "at most {} item(s)"),
-                      ("minLength", "at least {} characters"), ("pattern", "matches {}")):
+                      ("minLength", "at least {} characters"), ("pattern", "matches {}"),
+                      # what pydantic writes for a limit on one member of a union (`int | None`, gt=0)
+                      ("gt", "> {}"), ("ge", ">= {}"), ("lt", "< {}"), ("le", "<= {}")):
         if key in node and not (key in ("minItems", "maxItems") and "prefixItems" in node):
             out.append(text.format(_code(str(node[key])) if key == "pattern" else node[key]))
     for alternative in node.get("anyOf", []):
@@ -206,9 +209,10 @@ def recipe_markdown() -> str:
         title = f"`{prefix}`" if prefix else "Top level"
         lines += [f"## {title}", ""]
         if description:
-            lines += [_escape(p) for p in _help_paragraphs(description)] + [""]
+            for paragraph in _help_paragraphs(description):
+                lines += [_escape(paragraph), ""]
             lines = _join_list_items(lines)
-        lines += ["| key | type | default | notes |", "|---|---|---|---|"]
+        lines += ["| key | type | default | description |", "|---|---|---|---|"]
         for key, prop, required in props:
             path = f"{prefix}.{key}" if prefix else key
             if required:
@@ -217,10 +221,8 @@ def recipe_markdown() -> str:
                 default = _code(json.dumps(prop["default"]))
             else:
                 default = _factory_default(model, key)
-            notes = _constraints(prop)
-            if prop.get("description"):
-                notes.insert(0, _cell(prop["description"]))
-            lines.append(f"| {_code(path)} | {_type_text(schema, prop)} | {default} | {'; '.join(notes)} |")
+            kind = ", ".join([_type_text(schema, prop), *_constraints(prop)])
+            lines.append(f"| {_code(path)} | {kind} | {default} | {_cell(prop.get('description', ''))} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
