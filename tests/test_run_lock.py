@@ -116,7 +116,7 @@ def test_two_trainings_started_at_once_into_one_folder_one_runs(data: Path, tmp_
 
 NO_FCNTL = """
 import importlib, json, pkgutil, sys
-sys.modules["fcntl"] = None  # as on Windows: `import fcntl` raises ImportError
+sys.modules["fcntl"] = sys.modules["resource"] = None  # POSIX-only: on Windows `import fcntl` raises ImportError
 import stadapt, stadapt_clip, stadapt_swag, stadapt_timm
 names = []
 for package in (stadapt, stadapt_clip, stadapt_swag, stadapt_timm):
@@ -136,7 +136,7 @@ except StadaptError as exc:
 
 
 def test_without_fcntl_every_module_imports_and_the_lock_refuses_in_one_line(tmp_path: Path) -> None:
-    """A platform without fcntl (Windows): importing stadapt and each of its modules works; taking the run
+    """A platform without fcntl and resource (Windows): importing stadapt and each of its modules works; taking the run
     lock is refused with one line that says why and what to do, and leaves nothing in the folder."""
     done = subprocess.run([sys.executable, "-c", NO_FCNTL, str(tmp_path)], capture_output=True, text=True,
                           timeout=300)

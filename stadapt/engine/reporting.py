@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 import uuid
@@ -35,6 +34,8 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak memory so far: allocated CUDA memory on a GPU, the process's peak RSS on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource  # POSIX only: imported here so that the module imports everywhere (the run lock refuses)
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
