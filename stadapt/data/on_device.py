@@ -3,7 +3,9 @@
 DataLoader workers decode and do the per-clip integer work (the transforms' `worker` half: random
 draws, RandAugment in uint8, integer crop boxes); a batch travels as uint8 `(B, 3, T, H, W)` (eval:
 `(B, V, 3, T, H, W)`), a quarter of the bytes of float32, in pinned memory when the device is CUDA,
-with a small int64 tensor of per-clip parameters. `to_model_input` is the one place where a batch
+with a small int64 tensor of per-clip parameters. Its memory keeps the decoded frames' order (a view of
+`(B, T, H, W, 3)`: collation copies each clip as it lies, see `stack_padded`); the device half makes
+it contiguous where it runs. `to_model_input` is the one place where a batch
 reaches the device: there the float conversion, resize, crop, flip and normalisation run (the
 transforms' `on_device` half). The random parameters were drawn in the worker from (seed, epoch,
 index), so the worker count changes nothing and a resumed run sees the same clips bit for bit.
