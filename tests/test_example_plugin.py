@@ -81,6 +81,6 @@ def test_installed_plugin_trains_evaluates_and_exports_through_the_cli(example_p
     assert "verified with onnxruntime" in exported.stdout
 
     # without the plugin installed, the same run names what is missing
-    missing = run_cli("eval", str(run), cwd=tmp_path)
+    missing = run_cli("eval", str(run), cwd=tmp_path, process=True)  # a process without the plugin's path
     assert missing.returncode != 0 and "unknown backbone plugin 'regvit'" in missing.stderr
     assert "Traceback" not in missing.stderr

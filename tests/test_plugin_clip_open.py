@@ -125,25 +125,23 @@ def test_every_command_works_with_the_family(backbone: str, hub: dict, clips: Pa
     from stadapt.backbones import load_plugin
     from stadapt.conformance import assert_conformant
 
-    env = hub["env"]
-    _use_cache_in_process(hub, monkeypatch)
+    _use_cache_in_process(hub, monkeypatch)  # the commands below run in this process, offline from the cache
     assert_conformant(load_plugin("clip"), backbone.split(":", 1)[1])
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE.format(backbone=backbone, root=json.dumps(str(clips))))
     run = tmp_path / "run"
-    _ok(run_cli("train", str(recipe), f"output.dir={run}", "-q", env=env))
+    _ok(run_cli("train", str(recipe), f"output.dir={run}", "-q"))
     checkpoint = run / "checkpoints" / "last"
     meta = json.loads((checkpoint / "stadapt.json").read_text())
     assert meta["model"]["backbone"] == backbone and meta["backbone_weights"]["source"] == "hf-hub"
 
-    exported = run_cli("export", "--onnx", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx"), "--verify",
-                       env=env)
+    exported = run_cli("export", "--onnx", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx"), "--verify")
     _ok(exported)
     assert "verified with onnxruntime" in exported.stdout
     video = clips / (clips / "val.txt").read_text().split()[0]
     png = tmp_path / "attention.png"
-    _ok(run_cli("visualize", str(video), "--checkpoint", str(run), "--out", str(png), "-q", env=env))
+    _ok(run_cli("visualize", str(video), "--checkpoint", str(run), "--out", str(png), "-q"))
     assert png.stat().st_size > 0
 
     _assert_reload_gives_identical_logits(checkpoint, hub, backbone)
