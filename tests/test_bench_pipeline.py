@@ -86,11 +86,12 @@ def test_worker_paths_run_as_a_dataloader_worker_runs_them(tmp_path: Path, monke
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        report = time_worker_paths(dataset, 3, progress=False)
+        report = time_worker_paths(dataset, 4, batch=2, progress=False)
     finally:
         torch.set_num_threads(threads)
     opens = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(opens) == 3 * (3 + 1)  # decode, uint8 item, float item; for 3 clips and the warm-up
+    assert len(opens) == 3 * (4 + 2)  # decode, uint8 item, float item; for 2 batches of 2 clips and the warm-up
+    assert report["batch"] == 2 and report["batches"] == 2
     assert {o["threads"] for o in opens} == {1}
     assert all(o["worker"] and o["pid"] != os.getpid() for o in opens)
     assert report["torch_threads"] == [1] and report["in_worker"]

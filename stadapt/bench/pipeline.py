@@ -1,11 +1,13 @@
 """`stadapt bench-pipeline`: is a run data-bound? The data path and the model measured side by side, in
 one run, from real files and a recipe's real transform.
 
-* Worker ms per clip, timed inside a DataLoader worker process (one torch thread, as in training), the
-  same clips interleaved clip by clip (machine noise hits all alike): decode alone (the dataset's own
-  reader and frame draw); the full worker pipeline (`collate_clips([dataset[epoch, index]])`: decode +
-  the transform's worker half + the batch copy, uint8); and the float transform in the worker as it was
-  before issue 16, for comparison. Wall clock and CPU time.
+* Worker ms per clip, timed inside a DataLoader worker process (one torch thread, as in training), batch
+  by batch as a worker makes them, the same clips interleaved (machine noise hits all alike): decode
+  alone (the dataset's own reader and frame draw, for each clip of the batch); the full worker pipeline
+  (`collate_clips([dataset[epoch, i] for i in batch])`: decode + the transform's worker half + the
+  batch, uint8, in shared memory as the worker hands it over); and the float transform in the worker as
+  it was before issue 16, for comparison. Wall clock and CPU time. A worker collates whole batches, so
+  timing one clip per batch would charge each clip a batch's allocation.
 * Clips/s the DataLoader supplies with N workers (uint8 batches, pinned on CUDA).
 * Clips/s the model consumes from a batch already in memory: `to_model_input` on the device, forward,
   backward and AdamW step, as the loop runs them.
@@ -30,61 +32,65 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
 
 
 class WorkerPaths(torch.utils.data.Dataset):
-    """Item n (n >= 1) = clip n - 1 timed on each worker path, in whatever process loads it: `time_worker_paths`
-    loads it in a DataLoader worker, so the paths run as training runs them (one torch thread, the
-    worker's own process, the dataset's own reader). Item 0 is the warm-up (imports, codec set-up)."""
+    """Item n (n >= 1) = batch n - 1 (`batch` consecutive clips) timed on each worker path, in whatever process
+    loads it: `time_worker_paths` loads it in a DataLoader worker, so the paths run as training runs them
+    (one torch thread, the worker's own process, the dataset's own reader, its collate into shared
+    memory). Item 0 is the warm-up (imports, codec set-up)."""
 
-    def __init__(self, dataset: Any, clips: int) -> None:
+    def __init__(self, dataset: Any, clips: int, batch: int) -> None:
         from stadapt.data.dataset import VideoClipDataset
 
-        self.dataset, self.clips = dataset, clips
+        self.dataset, self.batch = dataset, batch
+        self.batches = max(1, -(-clips // batch))
         self.before = VideoClipDataset(dataset.entries, dataset.sampler, dataset.transform, train=True,
                                        seed=dataset.seed, decoder=dataset.decoder, decode_device=dataset.decode_device)
 
     def __len__(self) -> int:
-        return self.clips + 1
+        return self.batches + 1
 
     def __getitem__(self, n: int) -> dict[str, Any]:
         from stadapt.data.dataset import collate_clips
         from stadapt.data.decode import open_video
 
         ds = self.dataset
-        epoch, index = divmod(max(n - 1, 0), len(ds))
+        keys = [divmod(max(n - 1, 0) * self.batch + b, len(ds)) for b in range(self.batch)]
 
-        def decode() -> Any:  # what the item decodes: the same reader, the same (seed, epoch, index) draw
-            rng = np.random.default_rng([ds.seed, epoch, index])
-            with open_video(ds.entries[index].path, ds.decoder, ds.decode_device) as reader:
-                return reader.read(ds.sampler.train(reader.num_frames, rng))
+        def decode() -> None:  # what the items decode: the same reader, the same (seed, epoch, index) draws
+            for epoch, index in keys:
+                rng = np.random.default_rng([ds.seed, epoch, index])
+                with open_video(ds.entries[index].path, ds.decoder, ds.decode_device) as reader:
+                    reader.read(ds.sampler.train(reader.num_frames, rng))
 
         paths: dict[str, Callable[[], Any]] = {
             "decode": decode,
-            "worker_uint8": lambda: collate_clips([ds[epoch, index]]),  # a worker's call, and its collate
-            "worker_float_before": lambda: collate_clips([self.before[epoch, index]]),
+            "worker_uint8": lambda: collate_clips([ds[key] for key in keys]),  # a worker's batch: items + collate
+            "worker_float_before": lambda: collate_clips([self.before[key] for key in keys]),
         }
-        # decode and the uint8 item alternate who goes first and are never separated by the float path
+        # decode and the uint8 batch alternate who goes first and are never separated by the float path
         # (several times their cost: it would slow whichever path follows it)
         pair = WORKER_PATHS[:2] if n % 2 else WORKER_PATHS[1::-1]
         out: dict[str, Any] = {"torch_threads": torch.get_num_threads(),
                                "in_worker": torch.utils.data.get_worker_info() is not None}
         for name in (*pair, WORKER_PATHS[2]):
             wall, cpu = time.perf_counter(), time.process_time()
-            paths[name]()
-            out[name] = (time.perf_counter() - wall, time.process_time() - cpu)
+            paths[name]()  # the batch is freed inside the timing, as a worker drops it once handed over
+            out[name] = ((time.perf_counter() - wall) / self.batch, (time.process_time() - cpu) / self.batch)
         return out
 
 
-def time_worker_paths(dataset: Any, clips: int, *, progress: bool) -> dict[str, Any]:
-    """Per-clip seconds of decode alone, the uint8 worker pipeline and the old float one, interleaved clip
-    by clip in one DataLoader worker process, on the wall clock and in CPU time (all threads of the
+def time_worker_paths(dataset: Any, clips: int, *, batch: int = 1, progress: bool) -> dict[str, Any]:
+    """Per-clip seconds of decode alone, the uint8 worker pipeline and the old float one, interleaved batch
+    by batch in one DataLoader worker process, on the wall clock and in CPU time (all threads of the
     worker: on a busy machine the steadier of the two, since waiting for a core is not the worker's work)."""
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    timed = WorkerPaths(dataset, clips)
+    timed = WorkerPaths(dataset, clips, batch)
     loader = DataLoader(timed, batch_size=None, num_workers=1)
-    rows = list(tqdm(loader, total=len(timed), desc="worker paths", unit="clip", disable=not progress))[1:]
+    rows = list(tqdm(loader, total=len(timed), desc="worker paths", unit="batch", disable=not progress))[1:]
     report: dict[str, Any] = {"process": "DataLoader worker", "in_worker": all(r["in_worker"] for r in rows),
-                              "torch_threads": sorted({r["torch_threads"] for r in rows})}
+                              "torch_threads": sorted({r["torch_threads"] for r in rows}), "batch": batch,
+                              "batches": len(rows)}
     for clock, column in (("", 0), ("_cpu", 1)):
         seconds = {name: np.asarray([float(r[name][column]) for r in rows]) for name in WORKER_PATHS}
         report["ms_per_clip" + clock] = {name: _spread(list(1000 * s)) for name, s in seconds.items()}
@@ -174,7 +180,7 @@ def bench_pipeline(recipe: Any, entries: Sequence[Any], *, clips: int, workers: 
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
     }
-    report["worker"] = time_worker_paths(dataset, clips, progress=progress)
+    report["worker"] = time_worker_paths(dataset, clips, batch=batch, progress=progress)
     loader_rate, first = time_loader(dataset, workers=workers, batch=batch, batches=batches, seed=seed, device=device)
     report["loader_clips_per_s"] = loader_rate
     report["model"] = None
@@ -197,7 +203,8 @@ def format_report(report: dict[str, Any]) -> str:
     ms, ratio, ratio_cpu = w["ms_per_clip"], w["ratio_to_decode"], w["ratio_to_decode_cpu"]
     labels = {"decode": "decode alone", "worker_uint8": "worker pipeline (uint8, now)",
               "worker_float_before": "worker pipeline (float, before)"}
-    rows = [("one worker, per clip", "median ms", "p10-p90 ms", "x decode (p10-p90)", "CPU time: x decode")]
+    rows = [(f"one worker, per clip (batches of {w['batch']})", "median ms", "p10-p90 ms", "x decode (p10-p90)",
+             "CPU time: x decode")]
     for name in WORKER_PATHS:
         r, c = ratio.get(name), ratio_cpu.get(name)
         rows.append((labels[name], f"{ms[name]['median']:.1f}", f"{ms[name]['p10']:.1f}-{ms[name]['p90']:.1f}",
