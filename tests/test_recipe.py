@@ -142,6 +142,8 @@ def test_three_mistakes_are_one_error_in_file_order(workdir: Path) -> None:
         ("adapter:\n  kernel: [3, 1]\n", "adapter.kernel", "expected a list of 3 whole numbers, got 2 items"),
         ("data:\n  root: data\n  views: 2x0\n", "data.views", "'2x0'"),
         ("model:\n  dropout: 1.0\n", "model.dropout", "must be < 1"),
+        # training's short-side jitter cannot shrink below the crop: refused with the recipe, not at step 0
+        ("data:\n  root: data\n  augment:\n    scale: [0.9, 1.0]\n", "data.augment.scale", "1 <= low <= high"),
         ("optim:\n  warmup_steps: 10\n  steps: 10\n", "optim.warmup_steps", "less than steps"),
         ("lr: 1\n", "lr", "did you mean optim.lr?"),
         ("optimizer: {}\n", "optimizer", "did you mean 'optim'?"),

@@ -130,8 +130,9 @@ class AugmentSection(_Section):
     resized to S x U(`scale`), then a random S x S crop) or `resized` (SSv2: RandomResizedCrop with
     `area` and `ratio`)."""
     scale: tuple[Float, Float] = (1.0, 1.15)
-    """`crop: jitter`: the short side is resized to the crop size x U(low, high); low must be at least 1
-    (training refuses less). The paper's 224-256 px is [1.0, 1.143]; the default is the reference's."""
+    """`crop: jitter`: the short side is resized to the crop size x U(low, high), 1 <= low <= high (a
+    short side below the crop size leaves nothing to crop). The paper's 224-256 px is [1.0, 1.143]; the
+    default is the reference's."""
     area: tuple[Float, Float] = (0.08, 1.0)
     """`crop: resized`: [low, high] of the crop's area, as a fraction of the frame's."""
     ratio: tuple[Float, Float] = (0.75, 4 / 3)
@@ -143,7 +144,17 @@ class AugmentSection(_Section):
     """A timm-style RandAugment policy such as `rand-m7-n4-mstd0.5-inc1` (SSv2), applied to the decoded
     frames before the crop, as the reference does; null = none."""
 
-    @field_validator("scale", "ratio")
+    @field_validator("scale")
+    @classmethod
+    def _at_least_the_crop(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 1 <= value[0] <= value[1]:
+            raise PydanticCustomError(
+                "scale_range", "expected [low, high] with 1 <= low <= high (the short side never below the crop), "
+                "got {scale}", {"scale": list(value)}
+            )
+        return value
+
+    @field_validator("ratio")
     @classmethod
     def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
         if not 0 < value[0] <= value[1]:
