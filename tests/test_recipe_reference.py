@@ -37,3 +37,20 @@ def test_every_recipe_section_has_a_description() -> None:
     assert {"BackboneSection", "AdapterSection", "DataSection", "ScaleSection", "OutputSection"} <= set(sections)
     missing = sorted(name for name, node in sections.items() if not _described(node))
     assert not missing, f"recipe sections without a docstring: {missing}"
+
+
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _nodes(value)
+
+
+def test_bounds_use_json_schemas_own_keywords() -> None:
+    """Editors read exclusiveMinimum & co.; pydantic's `gt`/`ge`/`lt`/`le` (what it writes for a bound on one
+    member of a union such as `int | None` when the bound comes after a validator) they ignore."""
+    private = sorted({key for node in _nodes(recipe_json_schema()) for key in ("gt", "ge", "lt", "le") if key in node})
+    assert not private, f"pydantic's bound keywords in the recipe JSON Schema: {private}"

@@ -151,9 +151,7 @@ def _constraints(node: dict[str, Any]) -> list[str]:
     out = []
     for key, text in (("exclusiveMinimum", "> {}"), ("minimum", ">= {}"), ("exclusiveMaximum", "< {}"),
                       ("maximum", "<= {}"), ("minItems", "at least {} item(s)"), ("maxItems", "at most {} item(s)"),
-                      ("minLength", "at least {} characters"), ("pattern", "matches {}"),
-                      # what pydantic writes for a limit on one member of a union (`int | None`, gt=0)
-                      ("gt", "> {}"), ("ge", ">= {}"), ("lt", "< {}"), ("le", "<= {}")):
+                      ("minLength", "at least {} characters"), ("pattern", "matches {}")):
         if key in node and not (key in ("minItems", "maxItems") and "prefixItems" in node):
             out.append(text.format(_code(str(node[key])) if key == "pattern" else node[key]))
     for alternative in node.get("anyOf", []):

@@ -40,6 +40,10 @@ def _no_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
 Float = Annotated[float, BeforeValidator(_no_bool)]
+# for an optional positive number: the bound before the validator, so that the JSON Schema states it in
+# its own keyword (exclusiveMinimum), which editors read, rather than pydantic's `gt`
+PositiveInt = Annotated[int, Field(gt=0), BeforeValidator(_no_bool)]
+PositiveFloat = Annotated[float, Field(gt=0), BeforeValidator(_no_bool)]
 
 
 class _Section(BaseModel):
@@ -282,7 +286,7 @@ class OptimSection(_Section):
     batch_size: Int = Field(128, gt=0)
     """Clips per optimizer step, GLOBAL: all processes together (it must split evenly over them). The
     paper's 128."""
-    micro_batch: Int | None = Field(None, gt=0)
+    micro_batch: PositiveInt | None = None
     """The most clips one device runs in one forward pass (a divisor of `batch_size`); gradient
     accumulation makes up the rest, so it does not change the result. Also bounds validation's forward
     passes (micro_batch / views videos each). Null = the whole batch at once."""
@@ -291,7 +295,7 @@ class OptimSection(_Section):
     warmup_steps: Int = Field(0, ge=0)
     """Optimizer steps of linear warmup (step s, from 0, at lr x (s + 1) / warmup_steps) before the cosine
     decay; 0 = none (the paper states none). Less than `steps`."""
-    grad_clip: Float | None = Field(None, gt=0)
+    grad_clip: PositiveFloat | None = None
     """Clip the gradients' total L2 norm (over all trainable parameters, after undoing fp16 loss scaling)
     to this before each step; null = no clipping."""
     scale: ScaleSection = Field(default_factory=ScaleSection)
