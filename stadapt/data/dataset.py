@@ -4,7 +4,9 @@ Each item draws its randomness from `np.random.default_rng([seed, epoch, index])
 worker's global RNG state: resuming mid-epoch replays exactly the same clips, and the number of
 DataLoader workers does not change what a run sees. A training video that fails to decode is
 replaced by another (drawn from the same stream, so still reproducible) and the failure reported
-with the item; in evaluation nothing is substituted: the item comes back as an error.
+with the item; a truncated file is such a failure (stadapt.data.decode never pads a clip with its last
+decodable frame), a genuinely short video is not (the sampler repeats its last frame index). In
+evaluation nothing is substituted: the item comes back as an error.
 """
 
 from __future__ import annotations

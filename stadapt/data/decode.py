@@ -14,7 +14,10 @@ A clip of 8 frames at stride 16 uses 113 frames of a 300-frame video, and colour
 Where timestamps cannot be trusted (missing or repeated pts, a seek that overshoots, a decoder that
 invents timestamps) the reader falls back to decoding from the start and counting frames, so results
 never depend on a container's quirks. Every failure surfaces as `VideoDecodeError` (never a raw PyAV
-exception), so a data loader can skip and report a broken video instead of crashing a run.
+exception), so a data loader can skip and report a broken video instead of crashing a run. A file that
+does not hold the frames its container promises (a truncated download, also one whose index sits at the
+front and so still opens) is such a failure: a clip is never padded with the last decodable frame. A
+genuinely short video is not a failure: the samplers repeat its last frame index (stadapt.data.sampling).
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class VideoReader:
         self._fresh = False  # the open container is positioned at the start of the stream
         self._reformatter: VideoReformatter | None = None  # created on first use, reused for every frame of this reader
         self._rotation: int | None = None  # counterclockwise degrees, known after the first frame
+        self._last: tuple[int, av.VideoFrame] | None = None  # the last frame a read decoded (index, frame)
         self._check_file()
         self._open()
         stream = self._stream
@@ -115,11 +119,16 @@ class VideoReader:
         rate = stream.average_rate or stream.guessed_rate
         self.fps: float = float(rate) if rate else 0.0
         self.table: FrameTable | None = self._frame_table() if seek else None
+        # why the file holds fewer frames than its header declares (kept when a read drops the table)
+        self.damaged: str | None = self.table.damaged if self.table is not None else None
         self.num_frames: int
+        self._counted_from_header: bool = self.table is None and bool(stream.frames and stream.frames > 0)
         if self.table is not None:
             self.num_frames = len(self.table.pts)
+        elif self._counted_from_header:
+            self.num_frames = int(stream.frames)
         else:
-            self.num_frames = int(stream.frames) if stream.frames and stream.frames > 0 else self._count_frames()
+            self.num_frames = self._count_frames()
         if self.num_frames <= 0:
             self.close()
             raise self._error("the video stream has no frames")
@@ -220,7 +229,8 @@ class VideoReader:
 
     def _shortfall(self, pts: tuple[int, ...]) -> str | None:
         """Why the frames present fall short of what the container header declares (a download cut
-        off mid-file keeps its header), or None. Only `check` acts on it; reads use what is there."""
+        off mid-file keeps its header, and an mp4 written with `movflags=faststart` keeps its whole index
+        at the front), or None. Every read refuses such a file (see `read`)."""
         stream = self._stream
         assert stream is not None
         declared = int(stream.frames or 0)
@@ -250,9 +260,13 @@ class VideoReader:
     def read(self, indices: Sequence[int], *, strict: bool = False) -> np.ndarray:
         """Frames at `indices` (any order, repeats allowed) as (len, H, W, 3) uint8 RGB.
 
-        Indices past the last decodable frame give the last decoded frame (containers can
-        over-report their frame count, and a damaged tail ends decoding early); with `strict=True`
-        that is a `VideoDecodeError` instead (what `check` uses).
+        Every frame the container promises (index < `num_frames`) must decode, or the read raises
+        `VideoDecodeError`: a file whose header declares frames the file does not hold (a download cut
+        short, even one whose index sits at the front and still opens), or whose frames stop decoding
+        early, is a bad video, never a clip padded with its last decodable frame. Indices at or past
+        `num_frames` name frames nobody promised (the samplers never ask for them: a short video
+        repeats its last frame *index*); they give the last frame, or a `VideoDecodeError` with
+        `strict=True` (what `check` uses).
         """
         wanted = [int(i) for i in indices]
         if not wanted:
@@ -260,9 +274,29 @@ class VideoReader:
             return np.empty((0, height, width, 3), dtype=np.uint8)
         if min(wanted) < 0:
             raise ValueError(f"frame indices must be >= 0, got {min(wanted)}")
+        if self.damaged:
+            raise self._error(f"truncated or damaged: {self.damaged}")
         needed = sorted(set(wanted))
         rgb: dict[int, np.ndarray] = {}
-        self._last: tuple[int, av.VideoFrame] | None = None
+        failure = self._decode_into(needed, rgb)
+        last, self._last = self._last, None
+        if last is None:
+            raise self._error(f"no frame could be decoded ({failure or 'truncated or damaged file?'})")
+        missing = [i for i in needed if i not in rgb]
+        unread = [i for i in missing if i < self._promised(failure)]
+        if unread or (strict and missing):
+            why = f"decoding failed after frame {last[0]}: {failure}" if failure else "the file ends early"
+            raise self._error(f"frame {(unread or missing)[0]} of {self.num_frames} could not be decoded ({why})")
+        if missing:  # past num_frames, promised by nobody: the last decoded frame stands in for them
+            tail = rgb[last[0]] if last[0] in rgb else self._to_rgb(last[1])
+            for i in missing:
+                rgb[i] = tail
+        return np.stack([rgb[i] for i in wanted])
+
+    def _decode_into(self, needed: list[int], rgb: dict[int, np.ndarray]) -> str | None:
+        """Decode the `needed` frames into `rgb` (seeking when timestamps allow); why decoding stopped
+        early, or None. `self._last` holds the last frame decoded, if any."""
+        self._last = None
         try:
             if self.table is not None:
                 try:
@@ -274,22 +308,15 @@ class VideoReader:
             if self.table is None:
                 self._read_sequential(needed, rgb)
         except _AV_ERRORS as exc:
-            if self._last is None:
-                raise self._error(f"no frame could be decoded ({_reason(exc)})") from None
-            if strict:
-                raise self._error(f"decoding failed after frame {self._last[0]} ({_reason(exc)})") from None
-        last, self._last = self._last, None
-        if last is None:
-            raise self._error("no frame could be decoded (truncated or damaged file?)")
-        missing = [i for i in needed if i not in rgb]
-        if missing:  # indices past the end: the last decoded frame stands in for them
-            if strict:
-                raise self._error(f"frame {missing[0]} of {self.num_frames} could not be decoded "
-                                  f"(the file ends early or is damaged)")
-            tail = rgb[last[0]] if last[0] in rgb else self._to_rgb(last[1])
-            for i in missing:
-                rgb[i] = tail
-        return np.stack([rgb[i] for i in wanted])
+            return _reason(exc)
+        return None
+
+    def _promised(self, failure: str | None) -> int:
+        """How many frames must decode: all `num_frames`, except that a frame count read from the header
+        alone (no frame table) may count one frame more than a clean decode returns."""
+        if self.table is None and failure is None and self._counted_from_header:
+            return self.num_frames - 1
+        return self.num_frames
 
     def _read_sequential(self, needed: list[int], rgb: dict[int, np.ndarray]) -> None:
         """Decode from the start, counting frames."""
@@ -395,8 +422,6 @@ class VideoReader:
     def check(self) -> None:
         """Raise `VideoDecodeError` unless the first and the last frame decode (what prepare-data
         --check runs: a truncated download fails here, at a fraction of a full decode's cost)."""
-        if self.table is not None and self.table.damaged:
-            raise self._error(f"truncated or damaged: {self.table.damaged}")
         self.read([0, self.num_frames - 1], strict=True)
 
 
@@ -470,10 +495,14 @@ class TorchCodecReader:
             self.num_frames = int(meta.num_frames or 0)
             self.fps = float(meta.average_fps or 0.0)
             self.size = (int(meta.width or 0), int(meta.height or 0))
+            declared = int(getattr(meta, "num_frames_from_header", None) or 0)
         except (RuntimeError, ValueError, OSError) as exc:
             raise self._error(f"not a readable video ({_reason(exc)})") from None
         if self.num_frames <= 0:
             raise self._error("the video stream has no frames")
+        if declared and self.num_frames < declared - 1:  # the same slack as VideoReader's frame table
+            raise self._error(f"truncated or damaged: the header declares {declared} frames but only "
+                              f"{self.num_frames} are present")
 
     def _error(self, reason: str) -> VideoDecodeError:
         return VideoDecodeError(f"cannot decode {self.path}: {reason}", _HINT)
@@ -489,7 +518,8 @@ class TorchCodecReader:
 
     def read(self, indices: Sequence[int], *, strict: bool = False) -> np.ndarray:
         """Frames at `indices` (any order, repeats allowed) as (len, H, W, 3) uint8 RGB; indices past the
-        end give the last frame (with `strict=True`, a `VideoDecodeError`), as `VideoReader.read`."""
+        end give the last frame (with `strict=True`, a `VideoDecodeError`), as `VideoReader.read`. A file
+        that holds fewer frames than its header declares is refused when it opens."""
         wanted = [int(i) for i in indices]
         if not wanted:
             width, height = self.size
