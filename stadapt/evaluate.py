@@ -65,8 +65,10 @@ def run_eval(
     torch_device = process_device(resolve_device(device), world_from_env())
     loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device, precision=precision)
     data = (loaded.meta.get("recipe") or {}).get("data") or {}
-    if root is None and not data:
-        raise StadaptError(f"{checkpoint} records no data set", "pass --root DIR --list FILE")
+    if root is None and (not data or str(data.get("root")).startswith("<local>")):  # <local>: a pushed checkpoint
+        raise StadaptError(f"{checkpoint} records no data set" if not data else
+                           f"{checkpoint} was shared without its data root ({data.get('root')})",
+                           "pass --root DIR --list FILE")
     prepared = open_prepared(root if root is not None else data["root"])
     list_file = data_list if data_list is not None else Path(data.get("val_list", "val.txt"))
     if prepared.classes != loaded.classes:

@@ -5,6 +5,10 @@ What is uploaded is built once, as name -> bytes (`bundle`): the checkpoint's `s
 `README.md`, a model card whose YAML metadata the hub reads (library, tags, data set, results) and whose
 body says what the model is and how to load it (`stadapt.load_model("hf-hub:ORG/NAME")`). The same
 bytes go to the hub (`upload`) or to a local folder (`write_dir`, for `--to-dir`).
+
+What is published names no absolute path of the machine that trained (`public_json`): a path inside the run
+becomes relative to it (`./checkpoints/best`), one under the data root `<local>/...`, any other `<local>/NAME`;
+the local checkpoint keeps its paths.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +31,10 @@ CARD_FILE = "README.md"
 EVAL_FILE = "eval.json"
 MARKER_FILE = ".stadapt-push.json"  # in a --to-dir folder only: what stadapt wrote there (never uploaded)
 MARKER_FORMAT = "stadapt-push"
+LOCAL = "<local>"  # what a published path outside the run says instead of the trainer's absolute path
+# an absolute path in free text (POSIX or Windows), not a URL's `//host`, not the `/16` of `ViT-B/16`
+_ABSOLUTE = re.compile(r"(?<![\w.:/~<>-])(?:/|[A-Za-z]:[\\/])[^\s'\"]*[^\s'\",;:)\]}]")
+_KEEP = frozenset({"classes", "per_class", "confusion"})  # class names: data, never rewritten
 
 
 def check_repo_id(repo: str) -> str:
@@ -49,9 +58,10 @@ def bundle(target: Path | None, repo: str,
 
     checkpoint, run = resolve_target(target, which)
     meta, _ = read_checkpoint(checkpoint)
+    places = _places(run if run is not None else checkpoint, meta)
     tensor_file = tensors_path(checkpoint)  # under its own name: an older checkpoint's adapters.safetensors too
     tensors = tensor_file.read_bytes()
-    files = {META_FILE: (checkpoint / META_FILE).read_bytes(), tensor_file.name: tensors}
+    files = {META_FILE: public_json((checkpoint / META_FILE).read_bytes(), places), tensor_file.name: tensors}
     eval_path = (run if run is not None else checkpoint) / EVAL_FILE
     report = None
     if eval_path.is_file():
@@ -67,11 +77,59 @@ def bundle(target: Path | None, repo: str,
                 f"{_sha256(tensors)[:12]}...), so its numbers do not belong on this model's card",
                 f"evaluate this checkpoint first: stadapt eval {run or checkpoint}",
             )
-        files[EVAL_FILE] = eval_path.read_bytes()
+        files[EVAL_FILE] = public_json(eval_path.read_bytes(), places)
+        report = json.loads(files[EVAL_FILE])
     from stadapt.model_card import model_card
 
-    files[CARD_FILE] = model_card(meta, report, repo, dataset_name(meta)).encode("utf-8")
+    card = model_card(json.loads(files[META_FILE]), report, repo, dataset_name(meta))
+    files[CARD_FILE] = _public_text(card, places, anywhere=False).encode("utf-8")  # made of the public JSON
     return files, report
+
+
+def _places(home: Path, meta: Mapping[str, Any]) -> list[tuple[re.Pattern[str], str]]:
+    """(absolute location, what is published instead), most specific first: the run (or the checkpoint
+    outside a run) is `.`, the recipe's data root `<local>`, the user's home `<local>`; each as written and
+    resolved."""
+    data = ((meta.get("recipe") or {}).get("data") or {}).get("root")
+    named = [(home, "."), *([(Path(str(data)), LOCAL)] if data else []), (Path.home(), LOCAL)]
+    found: dict[str, str] = {}
+    for path, public in named:
+        for text in (str(path.absolute()), str(path.resolve())):
+            if len(text) > 1 and text not in found:
+                found[text] = public
+    ordered = sorted(found.items(), key=lambda item: -len(item[0]))
+    return [(re.compile(re.escape(text) + r"(?![\w.-])"), public) for text, public in ordered]
+
+
+def _public_text(text: str, places: list[tuple[re.Pattern[str], str]], anywhere: bool = True) -> str:
+    """`text` with each known absolute location replaced by its public form, and (`anywhere`: not in markdown,
+    whose `</tag>` reads as a path) any other absolute path by `<local>/NAME`."""
+    for pattern, public in places:
+        text = pattern.sub(public, text)  # "." or "<local>": no escapes
+    return _ABSOLUTE.sub(lambda found: f"{LOCAL}/{_name(found.group())}", text) if anywhere else text
+
+
+def _name(path: str) -> str:
+    """The last part of a POSIX or Windows path."""
+    return re.split(r"[\\/]", path.rstrip("/\\"))[-1]
+
+
+def public_json(data: bytes, places: list[tuple[re.Pattern[str], str]]) -> bytes:
+    """A JSON file as published: every string value with `_public_text` (class names kept); the same bytes
+    when nothing changes."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return _public_text(value, places)
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        if isinstance(value, dict):
+            return {key: item if key in _KEEP else walk(item) for key, item in value.items()}
+        return value
+
+    parsed = json.loads(data)
+    published = walk(parsed)
+    return data if published == parsed else (json.dumps(published, indent=2) + "\n").encode()
 
 
 def dataset_name(meta: Mapping[str, Any]) -> str | None:

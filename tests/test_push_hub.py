@@ -89,9 +89,13 @@ def test_to_dir_holds_the_checkpoint_and_card_and_loads_to_identical_logits(run:
     last = run / "checkpoints" / "best"  # what push (and eval) take from a run by default since issue 18.4
     names = sorted(p.name for p in pushed.iterdir() if not p.name.startswith("."))
     assert names == ["README.md", "eval.json", "stadapt.json", "trainable.safetensors"]  # no trainer state
-    for name in ("trainable.safetensors", "stadapt.json"):
-        assert (pushed / name).read_bytes() == (last / name).read_bytes()
-    assert (pushed / "eval.json").read_bytes() == (run / "eval.json").read_bytes()
+    assert (pushed / "trainable.safetensors").read_bytes() == (last / "trainable.safetensors").read_bytes()
+    for pushed_file, local_file in ((pushed / "stadapt.json", last / "stadapt.json"), (pushed / "eval.json",
+                                                                                      run / "eval.json")):
+        published, local = json.loads(pushed_file.read_text()), json.loads(local_file.read_text())
+        assert published.keys() == local.keys()  # the same, but for its local paths (test_push_privacy.py)
+        assert {k: v for k, v in published.items() if k not in ("recipe", "checkpoint", "list")} == \
+            {k: v for k, v in local.items() if k not in ("recipe", "checkpoint", "list")}
     original, shared = load_model(last), load_model(pushed)
     with torch.no_grad():
         assert torch.equal(original(_clip()), shared(_clip()))
@@ -190,10 +194,10 @@ def test_eval_and_predict_take_hub_ids_through_the_console_script(run: Path, pus
     work = tmp_path / "work"
     work.mkdir()
     report = json.loads((run / "eval.json").read_text())
-    root = json.loads((pushed / "stadapt.json").read_text())["recipe"]["data"]["root"]
+    root = json.loads((run / "checkpoints" / "best" / "stadapt.json").read_text())["recipe"]["data"]["root"]
     snapshot = sorted(p.name for p in (cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / REVISION).iterdir())
 
-    result = run_cli("eval", f"hf-hub:{REPO}", "--views", "1x2", "-q", env=env, cwd=work)
+    result = run_cli("eval", f"hf-hub:{REPO}", "--root", root, "--views", "1x2", "-q", env=env, cwd=work)
     assert result.returncode == 0, result.stderr
     written = json.loads((work / "hf-hub" / REPO / "eval.json").read_text())
     assert {k: written[k] for k in ("top1", "top5", "confusion", "checkpoint_sha256", "list_sha256")} == \
