@@ -38,8 +38,16 @@ _KEEP = frozenset({"classes", "per_class", "confusion"})  # class names: data, n
 
 
 def check_repo_id(repo: str) -> str:
-    """`ORG/NAME` as the hub spells a model repository; anything else is a one-line error."""
-    name, revision = parse_hub_id(PREFIX + repo)
+    """`ORG/NAME` as the hub spells a model repository; anything else is a one-line error naming what --repo
+    takes (not the `hf-hub:` id that reads it back)."""
+    if repo.startswith(PREFIX):
+        raise StadaptError(f"--repo {repo} is a checkpoint id, not a repository name",
+                           f"push to --repo {repo[len(PREFIX):]}")
+    try:
+        name, revision = parse_hub_id(PREFIX + repo)
+    except StadaptError:
+        raise StadaptError(f"--repo {repo!r} is not a hub repository name",
+                           "write --repo ORG/NAME (your user or organisation, a slash, the model's name)") from None
     if revision is not None:
         raise StadaptError(f"--repo {repo} names a revision", "push to a repository: --repo ORG/NAME")
     return name

@@ -164,7 +164,7 @@ def test_upload_without_token_or_network_is_one_line(run: Path, tmp_path: Path) 
     for result in (no_token, offline):
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     bad = run_cli("push", str(run), "--repo", "no-org-here", "--to-dir", str(tmp_path / "x"))
-    assert bad.returncode == 2 and "hf-hub:ORG/NAME" in bad.stderr
+    assert bad.returncode == 2 and "--repo ORG/NAME" in bad.stderr
 
 
 def test_hub_ids_load_offline_from_the_cache(run: Path, pushed: Path, tmp_path: Path, monkeypatch) -> None:
