@@ -119,10 +119,16 @@ def _search(entries: list, pattern: str, as_json: bool) -> None:
 
 
 def _check(entries: list, which: str) -> None:
-    from stadapt.backbones.registry import load_plugin
+    from stadapt.backbones.registry import load_plugin, resolve_variant
     from stadapt.conformance import check_plugin
+    from stadapt.errors import StadaptError
 
-    name, _, variant = which.partition(":")
+    name, colon, variant = which.partition(":")
+    if colon and not variant:
+        raise StadaptError(f"--check {which} names no variant",
+                           f"write --check {name} for its test variant, or --check {name}:VARIANT")
+    if variant:  # a name the plugin does not take is the user's mistake, refused as --params refuses it
+        resolve_variant(load_plugin(name), variant)
     names = [e.name for e in entries] if which == "all" else [name]
     failures = 0
     for name in names:
