@@ -6,19 +6,24 @@
                                adapter layout, tuning), classes, the `input` an InputSpec describes
                                (frames, sampling, stride, test views, size, mean, std, interpolation,
                                crop), backbone-weights source and fingerprint; provenance (recipe, step,
-                               stadapt version, what it was imported from)
+                               stadapt version, what it was imported from); `file_sha256`: the sha256
+                               of every other file written with it (the tensors, a run's trainer state)
 
 Every reader goes through `read_checkpoint`, which brings older metadata up to the current format in
 one converter (`upgrade_meta`), and takes the input settings from the typed `Contract`, never from
 defaults of its own.
 
 The backbone is not copied: it is rebuilt from its plugin and its weights file, whose fingerprint
-must match. A checkpoint directory is written atomically (temp directory + rename) and never
+must match. The files beside stadapt.json are checked against their recorded sha256 as they are read
+(`read_verified`, one read: the bytes hashed are the bytes loaded), so a damaged tensor file is refused,
+never turned into a model that predicts noise; checkpoints written before the digests were recorded
+load unchecked. A checkpoint directory is written atomically (temp directory + rename) and never
 replaces an existing one unless asked to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,6 +41,7 @@ from stadapt.model import ModelConfig
 TENSORS_FILE = "trainable.safetensors"
 OLD_TENSORS_FILES = ("adapters.safetensors",)  # what checkpoints before format 2 called it: still read
 META_FILE = "stadapt.json"
+DIGESTS = "file_sha256"  # stadapt.json's key: {file name: sha256 hex} of every other file of the checkpoint
 FORMAT = "stadapt-checkpoint"
 FORMAT_VERSION = 2
 
@@ -66,10 +72,12 @@ def write_checkpoint(
         raise CheckpointError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
     refuse_unless_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "stadapt_version": __version__, **meta}
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    files = {TENSORS_FILE: save(contiguous, metadata={"format": FORMAT}),
-             META_FILE: (json.dumps(full_meta, indent=2, sort_keys=False) + "\n").encode(), **(extra_files or {})}
+    files = {TENSORS_FILE: save(contiguous, metadata={"format": FORMAT}), **(extra_files or {})}
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "stadapt_version": __version__, **meta,
+                 DIGESTS: digests}
+    files[META_FILE] = (json.dumps(full_meta, indent=2, sort_keys=False) + "\n").encode()
     intact = f"the previous checkpoint {out} is intact" if out.exists() else "no earlier checkpoint was touched"
     staging: Path | None = None
     try:
@@ -163,12 +171,43 @@ def tensors_path(path: str | Path) -> Path:
     return path / TENSORS_FILE
 
 
+def read_verified(path: Path, meta: Mapping[str, Any]) -> bytes:
+    """The bytes of checkpoint file `path`, refused unless their sha256 is the one its checkpoint's
+    stadapt.json (`meta`) records. The file is read once and the same bytes are hashed and then loaded
+    (hashing costs a small fraction of the read, see docs/concepts/checkpoint.md). A file with no recorded
+    digest (a checkpoint written before stadapt recorded them) is returned unchecked."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"could not read {path}: {exc.strerror or exc}", "the checkpoint is damaged") from exc
+    recorded = (meta.get(DIGESTS) or {}).get(path.name) if isinstance(meta.get(DIGESTS), Mapping) else None
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        raise CheckpointError(
+            f"{path} is damaged: its sha256 is not the one recorded in {path.parent / META_FILE}, so it is not "
+            "the file that was saved",
+            "restore it from a copy, or re-run the training (or use another checkpoint)")
+    return data
+
+
+def read_meta_file(path: Path) -> dict[str, Any]:
+    """stadapt.json of checkpoint directory `path`, as written (no format upgrade): for readers of the
+    other checkpoint files (the trainer state) that need its digests."""
+    meta_path = path / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"could not read {meta_path} ({exc})", "the checkpoint is damaged") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not stadapt checkpoint metadata")
+    return meta
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(metadata in the current format, tensors) of a checkpoint directory (or an `hf-hub:ORG/NAME` id, from
     the hub cache), with clear errors for anything else. Metadata of an older format is converted by
     `upgrade_meta` (the file is not touched)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from stadapt.hub import checkpoint_dir
 
@@ -186,8 +225,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
         raise CheckpointError(f"{meta_path} is not stadapt checkpoint metadata")
     meta = upgrade_meta(meta, path)
     tensor_file = tensors_path(path)
+    data = read_verified(tensor_file, meta)
     try:
-        tensors = load_file(str(tensor_file), device="cpu")
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"could not read {tensor_file}: {exc}", "the checkpoint is damaged") from exc
     check_classes_fit_head(meta, tensors, path)

@@ -47,21 +47,28 @@ def run_eval(
     max_clips: int | None = None,
     precision: str = "auto",
     which: str | None = None,
+    overwrite: bool = False,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on a list; write the JSON report, a per-video predictions CSV and a
     confusion-matrix PNG beside it. Clips are made as the checkpoint's InputSpec says (`views` overrides
     its test views); the model runs in `precision` ("auto": the run's on this device, float32 on the CPU).
     Under torchrun the videos are split over the processes (none twice, none dropped) and only the first
-    process writes. Of a run, `which` checkpoint: "best", "last", or None = best when present (printed)."""
+    process writes. Of a run, `which` checkpoint: "best", "last", or None = best when present (printed).
+    An existing report at `out` (and the files named after it) is replaced only when stadapt wrote it and
+    `overwrite` is given; the default `out` (RUN/eval.json) is the run's own report, replaced by every eval."""
     from stadapt.api import load_model
     from stadapt.data.prepared import open_prepared
     from stadapt.data.views import test_dataset
     from stadapt.engine.distributed import init_world, process_device, world_from_env
     from stadapt.engine.setup import parse_views, resolve_device, resolve_precision
     from stadapt.errors import StadaptError
+    from stadapt.fileio import claim_outputs
     from stadapt.hub import output_home
 
     checkpoint, run = resolve_target(target, which)
+    default_out = out is None
+    out = Path(out) if out is not None else (run if run is not None else output_home(checkpoint)) / "eval.json"
+    claim_outputs(report_paths(out), overwrite=overwrite or default_out, ours=report_by_stadapt)  # before any work
     torch_device = process_device(resolve_device(device), world_from_env())
     loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device, precision=precision)
     data = (loaded.meta.get("recipe") or {}).get("data") or {}
@@ -86,9 +93,6 @@ def run_eval(
                            progress=progress and world.main, max_clips=max_clips)
     summary = summarize(pred, loaded.classes)
     report = _report(loaded, spec, prepared, list_file, entries, pred, summary, world.size)
-    if out is None:
-        out = (run if run is not None else output_home(checkpoint)) / "eval.json"
-    out = Path(out)
     if world.main:
         _write_reports(out, report, pred, entries, loaded.classes, title=checkpoint.parent.parent.name)
     return report, out
@@ -129,6 +133,40 @@ def _report(loaded: Any, spec: Any, prepared: Any, list_file: Path, entries: lis
     }
 
 
+CSV_HEADER = ("index", "path", "label", "label_name", "status", "prediction", "prediction_name", "probability",
+              "correct", "top5", "error")
+
+
+def report_paths(out: Path) -> list[Path]:
+    """Every file an eval writes for the report `out`: the JSON, its predictions CSV and its confusion PNG."""
+    return [out, out.with_suffix(".predictions.csv"), out.with_suffix(".confusion.png")]
+
+
+def report_by_stadapt(path: Path) -> bool:
+    """Whether `path` (one of `report_paths`) is a file stadapt eval wrote, from its content. A confusion PNG
+    written before stadapt tagged its PNGs carries matplotlib's Software text only: it counts when the report
+    beside it is stadapt's."""
+    from stadapt.fileio import first_line_is, json_by_stadapt, png_by_stadapt
+
+    if path.name.endswith(".predictions.csv"):
+        return first_line_is(path, ",".join(CSV_HEADER))
+    if path.name.endswith(".confusion.png"):
+        report = path.with_name(path.name[: -len(".confusion.png")] + ".json")
+        return png_by_stadapt(path) or (_matplotlib_png(path) and json_by_stadapt(report, *_REPORT_KEYS) is not None)
+    return json_by_stadapt(path, *_REPORT_KEYS) is not None
+
+
+_REPORT_KEYS = ("stadapt_version", "checkpoint_sha256", "top1")
+
+
+def _matplotlib_png(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return b"tEXtSoftware\x00Matplotlib" in handle.read(4096)
+    except OSError:
+        return False
+
+
 def _write_reports(out: Path, report: dict[str, Any], pred: Predictions, entries: list[Any], classes: list[str],
                    *, title: str) -> None:
     """eval.json, eval.predictions.csv and (when a video was evaluated) eval.confusion.png, each atomically."""
@@ -151,8 +189,7 @@ def predictions_csv(pred: Predictions, entries: list[Any], classes: list[str]) -
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["index", "path", "label", "label_name", "status", "prediction", "prediction_name",
-                     "probability", "correct", "top5", "error"])
+    writer.writerow(CSV_HEADER)
     k = min(5, len(classes))
     rows: dict[int, list[Any]] = {}
     for row, index in enumerate(pred.indices.tolist()):

@@ -11,10 +11,12 @@ no row: it is listed (stderr, and `bad_videos` in the output's metadata), never 
                        (strings): format, videos (JSON list, one per row), bad_videos, checkpoint, step,
                        input (the InputSpec), precision
     FILE.npy           the features; FILE.frames.npy the per-frame features; FILE.json the same metadata
+                       and `files`, the sha256 of each .npy (what lets --overwrite know stadapt wrote them)
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -82,32 +84,74 @@ def extract_features(videos: list[Path], checkpoint: Path | None, *, which: str 
     )
 
 
-def check_out(out: Path, *, overwrite: bool) -> None:
-    """Refuse an --out that cannot be written: unknown suffix, missing folder, or an existing file without
-    `overwrite` (even then only a features file stadapt wrote is replaced)."""
+def output_paths(out: Path, *, per_frame: bool) -> list[Path]:
+    """Every file written for --out: the file itself, and for .npy its JSON (and the per-frame .npy)."""
+    if out.suffix.lower() != ".npy":
+        return [out]
+    return [out, out.with_suffix(".json")] + ([out.with_suffix(".frames.npy")] if per_frame else [])
+
+
+def check_out(out: Path, *, overwrite: bool, per_frame: bool = False) -> None:
+    """Refuse an --out that cannot be written, before any work: unknown suffix, missing folder, or a file at
+    any of its paths that stadapt did not write, or that it did without `overwrite`."""
+    from stadapt.fileio import claim_outputs
+
     if out.suffix.lower() not in SUFFIXES:
         raise StadaptError(f"--out {out}: unknown format {out.suffix or '(no extension)'}",
                            f"name the file with one of: {', '.join(SUFFIXES)}")
+    claim_outputs(output_paths(out, per_frame=per_frame), overwrite=overwrite, ours=written_by_stadapt)
     if not out.parent.is_dir():
         raise StadaptError(f"the folder {out.parent} does not exist", "create it, or pass --out elsewhere")
-    if out.exists() and not overwrite:
-        raise StadaptError(f"{out} already exists", "pass --overwrite to replace it, or --out elsewhere")
-    if out.exists() and _written_by(out) != FORMAT:
-        raise StadaptError(f"{out} is not a features file stadapt wrote, so it is not replaced",
-                           "pass --out elsewhere")
 
 
-def _written_by(out: Path) -> str | None:
-    """The `format` a features file records (safetensors metadata, or the .npy's JSON beside it)."""
+def written_by_stadapt(path: Path) -> bool:
+    """Whether `path` is a features file stadapt wrote: the format in its safetensors metadata or JSON; an .npy
+    counts when the JSON it belongs to is stadapt's and records its digest (or, written before digests were
+    recorded, when it is an .npy file at all)."""
+    from stadapt.fileio import json_by_stadapt
+
+    name = path.name.lower()
+    if name.endswith(".npy"):
+        owners = [path.with_suffix(".json")]  # FILE.npy's; FILE.frames.npy's is FILE.json
+        if name.endswith(".frames.npy"):
+            owners.append(path.with_name(path.name[: -len(".frames.npy")] + ".json"))
+        return any(_npy_recorded(path, json_by_stadapt(owner, "format")) for owner in owners)
+    if name.endswith(".json"):
+        meta = json_by_stadapt(path, "format")
+        return meta is not None and meta["format"] == FORMAT
     try:
-        if out.suffix.lower() == ".npy":
-            return json.loads(out.with_suffix(".json").read_text(encoding="utf-8")).get("format")
         from safetensors import safe_open
 
-        with safe_open(str(out), framework="pt") as handle:
-            return (handle.metadata() or {}).get("format")
-    except Exception:  # unreadable or not ours: treated as the user's file
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == FORMAT
+    except Exception:  # unreadable or not safetensors: the user's file
+        return False
+
+
+def _npy_recorded(path: Path, meta: dict | None) -> bool:
+    if meta is None or meta["format"] != FORMAT:
+        return False
+    digests = meta.get("files")
+    if isinstance(digests, dict):
+        return digests.get(path.name) == _sha256(path)
+    return _starts_with(path, b"\x93NUMPY")
+
+
+def _sha256(path: Path) -> str | None:
+    from stadapt.data.prepared import file_sha256
+
+    try:
+        return file_sha256(path)
+    except OSError:
         return None
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def write_features(features: Features, out: Path) -> list[Path]:
@@ -124,13 +168,14 @@ def write_features(features: Features, out: Path) -> list[Path]:
         text = {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in meta.items()}
         atomic_write_bytes(out, save(tensors, metadata=text))
         return [out]
-    written = [out, out.with_suffix(".json")]
-    atomic_write_bytes(out, _npy(features.pooled))
+    arrays = {out: _npy(features.pooled)}
     if features.frames is not None:
-        written.append(out.with_suffix(".frames.npy"))
-        atomic_write_bytes(written[-1], _npy(features.frames))
+        arrays[out.with_suffix(".frames.npy")] = _npy(features.frames)
+    meta["files"] = {path.name: hashlib.sha256(data).hexdigest() for path, data in arrays.items()}
+    for path, data in arrays.items():
+        atomic_write_bytes(path, data)
     atomic_write_text(out.with_suffix(".json"), json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-    return written
+    return [out, out.with_suffix(".json"), *list(arrays)[1:]]
 
 
 def _npy(tensor: torch.Tensor) -> bytes:

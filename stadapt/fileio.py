@@ -15,7 +15,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from stadapt.errors import DiskFullError
@@ -144,3 +144,73 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
+
+
+def claim_outputs(paths: Iterable[Path], *, overwrite: bool, ours: Callable[[Path], bool],
+                  where: str = "--out") -> None:
+    """Refuse, before any work starts, an output path that cannot take the command's file: a folder or
+    a file in the way of its folder, a directory at its name, or an existing file that stadapt did not
+    write (`ours` says, from the file's content). A file stadapt wrote is replaced only with `overwrite`.
+
+    `paths` are every file a command writes, including those named after --out (`OUT.json`, ...): the
+    user's file at any of them is never replaced, and the message never offers --overwrite for it."""
+    from stadapt.errors import StadaptError
+
+    for path in map(Path, paths):
+        blocker = _file_in_the_way(path.parent)
+        if blocker is not None:
+            raise StadaptError(f"{blocker} is a file, so {path} cannot be written",
+                               f"choose another {where}, or move {blocker} away")
+        if path.is_dir():
+            raise StadaptError(f"{path} is a directory", f"{where} names the file to write: choose a file name")
+        if not path.exists() and not path.is_symlink():
+            continue
+        if not ours(path):
+            raise StadaptError(f"{path} exists and stadapt did not write it, so it is not replaced",
+                               f"choose another {where}, or move that file away")
+        if not overwrite:
+            raise StadaptError(f"{path} already exists", f"pass --overwrite to replace it, or choose another {where}")
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing ancestor of `folder` (itself included) when it is not a directory, else None."""
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            return None
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return None
+
+
+def json_by_stadapt(path: Path, *keys: str) -> dict | None:
+    """The JSON object in `path` when it holds every key in `keys` (what stadapt's own JSON records), else None."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, dict) and all(key in data for key in keys) else None
+
+
+PNG_SOFTWARE = "stadapt"
+
+
+def png_by_stadapt(path: Path) -> bool:
+    """Whether `path` is a PNG stadapt wrote: stadapt's figures carry a `Software: stadapt` text chunk,
+    which matplotlib writes before the image data."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSoftware\x00" + PNG_SOFTWARE.encode() in head
+
+
+def first_line_is(path: Path, line: str) -> bool:
+    """Whether the text file `path` starts with `line` (a header stadapt writes, e.g. a CSV's)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.readline().rstrip(b"\r\n") == line.encode("utf-8")
+    except OSError:
+        return False

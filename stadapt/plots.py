@@ -8,11 +8,12 @@ from typing import Any
 
 
 def save_figure(fig: Any, out: Path, **options: Any) -> None:
-    """fig.savefig, atomically (a reader never sees half a PNG), with the mode open() gives."""
-    from stadapt.fileio import atomic_output
+    """fig.savefig, atomically (a reader never sees half a PNG), with the mode open() gives; the PNG says
+    stadapt wrote it (its Software text), so a later --overwrite knows it may replace it."""
+    from stadapt.fileio import PNG_SOFTWARE, atomic_output
 
     with atomic_output(out) as staging:
-        fig.savefig(staging, **options)
+        fig.savefig(staging, metadata={"Software": PNG_SOFTWARE}, **options)
 
 
 def _pyplot():

@@ -129,8 +129,8 @@ def test_existing_output_is_never_overwritten_unless_asked(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("precious")
-    result = _import(ckpt, archive, out)
-    assert result.returncode == 2 and "already exists" in result.stderr and "--overwrite" in result.stderr
+    result = _import(ckpt, archive, out)  # a user's folder: refused without offering --overwrite, which refuses too
+    assert result.returncode == 2 and "notes.txt" in result.stderr and "--overwrite" not in result.stderr
     assert (out / "notes.txt").read_text() == "precious"
     refused = _import(ckpt, archive, out, "--overwrite")  # --overwrite replaces a checkpoint, never a user's file
     assert refused.returncode == 2 and "notes.txt" in refused.stderr and "Traceback" not in refused.stderr

@@ -138,7 +138,10 @@ def test_visualize_writes_the_figure(trained: tuple[Path, Path], tmp_path: Path)
     assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
 
     default = tmp_path / f"{video.stem}.attention.png"  # the default name, in the current directory
-    default.write_bytes(b"old")
+    default.write_bytes(b"old")  # a user's file there: never replaced, --overwrite or not
+    kept = run_cli("visualize", str(video), "--checkpoint", str(run), "--overwrite", "-q", cwd=tmp_path)
+    assert kept.returncode == 2 and "stadapt did not write it" in kept.stderr and default.read_bytes() == b"old"
+    default.write_bytes(png.read_bytes())  # a figure stadapt wrote: replaced with --overwrite
     replaced = run_cli("visualize", str(video), "--checkpoint", str(run / "checkpoints" / "last"), "--overwrite",
                        "-q", cwd=tmp_path)
     assert replaced.returncode == 0, replaced.stderr

@@ -28,7 +28,10 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     backbone_weights: str = typer.Option(None, "--backbone-weights",
                                          help="Where the backbone weights are now, if they moved."),
-    out: Path = typer.Option(None, "--out", help="Where to write the JSON report; default: RUN/eval.json."),
+    out: Path = typer.Option(None, "--out", help="Where to write the JSON report (+ OUT.predictions.csv, "
+                                                 "OUT.confusion.png); default: RUN/eval.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report stadapt wrote at --out (the default "
+                                                              "RUN/eval.json is always replaced)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
@@ -44,7 +47,8 @@ def evaluate(
     try:
         report, written = run_eval(target, views=views, data_list=data_list, root=root, batch_size=batch_size,
                                    workers=workers, device=device, backbone_weights=backbone_weights, out=out,
-                                   progress=not quiet, max_clips=max_clips, precision=precision, which=which)
+                                   progress=not quiet, max_clips=max_clips, precision=precision, which=which,
+                                   overwrite=overwrite)
     finally:
         shutdown(world_from_env())
     if world_from_env().main:

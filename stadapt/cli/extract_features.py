@@ -37,7 +37,7 @@ def extract_features(
     from stadapt.inputs import expand_inputs
 
     found = expand_inputs(videos)
-    check_out(out, overwrite=overwrite)
+    check_out(out, overwrite=overwrite, per_frame=per_frame)
     features = extract_features(found, checkpoint, which=which, per_frame=per_frame, views=views, device=device,
                                 backbone_weights=backbone_weights, precision=precision, batch_size=batch_size,
                                 workers=workers, progress=not quiet)

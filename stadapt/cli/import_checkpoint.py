@@ -41,8 +41,10 @@ def import_checkpoint(
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
 
-    from stadapt.checkpoint import read_checkpoint
+    from stadapt.checkpoint import read_checkpoint, refuse_unless_replaceable
     from stadapt.interop.official import import_official
+
+    refuse_unless_replaceable(out)  # a user's folder or file at --out: refused before any work, --overwrite or not
 
     written = import_official(checkpoint, backbone=backbone, backbone_weights=backbone_weights, out=out,
                               num_frames=num_frames, classes=names, overwrite=overwrite, dataset=dataset,

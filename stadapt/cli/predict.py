@@ -37,12 +37,14 @@ def predict(
 ) -> None:
     """Predict the classes of videos: the top-k classes and their probabilities (mean of per-view
     softmax). An undecodable video gets an error line (exit status 1); the others are still predicted."""
+    from stadapt.fileio import claim_outputs
     from stadapt.inputs import expand_inputs
     from stadapt.predict import predict_videos, write_predictions
 
     found = expand_inputs(videos)
     if out is not None:  # refuse a bad --out before any work
-        write_predictions([], out, overwrite=overwrite, check_only=True)
+        write_predictions([], out, overwrite=True, check_only=True)
+        claim_outputs([out], overwrite=overwrite, ours=_predictions_by_stadapt)
     results = predict_videos(found, checkpoint=checkpoint, onnx=onnx, top_k=top_k, views=views, device=device,
                              backbone_weights=backbone_weights, precision=precision, which=which,
                              batch_size=batch_size, workers=workers, max_clips=max_clips, progress=not quiet)
@@ -63,3 +65,18 @@ def predict(
             typer.echo("\n".join([result["video"], *lines]))
     if errors:
         raise typer.Exit(1)
+
+
+def _predictions_by_stadapt(path: Path) -> bool:
+    """Whether `path` is a predictions file stadapt wrote: the CSV's header, or a JSON line per video."""
+    from stadapt.fileio import first_line_is
+    from stadapt.predict import predictions_text
+
+    if path.suffix.lower() == ".csv":
+        return first_line_is(path, predictions_text([], ".csv").rstrip("\n"))
+    try:
+        with path.open("rb") as handle:
+            row = json.loads(handle.readline() or b"{}")
+    except (OSError, ValueError):
+        return False
+    return isinstance(row, dict) and "video" in row and ("top" in row or "error" in row)

@@ -67,6 +67,14 @@ def _parameter_lines(recipe: Recipe, classes: int | None) -> str:
     ])
 
 
+def _schema_by_stadapt(path: Path) -> bool:
+    """Whether `path` is a recipe schema stadapt wrote: a JSON Schema titled Recipe with a `base` property."""
+    from stadapt.fileio import json_by_stadapt
+
+    schema = json_by_stadapt(path, "$schema", "title", "properties")
+    return schema is not None and schema["title"] == "Recipe" and "base" in (schema["properties"] or {})
+
+
 @app.command("schema")
 def schema(
     out: Path = typer.Option(None, "--out", help="Write the schema to this file (default: print it)."),
@@ -76,15 +84,13 @@ def schema(
     servers with `# yaml-language-server: $schema=stadapt-recipe.schema.json` on a recipe's first line."""
     import json
 
-    from stadapt.errors import StadaptError
-    from stadapt.fileio import atomic_write_text
+    from stadapt.fileio import atomic_write_text, claim_outputs
     from stadapt.recipe.load import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2) + "\n"
     if out is None:
         typer.echo(text, nl=False)
         return
-    if out.exists() and not overwrite:
-        raise StadaptError(f"{out} already exists", "choose another --out or pass --overwrite to replace it")
+    claim_outputs([out], overwrite=overwrite, ours=_schema_by_stadapt)
     atomic_write_text(out, text)
     typer.echo(f"wrote {out}", err=True)

@@ -29,7 +29,11 @@ def visualize(
     backbone without adapters) and after (the adapted model), overlaid on the clip's frames (the
     paper's Figure 1): rows = frame / before / after, one column per frame; the title names the
     predicted class."""
+    from stadapt.fileio import claim_outputs, png_by_stadapt
     from stadapt.visualize import visualize as run_visualize
+
+    target = out if out is not None else Path(f"{Path(video).stem}.attention.png")  # the library's default
+    claim_outputs([target], overwrite=overwrite, ours=png_by_stadapt)
 
     written = run_visualize(video, checkpoint, out, backbone_weights=backbone_weights, device=device,
                             overwrite=overwrite, precision=precision, which=which)

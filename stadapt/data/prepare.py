@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stadapt.data.formats.base import Listing
-from stadapt.data.prepared import claim_out_dir, write_prepared
+from stadapt.data.prepared import CLASSES_FILE, MANIFEST_FILE, QUARANTINE_FILE, claim_out_dir, write_prepared
 from stadapt.errors import DataError, preview
 
 
@@ -143,7 +143,8 @@ def prepare_listing(
             if key not in problems:
                 problems[key] = file_problem(Path(path)) or ""
     require_videos(listing, problems)  # before --overwrite replaces the data set prepared there
-    claim_out_dir(out, overwrite=overwrite)
+    planned = [CLASSES_FILE, QUARANTINE_FILE, MANIFEST_FILE, *(f"{split}.txt" for split in listing.splits)]
+    claim_out_dir(out, overwrite=overwrite, planned=planned)
     if check:
         candidates = [p for p, reason in problems.items() if not reason]
         problems.update(_check_all(candidates, workers or default_workers(), progress))

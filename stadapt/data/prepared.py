@@ -229,13 +229,17 @@ def write_prepared(
     return manifest
 
 
-def claim_out_dir(out: Path, *, overwrite: bool, owned: Sequence[str] = ()) -> None:
-    """Make `out` ready for a new preparation without ever deleting files stadapt did not write.
+def claim_out_dir(out: Path, *, overwrite: bool, owned: Sequence[str] = (), record: str | None = None,
+                  planned: Sequence[str] = ()) -> None:
+    """Make `out` ready for a new preparation without ever deleting or replacing a file stadapt did not write.
 
     An empty or new directory is used as is. A non-empty one needs `overwrite`, and even then only a
     directory with a stadapt manifest is touched: the files its manifest names (classes, lists,
-    quarantine, manifest) and the `owned` names (e.g. the synthetic set's `videos/`) are removed,
-    nothing else. The videos of a real data set are never inside what is removed.
+    quarantine, manifest), the `owned` names and the files listed in the `record` file (`DIGEST  NAME`
+    lines, e.g. the synthetic set's `videos.sha256`) are removed, and the folders that removal leaves
+    empty; nothing else. A recorded file changed since, or a file of the user's at a `planned` name (what
+    the new preparation writes), is refused before anything is removed. The videos of a real data set
+    are never inside what is removed.
     """
 
     out = Path(out)
@@ -246,22 +250,71 @@ def claim_out_dir(out: Path, *, overwrite: bool, owned: Sequence[str] = ()) -> N
     if not overwrite:
         raise DataError(f"{out} is not empty", "choose another --out, or pass --overwrite to replace a data set "
                                                "that stadapt prepared there")
-    manifest_path = out / MANIFEST_FILE
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        manifest = None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = _stadapt_manifest(out)
+    if manifest is None:
         raise DataError(f"--overwrite refused: {out} is not a directory stadapt prepared (no stadapt {MANIFEST_FILE}), "
                         "so its files may be yours",
                         "choose a new or empty --out directory, or remove that directory yourself")
-    names = {CLASSES_FILE, QUARANTINE_FILE, *owned}
+    names = {CLASSES_FILE, *owned}
+    quarantine = manifest.get("quarantine")
+    if not isinstance(quarantine, dict) or quarantine.get("file") == QUARANTINE_FILE:
+        names.add(QUARANTINE_FILE)  # what it wrote; an older manifest without the entry: as before
     for info in (manifest.get("splits") or {}).values():
         if isinstance(info, dict) and isinstance(info.get("file"), str) and "/" not in info["file"]:
             names.add(info["file"])
-    manifest_path.unlink()  # first: an interrupted removal must not leave a manifest behind
+    recorded = _recorded_files(out, record) if record else {}
+    ours = names | set(recorded) | {MANIFEST_FILE}
+    _refuse_users_files(out, recorded, [p for p in planned if p not in ours])
+    (out / MANIFEST_FILE).unlink()  # first: an interrupted removal must not leave a manifest behind
+    for name in sorted(recorded):
+        (out / name).unlink(missing_ok=True)
+        _remove_empty_folders(out, (out / name).parent)
     for name in sorted(names):
         remove_path(out / name)
+
+
+def _stadapt_manifest(out: Path) -> dict | None:
+    try:
+        manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == FORMAT else None
+
+
+def _recorded_files(out: Path, record: str) -> dict[str, str]:
+    """NAME -> sha256 of the files a preparation wrote, from its `DIGEST  NAME` record (names inside `out` only)."""
+    try:
+        lines = (out / record).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        parts = Path(name).parts
+        if name and not Path(name).is_absolute() and ".." not in parts and parts[0] != MANIFEST_FILE:
+            found[name] = digest
+    return found
+
+
+def _refuse_users_files(out: Path, recorded: Mapping[str, str], planned: Sequence[str]) -> None:
+    """Refuse, naming them, recorded files changed since they were written and files at `planned` names."""
+    changed = [n for n, digest in recorded.items() if (out / n).is_file() and file_sha256(out / n) != digest]
+    in_the_way = [n for n in planned if (out / n).exists() or (out / n).is_symlink()]
+    if changed or in_the_way:
+        what = [f"{n} (changed since stadapt wrote it)" for n in changed]
+        what += [f"{n} (not written by stadapt prepare-data)" for n in in_the_way]
+        raise DataError(f"--overwrite refused: {out} holds {preview(what)}, which would be replaced",
+                        "move those files out of --out first, or choose a new or empty --out directory")
+
+
+def _remove_empty_folders(out: Path, folder: Path) -> None:
+    """Remove `folder` and its parents up to (not including) `out` while they are empty."""
+    while folder != out and out in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a user's file stays, and so does its folder), or gone
+            return
+        folder = folder.parent
 
 
 # ----------------------------------------------------------------------------------------- opening

@@ -197,6 +197,17 @@ def _video_name(split: str, label: int, number: int) -> str:
     return f"videos/{split}/{label:02d}_{number:04d}.mp4"
 
 
+VIDEOS_RECORD = "videos.sha256"  # `DIGEST  NAME` of every video written: what a later --overwrite may remove
+
+
+def planned_files(spec: SyntheticSpec) -> list[str]:
+    """Every file `write_synthetic` writes for `spec`, relative to its --out."""
+    videos = [_video_name(split, label, number)
+              for split, per_class in (("train", spec.train_per_class), ("val", spec.val_per_class))
+              for label in range(len(spec.classes)) for number in range(per_class)]
+    return ["classes.txt", "train.txt", "val.txt", "manifest.json", VIDEOS_RECORD, *videos]
+
+
 def write_synthetic(out: str | Path, spec: SyntheticSpec, *, progress: Callable[[int], None] | None = None) -> dict:
     """Write the clips and the prepared layout (classes.txt, train.txt, val.txt, manifest.json) into `out`.
 
@@ -222,11 +233,11 @@ def write_synthetic(out: str | Path, spec: SyntheticSpec, *, progress: Callable[
                 if progress is not None:
                     progress(1)
         splits[split] = rows
-    atomic_write_text(out / "videos.sha256",
+    atomic_write_text(out / VIDEOS_RECORD,
                       "".join(f"{digest}  {name}\n" for name, digest in sorted(videos.items())))
     extra = {
         "synthetic": {**asdict(spec), "motions": list(spec.motions)},
-        "videos_sha256": hashlib.sha256((out / "videos.sha256").read_bytes()).hexdigest(),
+        "videos_sha256": hashlib.sha256((out / VIDEOS_RECORD).read_bytes()).hexdigest(),
     }
     return write_prepared(out, spec.classes, splits, source="synthetic", extra=extra)
 
@@ -244,13 +255,14 @@ def existing_spec(out: str | Path) -> dict[str, Any] | None:
 
 def prepare_synthetic(out: str | Path, spec: SyntheticSpec, *, overwrite: bool = False, progress: bool = True) -> dict:
     """`write_synthetic` with the checks a command needs: never write into a non-empty directory
-    unless asked, and show a progress bar."""
+    unless asked, and then replace only what a previous preparation wrote (the videos its
+    `videos.sha256` records, unchanged); show a progress bar."""
     from tqdm import tqdm
 
     from stadapt.data.prepared import claim_out_dir
 
     out = Path(out)
-    claim_out_dir(out, overwrite=overwrite, owned=("videos", "videos.sha256"))
+    claim_out_dir(out, overwrite=overwrite, owned=(VIDEOS_RECORD,), record=VIDEOS_RECORD, planned=planned_files(spec))
     total = len(spec.classes) * (spec.train_per_class + spec.val_per_class)
     with tqdm(total=total, desc="synthetic clips", unit="clip", disable=not progress, dynamic_ncols=True) as bar:
         return write_synthetic(out, spec, progress=bar.update)

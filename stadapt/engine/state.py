@@ -100,15 +100,20 @@ def restore_state(
 ) -> RunCounters:
     """Load optimizer, scaler and RNG states written by `state_files` (process `rank`'s own RNG
     states when the run was distributed); returns the counters."""
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from stadapt.checkpoint import read_meta_file, read_verified
 
     if not has_state(checkpoint):
         raise CheckpointError(f"{checkpoint} holds no trainer state", "resume from a run's checkpoints/last")
+    recorded = read_meta_file(checkpoint)  # the sha256 of both files (runs before it was recorded: none)
+    state_tensors, state_meta = (read_verified(checkpoint / name, recorded) for name in (STATE_TENSORS, STATE_META))
     try:
-        tensors = load_file(str(checkpoint / STATE_TENSORS))
-        meta = json.loads((checkpoint / STATE_META).read_text())
+        tensors = load(state_tensors)
+        meta = json.loads(state_meta)
         optimizer.load_state_dict(_optimizer_state_dict(tensors, meta["optimizer"]))
-    except (OSError, ValueError, KeyError) as exc:
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"the trainer state in {checkpoint} is damaged ({exc})", "start the run again") from exc
     if meta.get("scaler"):
         scaler.load_state_dict(meta["scaler"])

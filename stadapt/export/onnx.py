@@ -52,12 +52,23 @@ def data_file(out: Path) -> Path:
 
 
 def refuse_existing(out: Path, overwrite: bool) -> None:
-    """An existing export (the graph or its data file) is replaced only with --overwrite."""
-    if out.is_dir():
-        raise StadaptError(f"{out} is a directory", "--out names the .onnx file to write")
-    for path in (out, data_file(out)):
-        if path.exists() and not overwrite:
-            raise StadaptError(f"{path} already exists", "choose another --out or pass --overwrite to replace it")
+    """An existing export (the graph or its data file) is replaced only with --overwrite, and only when
+    stadapt wrote it: a user's file at either path is never replaced."""
+    from stadapt.fileio import claim_outputs
+
+    claim_outputs((out, data_file(out)), overwrite=overwrite, ours=lambda path: _export_by_stadapt(out, path))
+
+
+def _export_by_stadapt(out: Path, path: Path) -> bool:
+    """Whether `path` (the graph `out` or its data file) is what a stadapt export wrote: a graph stadapt
+    produced, and a data file such a graph names."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(out), load_external_data=False)
+    except Exception:  # a damaged or foreign file is the user's
+        return False
+    return proto.producer_name == "stadapt" and (path == out or _names_data_file(out, path.name))
 
 
 def input_config(spec: Any) -> dict[str, Any]:
