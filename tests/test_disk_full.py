@@ -48,7 +48,7 @@ cli() {{ name=$1; shift; {stadapt} "$@" -q >"$OUT/$name.stdout" 2>"$OUT/$name.st
         cp -a "$DISK/run" "$OUT/$name.run"; }}
 cli train train {recipe} output.dir="$DISK/run"
 cli resume train {recipe} output.dir="$DISK/run" --resume
-echo '{{"an": "earlier evaluation"}}' >"$DISK/run/eval.json"
+echo '{{"stadapt_version": "0", "checkpoint_sha256": "0", "top1": 0.5}}' >"$DISK/run/eval.json"  # an earlier report
 dd if=/dev/zero of="$DISK/filler" bs=4k 2>/dev/null
 cli eval eval "$DISK/run"
 rm "$DISK/filler"
@@ -111,7 +111,8 @@ def test_a_full_disk_in_train_resume_and_eval_is_one_line_and_loses_nothing(tmp_
 
     _assert_one_clean_line(out, "eval", f"{disk}/run/eval.json")
     run = out / "eval.run"
-    assert json.loads((run / "eval.json").read_text()) == {"an": "earlier evaluation"}
+    earlier = {"stadapt_version": "0", "checkpoint_sha256": "0", "top1": 0.5}
+    assert json.loads((run / "eval.json").read_text()) == earlier
     assert _hidden_leftovers(run) == [] and not (run / "eval.predictions.csv").exists()
 
     assert (out / "continue.rc").read_text().strip() == "0", (out / "continue.stderr").read_text()
