@@ -1,4 +1,4 @@
-"""The files of a checkpoint are checked against the sha256 stadapt.json records for them (issue 23.5).
+"""The files of a checkpoint are checked against the checksums stadapt.json records for them (issue 23.5).
 
 Flipping bits inside trainable.safetensors used to give a model that predicts noise, with exit status 0.
 Now every reader (eval, predict, resume, ... all through stadapt.checkpoint) refuses the damaged file in

@@ -107,7 +107,7 @@ def restore_state(
 
     if not has_state(checkpoint):
         raise CheckpointError(f"{checkpoint} holds no trainer state", "resume from a run's checkpoints/last")
-    recorded = read_meta_file(checkpoint)  # the sha256 of both files (runs before it was recorded: none)
+    recorded = read_meta_file(checkpoint)  # the checksums of both files (runs before they were recorded: none)
     state_tensors, state_meta = (read_verified(checkpoint / name, recorded) for name in (STATE_TENSORS, STATE_META))
     try:
         tensors = load(state_tensors)
