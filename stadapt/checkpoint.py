@@ -16,7 +16,7 @@ defaults of its own.
 
 The backbone is not copied: it is rebuilt from its plugin and its weights file, whose fingerprint
 must match. The files beside stadapt.json are checked against their recorded checksum as they are read
-(`read_verified`, one read: the bytes hashed are the bytes loaded), so a damaged tensor file is refused,
+(`load_tensors_verified`: the mapped file is hashed, then loaded), so a damaged tensor file is refused,
 never turned into a model that predicts noise; checkpoints written before the digests were recorded
 load unchecked. A checkpoint directory is written atomically (temp directory + rename) and never
 replaces an existing one unless asked to.
@@ -25,6 +25,7 @@ replaces an existing one unless asked to.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -174,29 +175,49 @@ def tensors_path(path: str | Path) -> Path:
     return path / TENSORS_FILE
 
 
-def checksum(data: bytes) -> str:
+def checksum(data: bytes | mmap.mmap) -> str:
     """The XXH3-128 hex digest `DIGESTS` records for a checkpoint file."""
     import xxhash
 
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def read_verified(path: Path, meta: Mapping[str, Any]) -> bytes:
-    """The bytes of checkpoint file `path`, refused unless their checksum is the one its checkpoint's
-    stadapt.json (`meta`) records. The file is read once and the same bytes are hashed and then loaded
-    (hashing costs a small fraction of the read, see docs/concepts/checkpoint.md). A file with no recorded
-    digest (a checkpoint written before stadapt recorded them) is returned unchecked."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"could not read {path}: {exc.strerror or exc}", "the checkpoint is damaged") from exc
+def _verify(path: Path, data: bytes | mmap.mmap, meta: Mapping[str, Any]) -> None:
+    """Refuse `data`, the content of checkpoint file `path`, unless its checksum is the one its
+    checkpoint's stadapt.json (`meta`) records; a file with no recorded checksum (a checkpoint written
+    before stadapt recorded them) passes unchecked."""
     recorded = (meta.get(DIGESTS) or {}).get(path.name) if isinstance(meta.get(DIGESTS), Mapping) else None
     if recorded is not None and checksum(data) != recorded:
         raise CheckpointError(
             f"{path} is damaged: its checksum is not the one recorded in {path.parent / META_FILE}, so it is not "
             "the file that was saved",
             "restore it from a copy, or re-run the training (or use another checkpoint)")
+
+
+def read_verified(path: Path, meta: Mapping[str, Any]) -> bytes:
+    """The bytes of (small) checkpoint file `path`, checked against the checksum `meta` records."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"could not read {path}: {exc.strerror or exc}", "the checkpoint is damaged") from exc
+    _verify(path, data, meta)
     return data
+
+
+def load_tensors_verified(path: Path, meta: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors file `path`, checked against the checksum `meta` records. The check
+    hashes the mapped file (no copy: 1.6 ms of a 3 ms load for 30 MB of ViT-B adapters) and the tensors
+    come from safetensors' own memory-mapped `load_file`; reading the file into bytes first and loading
+    those costs ten times as much."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            _verify(path, mapped, meta)
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:  # ValueError: mmap of an empty file
+        raise CheckpointError(f"could not read {path}: {exc}", "the checkpoint is damaged") from exc
 
 
 def read_meta_file(path: Path) -> dict[str, Any]:
@@ -216,9 +237,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     """(metadata in the current format, tensors) of a checkpoint directory (or an `hf-hub:ORG/NAME` id, from
     the hub cache), with clear errors for anything else. Metadata of an older format is converted by
     `upgrade_meta` (the file is not touched)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     from stadapt.hub import checkpoint_dir
 
     path = checkpoint_dir(path)
@@ -234,12 +252,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not stadapt checkpoint metadata")
     meta = upgrade_meta(meta, path)
-    tensor_file = tensors_path(path)
-    data = read_verified(tensor_file, meta)
-    try:
-        tensors = load(data)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"could not read {tensor_file}: {exc}", "the checkpoint is damaged") from exc
+    tensors = load_tensors_verified(tensors_path(path), meta)
     check_classes_fit_head(meta, tensors, path)
     return meta, tensors
 

@@ -101,16 +101,15 @@ def restore_state(
     """Load optimizer, scaler and RNG states written by `state_files` (process `rank`'s own RNG
     states when the run was distributed); returns the counters."""
     from safetensors import SafetensorError
-    from safetensors.torch import load
 
-    from stadapt.checkpoint import read_meta_file, read_verified
+    from stadapt.checkpoint import load_tensors_verified, read_meta_file, read_verified
 
     if not has_state(checkpoint):
         raise CheckpointError(f"{checkpoint} holds no trainer state", "resume from a run's checkpoints/last")
     recorded = read_meta_file(checkpoint)  # the checksums of both files (runs before they were recorded: none)
-    state_tensors, state_meta = (read_verified(checkpoint / name, recorded) for name in (STATE_TENSORS, STATE_META))
+    tensors = load_tensors_verified(checkpoint / STATE_TENSORS, recorded)
+    state_meta = read_verified(checkpoint / STATE_META, recorded)
     try:
-        tensors = load(state_tensors)
         meta = json.loads(state_meta)
         optimizer.load_state_dict(_optimizer_state_dict(tensors, meta["optimizer"]))
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
