@@ -6,7 +6,9 @@ writer at a time:
   less the umask), not tempfile's private 0600 / 0700, so colleagues on a shared cluster can read
   the results when the umask lets them;
 - a full disk (ENOSPC, EDQUOT, EFBIG) becomes one `DiskFullError` naming the path and what is
-  still intact, and the temp file is removed.
+  still intact, and the temp file is removed;
+- a place that refuses the write (a read-only file system, no permission) becomes one `StadaptError`
+  naming the output and the reason; `check_writable` refuses it before a command's work starts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from stadapt.errors import DiskFullError
+from stadapt.errors import DiskFullError, StadaptError
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -38,6 +40,44 @@ def disk_full_as_error(path: str | Path, intact: str, then: str | None = None) -
         raise DiskFullError(path, os.strerror(exc.errno), intact, then) from None
 
 
+UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_UNWRITABLE_FIX = "choose an output place you can write (--out, --to-dir, output.dir)"
+
+
+def unwritable_error(path: str | Path, errno_: int) -> StadaptError:
+    """The one-line error for an output place the OS refuses (a read-only file system, no permission)."""
+    fix = (f"{_UNWRITABLE_FIX}, or remount it read-write" if errno_ == errno.EROFS
+           else f"{_UNWRITABLE_FIX}, or make it writable (chmod u+w, or ask its owner)")
+    return StadaptError(f"cannot write {path}: {os.strerror(errno_).lower()}", fix)
+
+
+@contextlib.contextmanager
+def unwritable_as_error(path: str | Path) -> Iterator[None]:
+    """Turn a refused write (read-only file system, no permission) under `path` into a `StadaptError` that
+    names `path`, the reason and the fix; other OS errors pass through."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE_ERRNOS:
+            raise
+        raise unwritable_error(path, exc.errno) from None
+
+
+def check_writable(target: str | Path) -> None:
+    """Refuse, before any work starts, an output (a file or folder to write) that cannot be written: the
+    nearest existing folder on its way must take new entries (read-only mounts and permissions, as the OS
+    says). The error names `target`."""
+    target = Path(target)
+    for folder in (target, *target.parents):
+        if folder.is_dir():
+            break
+    else:
+        return
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        raise unwritable_error(target, errno.EROFS if read_only else errno.EACCES)
+
+
 def _unchanged(path: Path) -> str:
     return f"{path} is unchanged" if path.exists() else f"{path} was not created"
 
@@ -47,7 +87,8 @@ def create_temp_file(directory: Path, name: str, suffix: str = ".tmp") -> tuple[
     for _ in range(100):
         path = directory / f".{name}.{secrets.token_hex(4)}{suffix}"
         try:
-            return os.open(path, _CREATE, 0o666), path
+            with unwritable_as_error(directory / name):
+                return os.open(path, _CREATE, 0o666), path
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no free temporary name", str(directory / f".{name}.*"))
@@ -58,7 +99,8 @@ def make_temp_dir(parent: Path, name: str) -> Path:
     for _ in range(100):
         path = parent / f".{name}.{secrets.token_hex(4)}"
         try:
-            os.mkdir(path, 0o777)
+            with unwritable_as_error(parent / name):
+                os.mkdir(path, 0o777)
             return path
         except FileExistsError:
             continue
@@ -106,7 +148,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     replaces `path` only when the block succeeds, and is removed otherwise. The temp name keeps
     the suffix of `path`, so writers that choose a format by extension still do."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with unwritable_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     intact = _unchanged(path)
     staging: Path | None = None
     try:
@@ -163,6 +206,7 @@ def claim_outputs(paths: Iterable[Path], *, overwrite: bool, ours: Callable[[Pat
                                f"choose another {where}, or move {blocker} away")
         if path.is_dir():
             raise StadaptError(f"{path} is a directory", f"{where} names the file to write: choose a file name")
+        check_writable(path)
         if not path.exists() and not path.is_symlink():
             continue
         if not ours(path):

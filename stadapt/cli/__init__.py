@@ -6,6 +6,8 @@ User errors (StadaptError) print one line and exit non-zero without a traceback.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 import warnings
 from typing import TextIO
@@ -82,6 +84,15 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"stadapt: warning: {message}", file=sys.stderr)
 
 
+# what the OS says when a place cannot take a file: the user's to fix, so one line (a write stadapt knows of
+# says more, through stadapt.fileio; this catches the rest)
+_PLACE_ERRNOS = {errno.EACCES: "check the path, or choose one you may read and write",
+                 errno.EPERM: "check the path, or choose one you may read and write",
+                 errno.EROFS: "choose an output place on a writable file system",
+                 errno.ENOSPC: "free some space and run the command again",
+                 errno.EDQUOT: "free some space (your quota is full) and run the command again"}
+
+
 def main() -> None:
     """Console-script entry point."""
     warnings.showwarning = _show_warning
@@ -90,3 +101,10 @@ def main() -> None:
     except StadaptError as exc:
         print(f"stadapt: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except OSError as exc:
+        if exc.errno not in _PLACE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"stadapt: error: {where}{(exc.strerror or os.strerror(exc.errno)).lower()}; "
+              f"{_PLACE_ERRNOS[exc.errno]}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -31,7 +31,9 @@ def synthetic(
     right, up / down, growing / shrinking, rotating): a model that averages frames over time is at
     chance within each pair, so only temporal modelling can solve it."""
     from stadapt.data.synthetic import SyntheticSpec, prepare_synthetic
+    from stadapt.fileio import check_writable
 
+    check_writable(out)  # before any clip is made
     spec = SyntheticSpec(motions=tuple(m.strip() for m in motions.split(",") if m.strip()),
                          train_per_class=train_per_class, val_per_class=val_per_class, frames=frames, size=size,
                          seed=seed)
@@ -57,7 +59,9 @@ _SPLIT = typer.Option(1, "--split", min=1, max=3, help="The official train/test 
 
 def _write(listing, out: Path, check: bool, workers: int | None, overwrite: bool, quiet: bool) -> None:
     from stadapt.data.prepare import prepare_listing, summary
+    from stadapt.fileio import check_writable
 
+    check_writable(out)  # before --check decodes every video
     manifest = prepare_listing(listing, out, check=check, workers=workers, overwrite=overwrite,
                                progress=not quiet, log=lambda line: typer.echo(line, err=True))
     typer.echo(summary(manifest, out))

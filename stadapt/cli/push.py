@@ -24,6 +24,10 @@ def push(
     from stadapt.push import bundle, check_repo_id, upload, write_dir
 
     repo = check_repo_id(repo)
+    if to_dir is not None:
+        from stadapt.fileio import check_writable
+
+        check_writable(to_dir)  # before the bundle is built and its notes printed
     files, report = bundle(target, repo, which)
     if report is None:
         typer.echo("note: no eval.json for this checkpoint, so the card states no evaluation (run `stadapt eval` "

@@ -34,6 +34,10 @@ def train(
     if (resume or auto_resume) and overwrite:
         raise StadaptError("--resume/--auto-resume and --overwrite contradict each other", "pass one of them")
     loaded = load_recipe(recipe, overrides or [])
+    from stadapt.fileio import check_writable
+
+    assert loaded.output.dir is not None  # load_recipe fills it in: runs/NAME
+    check_writable(loaded.output.dir)  # before the model is built: a read-only output.dir is refused at once
     if "wandb" in loaded.train.loggers:  # refused before anything is built or written
         from stadapt.extras import require
 
