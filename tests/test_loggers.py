@@ -1,5 +1,6 @@
-"""train.loggers: Weights & Biases in its offline mode, and RUN/train.log (the run's console output, appended
-on resume), through the real console script on real video files."""
+"""train.loggers: Weights & Biases (offline when its server cannot be reached; refused online without a key),
+and RUN/train.log (the run's console output, appended on resume), through the real console script on real
+video files."""
 
 from __future__ import annotations
 
@@ -35,15 +36,25 @@ def recipe(folder: Path, root: Path, loggers: str) -> Path:
     return path
 
 
-def test_wandb_offline_run_files_hold_the_logged_metric(dataset: Path, tmp_path: Path) -> None:
-    wandb_dir = tmp_path / "wandb-dir"
-    wandb_dir.mkdir()
-    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir), "WANDB_SILENT": "true",
-           "WANDB_DISABLE_GIT": "true"}
+def test_wandb_without_a_server_logs_offline_with_one_line(dataset: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key but no server to reach (this test's: a local port nobody listens on) and no WANDB_MODE: the run
+    logs offline at once, says so in one line naming WANDB_MODE, and wandb's files hold every logged metric.
+    (It waited about 105 s for wandb, then failed with two tracebacks.)"""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    server = f"http://127.0.0.1:{closed_port()}"
+    env = {"WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567", "WANDB_BASE_URL": server,
+           "HOME": str(home), "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
     done = run_cli("train", str(recipe(tmp_path, dataset, "[tensorboard, wandb]")), "-q", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    runs = sorted((wandb_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, list(wandb_dir.rglob("*"))
+    assert "Traceback" not in done.stderr
+    notes = [line for line in done.stderr.splitlines() if "WANDB_MODE" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"stadapt: warning: W&B cannot be reached at {server} "), notes
+    assert "logs to W&B offline in " + str(tmp_path / "runs/tiny/wandb") in notes[0] and "wandb sync" in notes[0]
+    runs = sorted((tmp_path / "runs/tiny/wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list(tmp_path.rglob("*"))
     (data_file,) = runs[0].glob("run-*.wandb")  # wandb's own record of the run, written offline
     run_id = json.loads((tmp_path / "runs/tiny/wandb.json").read_text())["id"]
     assert data_file.name == f"run-{run_id}.wandb"
@@ -53,6 +64,33 @@ def test_wandb_offline_run_files_hold_the_logged_metric(dataset: Path, tmp_path:
     assert logged["train/loss"] == pytest.approx(losses) and len(losses) == 4
     assert logged["val/top1"] == pytest.approx([e["top1"] for e in metrics if e["split"] == "val"])
     assert any((tmp_path / "runs/tiny/tensorboard").iterdir())  # the other logger still writes
+
+
+def test_wandb_online_without_a_key_is_refused_before_the_run_starts(dataset: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No API key anywhere (environment, ~/.netrc) and online mode: one line naming the fixes, before any
+    work (it was wandb's UsageError traceback after the model was built). Offline would hide that nothing
+    reaches the W&B project the user asked for, so it is refused rather than assumed."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_IDENTITY_TOKEN_FILE", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    done = run_cli("train", str(recipe(tmp_path, dataset, "[wandb]")), "-q", cwd=tmp_path,
+                   env={"WANDB_MODE": "online", "HOME": str(home), "NETRC": str(home / ".netrc")})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("stadapt: error: train.loggers: wandb logs online to "), done.stderr
+    assert "no W&B API key" in done.stderr and "`wandb login`" in done.stderr and "WANDB_MODE=offline" in done.stderr
+    assert not (tmp_path / "runs").exists()  # refused before the run directory exists
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on: connecting to it is refused at once, as to a server that is down."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wandb_history(path: Path) -> dict[str, list[float]]:

@@ -39,9 +39,9 @@ def train(
     assert loaded.output.dir is not None  # load_recipe fills it in: runs/NAME
     check_writable(loaded.output.dir)  # before the model is built: a read-only output.dir is refused at once
     if "wandb" in loaded.train.loggers:  # refused before anything is built or written
-        from stadapt.extras import require
+        from stadapt.engine.reporting import check_wandb
 
-        require("wandb", what="train.loggers: wandb")
+        check_wandb()
     import signal
 
     from stadapt.engine.distributed import world_from_env

@@ -130,13 +130,91 @@ def _event_line(event: dict[str, Any]) -> str | None:
     return f"[step {event['step']}] {event['split']}: {shown}"
 
 
+WANDB_OFFLINE_MODES = frozenset({"offline", "dryrun", "disabled"})
+WANDB_INIT_TIMEOUT = 30.0  # seconds wandb.init may take online (wandb's own default: 90) unless WANDB_INIT_TIMEOUT says
+_PROBE_TIMEOUT = 5.0  # seconds to reach the W&B server before the run logs offline
+
+
+def check_wandb() -> None:
+    """Refuse `train.loggers: wandb` before any work when wandb is missing, or when it would log online
+    without an API key (wandb.init fails later, after the model is built, with a traceback). Offline and
+    disabled modes need no key."""
+    from stadapt.errors import StadaptError
+    from stadapt.extras import require
+
+    require("wandb", what="train.loggers: wandb")
+    settings = _wandb_settings()
+    if settings.mode in WANDB_OFFLINE_MODES or _has_wandb_key(settings):
+        return
+    raise StadaptError(f"train.loggers: wandb logs online to {settings.base_url}, but no W&B API key is set up here",
+                       "run `wandb login` or set WANDB_API_KEY; or log offline with WANDB_MODE=offline and upload "
+                       "the run later with `wandb sync`")
+
+
+def _wandb_settings() -> Any:
+    """W&B's settings as wandb.init will see them (environment, `wandb offline`, settings files), read
+    without starting wandb's service process."""
+    from wandb.sdk import wandb_setup
+
+    return wandb_setup.singleton().settings
+
+
+def _has_wandb_key(settings: Any) -> bool:
+    """Whether wandb finds credentials: WANDB_API_KEY, an identity token file, its settings, or the
+    .netrc entry `wandb login` writes for the server's host."""
+    import netrc
+    from urllib.parse import urlsplit
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE") or settings.api_key:
+        return True
+    home = Path.home()
+    path = os.environ.get("NETRC") or next((str(p) for p in (home / ".netrc", home / "_netrc") if p.is_file()), None)
+    if path is None:
+        return False
+    try:
+        found = netrc.netrc(path).authenticators(urlsplit(settings.base_url).hostname or "")
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(found and found[2])
+
+
+def _unreachable(url: str) -> str | None:
+    """Why the server at `url` (or the proxy in front of it) takes no connection within _PROBE_TIMEOUT,
+    or None when it does: a quick look before wandb.init, which retries for minutes."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass(host):
+        through = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = through.hostname or "", through.port or 80
+    outcome: list[str | None] = []
+
+    def connect() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=_PROBE_TIMEOUT).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc))
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(_PROBE_TIMEOUT + 1)
+    return outcome[0] if outcome else f"no answer in {_PROBE_TIMEOUT:.0f} s"
+
+
 class _Wandb:
-    """A Weights & Biases run for this run directory; a resumed run continues the same W&B run."""
+    """A Weights & Biases run for this run directory; a resumed run continues the same W&B run. A server
+    that cannot be reached never holds the training up: the run logs offline, saying so."""
 
     def __init__(self, run_path: Path, *, name: str | None, config: dict[str, Any] | None, resumed: bool) -> None:
-        from stadapt.extras import require
+        check_wandb()
+        import wandb
 
-        wandb = require("wandb", what="train.loggers: wandb")
         id_file = run_path / WANDB_ID_FILE
         run_id = None
         if resumed and id_file.is_file():
@@ -146,15 +224,38 @@ class _Wandb:
                 run_id = None
         run_id = run_id or uuid.uuid4().hex[:12]
         atomic_write_text(id_file, json.dumps({"id": run_id}) + "\n")
-        where = {} if os.environ.get("WANDB_DIR") else {"dir": str(run_path)}  # RUN/wandb/ unless WANDB_DIR says
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "stadapt"), name=name, id=run_id,
-                              resume="allow", config=config, settings=wandb.Settings(console="off"), **where)
+        where = os.environ.get("WANDB_DIR") or str(run_path)  # RUN/wandb/ unless WANDB_DIR says
+        settings = _wandb_settings()
+        timeout = settings.init_timeout if os.environ.get("WANDB_INIT_TIMEOUT") else WANDB_INIT_TIMEOUT
+        args: dict[str, Any] = dict(project=os.environ.get("WANDB_PROJECT", "stadapt"), name=name, id=run_id,
+                                    resume="allow", config=config, dir=where,
+                                    settings=wandb.Settings(console="off", init_timeout=timeout))
+        online = settings.mode not in WANDB_OFFLINE_MODES
+        why = _unreachable(settings.base_url) if online else None
+        if why is None:
+            try:
+                self.run = wandb.init(**args)
+                return
+            except wandb.Error as exc:
+                if not online:
+                    raise
+                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                wandb.teardown()  # its service still holds the run id the online try registered
+        _going_offline(settings.base_url, why, where)
+        self.run = wandb.init(mode="offline", **args)
 
     def log(self, values: dict[str, float], step: int) -> None:
         self.run.log(values, step=step)
 
     def close(self) -> None:
         self.run.finish()
+
+
+def _going_offline(url: str, why: str, where: str) -> None:
+    """The one line that says this run's W&B log stays on this machine, and how to upload it or skip the look."""
+    warnings.warn(f"W&B cannot be reached at {url} ({why}), so this run logs to W&B offline in "
+                  f"{Path(where) / 'wandb'} (upload it later with `wandb sync`); set WANDB_MODE=offline to log "
+                  "offline without trying", stacklevel=3)
 
 
 class RunLog:
