@@ -113,3 +113,29 @@ def test_overwrite_knows_best_and_which_refusals(run: Path, tmp_path: Path) -> N
     shutil.rmtree(copy / "checkpoints" / "best")
     missing = run_cli("eval", str(copy), "--which", "best", "-q")
     assert missing.returncode == 2 and "keeps no checkpoints/best" in missing.stderr
+
+
+def test_a_first_save_cut_short_after_best_restarts_with_the_command_the_refusal_names(run: Path,
+                                                                                        tmp_path: Path) -> None:
+    """23.9: a disk that fills during the first save leaves best/ without last/ (no trainer state to continue
+    from). --resume, the plain command and the old advice (rename best to last) each name --auto-resume, which
+    starts the run again, as it does for a run that died before its first checkpoint."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(copy / "checkpoints" / "last")
+    for kept in (copy / "checkpoints").glob("step_*"):
+        shutil.rmtree(kept)
+    recipe = str(run.parent / "tiny.yaml")
+    for flags in (["--resume"], []):
+        refused = run_cli("train", recipe, f"output.dir={copy}", "-q", *flags)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "no checkpoint with the trainer state" in refused.stderr and "--auto-resume" in refused.stderr
+        assert "rename" not in refused.stderr
+    renamed = tmp_path / "renamed"  # what the earlier refusal told the user to do
+    shutil.copytree(copy, renamed)
+    (renamed / "checkpoints" / "best").rename(renamed / "checkpoints" / "last")
+    assert RunDir(renamed).plan_start(resume=False, auto_resume=True) == "replace"
+    done = run_cli("train", recipe, f"output.dir={copy}", "optim.steps=2", "-q", "--auto-resume")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((copy / "checkpoints" / "last" / "stadapt.json").read_text())["step"] == 2
+    assert (copy / "checkpoints" / "best" / "stadapt.json").is_file()

@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -46,6 +47,16 @@ RUN_FILES = frozenset({RECIPE_FILE, METRICS_FILE, MARKER_FILE, LOCK_FILE, "curve
                        "train.log", "wandb", "wandb.json"})  # train.log: console output; wandb*: train.loggers
 _CHECKPOINT_NAME = re.compile(r"\.?(last|best|step_\d+)(\..+)?")  # last, best, step_N, their staging / swap folders
 CONTINUE_AFTER_DISK_FULL = "free some space, then continue with the same command and --auto-resume"
+
+
+def continue_after_disk_full() -> str:
+    """How to go on after a full disk, naming the command when this process is `stadapt train ...`: its own
+    arguments with --auto-resume, which continues from the last complete checkpoint or, where the first save
+    never finished, starts the run again."""
+    args = [arg for arg in sys.argv[1:] if arg not in ("--resume", "--auto-resume", "--overwrite")]
+    if args[:1] != ["train"]:
+        return CONTINUE_AFTER_DISK_FULL
+    return f"{CONTINUE_AFTER_DISK_FULL}: {shlex.join(['stadapt', *args, '--auto-resume'])}"
 
 
 class RunError(StadaptError):
@@ -142,7 +153,7 @@ class RunDir:
         try:
             return write_checkpoint(self.best, tensors, meta, overwrite=True)
         except DiskFullError as exc:
-            raise DiskFullError(exc.path, exc.reason, exc.intact, CONTINUE_AFTER_DISK_FULL) from None
+            raise DiskFullError(exc.path, exc.reason, exc.intact, continue_after_disk_full()) from None
 
     def _prune_steps(self, keep: int) -> None:
         kept = self.step_checkpoints()
@@ -168,7 +179,7 @@ class RunDir:
                              keep_replaced_as=previous)
         except DiskFullError as exc:  # say how to go on: --auto-resume continues, or restarts a run with none
             raise DiskFullError(exc.path, exc.reason, exc.intact,
-                                CONTINUE_AFTER_DISK_FULL) from None
+                                continue_after_disk_full()) from None
         self._prune_steps(keep)
         return self.last
 
@@ -234,7 +245,7 @@ class RunDir:
                                "drop --resume to start it, or set output.dir=... to the run you mean")
             return "start"
         if state.checkpoints:
-            return self._plan_for_a_run(state, resume=resume or auto_resume, overwrite=overwrite)
+            return self._plan_for_a_run(state, resume=resume, auto_resume=auto_resume, overwrite=overwrite)
         if resume:
             raise RunError(f"{where} holds no checkpoint to resume: the run there stopped before its first one",
                            "run the same command without --resume to start it again")
@@ -243,27 +254,40 @@ class RunDir:
                            f"write ({found})", "move them out of the folder, or set output.dir=... to another folder")
         return "replace"  # only stadapt's own stub of a run that died before its first checkpoint: nothing to lose
 
-    def _plan_for_a_run(self, state: RunState, *, resume: bool, overwrite: bool) -> str:
+    def _plan_for_a_run(self, state: RunState, *, resume: bool, auto_resume: bool, overwrite: bool) -> str:
         """plan_start for a folder that holds at least one complete checkpoint."""
         where, found = self.path, preview(state.foreign)
-        if resume:
-            if self.resume_checkpoint() is None:
-                raise RunError(f"{where} holds checkpoints ({', '.join(state.checkpoints)}) but no checkpoints/last "
-                               "or step_* that --resume continues from",
-                               "keep them: rename the newest to checkpoints/last, then pass --resume")
-            return "resume"
         if overwrite and not state.foreign:
             return "replace"
         if overwrite:
             raise RunError(f"--overwrite refused: {where} holds a run and files stadapt did not write ({found})",
                            "move them out of the folder to let --overwrite replace the run, pass --resume to "
                            "continue it, or set output.dir=...")
+        if self.resume_checkpoint() is None:
+            return self._plan_without_trainer_state(state, auto_resume=auto_resume)
+        if resume or auto_resume:
+            return "resume"
         step = _checkpoint_step(self.resume_checkpoint())
         extra = f" and files stadapt did not write ({found})" if state.foreign else ""
         raise RunError(f"{where} already holds a run{f' (checkpoint at step {step})' if step is not None else ''}"
                        f"{extra}", "pass --resume to continue it, --overwrite to start it again, or set "
                                    "output.dir=... (or name=...)" if not extra else
                        "pass --resume to continue it, or set output.dir=... (or name=...)")
+
+    def _plan_without_trainer_state(self, state: RunState, *, auto_resume: bool) -> str:
+        """A run whose checkpoints hold no trainer state (`best` only, or a `last` without its state: what a save
+        cut short before the first complete `last` leaves) has nothing to continue: --auto-resume starts it
+        again, as it starts a run that died before its first checkpoint; anything else is refused naming it."""
+        what = (f"{self.path} holds {', '.join(state.checkpoints)} but no checkpoint with the trainer state that "
+                "--resume continues from (the run's first save of checkpoints/last never finished)")
+        if state.foreign:
+            raise RunError(f"{what}, and files stadapt did not write ({preview(state.foreign)})",
+                           "move them out of the folder, then start the run again with the same command and "
+                           "--auto-resume, or set output.dir=...")
+        if auto_resume:
+            return "replace"
+        raise RunError(what, "start the run again with the same command and --auto-resume (it replaces only what "
+                             "stadapt wrote), or set output.dir=...")
 
     def begin(self, mode: str) -> None:
         """Make the folder ready for `mode` (from plan_start, under the lock): mark it as stadapt's and, for
@@ -383,12 +407,12 @@ class MetricsLog:
         self._file = path.open("a", encoding="utf-8")
 
     def write(self, event: dict[str, Any]) -> None:
-        with disk_full_as_error(self.path, "the run's checkpoints are intact", CONTINUE_AFTER_DISK_FULL):
+        with disk_full_as_error(self.path, "the run's checkpoints are intact", continue_after_disk_full()):
             self._file.write(json.dumps({**event, "time": round(time.time(), 3)}) + "\n")
             self._file.flush()
 
     def close(self) -> None:
-        with disk_full_as_error(self.path, "the run's checkpoints are intact", CONTINUE_AFTER_DISK_FULL):
+        with disk_full_as_error(self.path, "the run's checkpoints are intact", continue_after_disk_full()):
             self._file.close()
 
 
