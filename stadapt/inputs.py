@@ -1,10 +1,10 @@
 """The videos a command reads, from what a user names: video files, folders, glob patterns or lists.
 
-A folder gives its video files (by extension, recursively, sorted); a pattern (`*`, `?`, `[`) that names no
-existing path gives its matches, sorted; any other file whose extension is not a video's is a list: one
-video a line, as a prepared list writes it (`path label`, the label optional; paths relative to the list's
-folder). Explicit video files are kept as given, even missing ones: the reader reports those per video.
-The order is the order of the inputs, so outputs line up with them.
+A folder gives its video files (by extension, recursively through links to folders, sorted); a pattern
+(`*`, `?`, `[`) that names no existing path gives its matches, sorted; any other file whose extension is
+not a video's is a list: one video a line, as a prepared list writes it (`path label`, the label optional;
+paths relative to the list's folder). Explicit video files are kept as given, even missing ones: the
+reader reports those per video. The order is the order of the inputs, so outputs line up with them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file())
+            found = videos_under(path, VIDEO_EXTS)
             if not found:
                 raise InputsError(f"the folder {path} holds no video files ({', '.join(VIDEO_EXTS)})",
                                   "pass a folder of videos, video files, a pattern or a list")
@@ -46,6 +46,22 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     if not videos:
         raise InputsError("no video given", "pass video files, folders, patterns or a list")
     return videos
+
+
+def videos_under(folder: Path, exts: Sequence[str]) -> list[Path]:
+    """The video files under `folder`, recursively and sorted, through symbolic links to folders too (a user
+    gathers videos by linking their folders); each real folder is read once, so a link back up ends."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        here = os.stat(top)
+        if (here.st_dev, here.st_ino) in seen:  # reached again through another link: a cycle or a duplicate
+            dirs[:] = []
+            continue
+        seen.add((here.st_dev, here.st_ino))
+        found += [Path(top) / name for name in files
+                  if Path(name).suffix.lower() in exts and os.path.isfile(os.path.join(top, name))]
+    return sorted(found)
 
 
 def read_video_list(path: Path) -> list[Path]:

@@ -41,17 +41,38 @@ def evaluate(
     """Evaluate a trained model: softmax per view, averaged; top-1, top-5, per-class accuracy; writes
     eval.json, eval.predictions.csv and eval.confusion.png. Under torchrun the videos are split over
     the processes."""
+    from stadapt.cli.predict import interrupt_says
     from stadapt.engine.distributed import shutdown, world_from_env
-    from stadapt.evaluate import format_table, run_eval
+    from stadapt.evaluate import format_table, report_paths, run_eval
 
+    report_path = _report_path(target, which, out)
     try:
-        report, written = run_eval(target, views=views, data_list=data_list, root=root, batch_size=batch_size,
-                                   workers=workers, device=device, backbone_weights=backbone_weights, out=out,
-                                   progress=not quiet, max_clips=max_clips, precision=precision, which=which,
-                                   overwrite=overwrite)
+        with interrupt_says(report_paths(report_path) if report_path else [],
+                            f"the report{f', {report_path},' if report_path else ''} is written once every video "
+                            "is done"):
+            report, written = run_eval(target, views=views, data_list=data_list, root=root, batch_size=batch_size,
+                                       workers=workers, device=device, backbone_weights=backbone_weights, out=out,
+                                       progress=not quiet, max_clips=max_clips, precision=precision, which=which,
+                                       overwrite=overwrite)
     finally:
         shutdown(world_from_env())
     if world_from_env().main:
         typer.echo(format_table(report))
         typer.echo(f"\nwrote {written} (+ {written.with_suffix('.predictions.csv').name}, "
                    f"{written.with_suffix('.confusion.png').name})")
+
+
+def _report_path(target: Path | None, which: str | None, out: Path | None) -> Path | None:
+    """Where this eval writes its report (run_eval's rule), for the line a Ctrl-C prints; None where the
+    target is refused (run_eval then says why)."""
+    from stadapt.engine.rundir import resolve_target
+    from stadapt.errors import StadaptError
+    from stadapt.hub import output_home
+
+    if out is not None:
+        return out
+    try:
+        checkpoint, run = resolve_target(target, which, announce=False)
+    except StadaptError:
+        return None
+    return (run if run is not None else output_home(checkpoint)) / "eval.json"

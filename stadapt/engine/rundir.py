@@ -266,6 +266,7 @@ class RunDir:
         if self.resume_checkpoint() is None:
             return self._plan_without_trainer_state(state, auto_resume=auto_resume)
         if resume or auto_resume:
+            self._refuse_foreign_in_checkpoints(state)
             return "resume"
         step = _checkpoint_step(self.resume_checkpoint())
         extra = f" and files stadapt did not write ({found})" if state.foreign else ""
@@ -273,6 +274,15 @@ class RunDir:
                        f"{extra}", "pass --resume to continue it, --overwrite to start it again, or set "
                                    "output.dir=... (or name=...)" if not extra else
                        "pass --resume to continue it, or set output.dir=... (or name=...)")
+
+    def _refuse_foreign_in_checkpoints(self, state: RunState) -> None:
+        """A user's file inside a checkpoint folder (last, best, step_N) would stop the run's next save, after
+        the training it holds: refused before any training work, naming it."""
+        inside = [e for e in state.foreign if e.startswith("checkpoints/") and e.rstrip("/").count("/") >= 2]
+        if inside:
+            raise RunError(f"{self.path} holds {preview(inside)}, which stadapt "
+                           "did not write, inside a checkpoint folder that the run's next save replaces",
+                           "move it out of checkpoints/, then run the same command again")
 
     def _plan_without_trainer_state(self, state: RunState, *, auto_resume: bool) -> str:
         """A run whose checkpoints hold no trainer state (`best` only, or a `last` without its state: what a save
