@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from stadapt.data.decode import check_decoder, open_video
+from stadapt.data.decode import TorchCodecReader, VideoReader, check_decoder, open_video
 from stadapt.data.on_device import stack_padded
 from stadapt.data.prepared import VideoEntry
 from stadapt.data.sampling import FrameSampler
+from stadapt.data.transforms import decode_short_side
 from stadapt.errors import VideoDecodeError
 
 TRAIN_RETRIES = 10  # other videos tried in place of one that fails to decode, before giving up on the item
@@ -110,10 +111,16 @@ class VideoClipDataset(torch.utils.data.Dataset):
         return {"video": None, "label": self.entries[last["index"]].label, "index": last["index"],
                 "path": last["path"], "error": last["error"], "replaced": replaced[:-1]}
 
+    def _open(self, entry: VideoEntry) -> VideoReader | TorchCodecReader:
+        """A reader of `entry` whose frames are no larger than the transform needs (a 4000x3000 video
+        decodes at the size the model's clip is made from, not at 36 MB a frame)."""
+        return open_video(entry.path, self.decoder, self.decode_device,
+                          max_short_side=decode_short_side(self.transform))
+
     def _clip(self, entry: VideoEntry, index: int, epoch: int, attempt: int = 0) -> dict[str, torch.Tensor]:
         key = [self.seed, epoch, index] + ([attempt] if attempt else [])  # attempt 0 keeps the old streams
         rng = np.random.default_rng(key)
-        with open_video(entry.path, self.decoder, self.decode_device) as reader:
+        with self._open(entry) as reader:
             frames = reader.read(self.sampler.train(reader.num_frames, rng))
         if self.on_device:
             video, params = self.transform.worker(frames, rng)
@@ -123,7 +130,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def _views(self, entry: VideoEntry) -> dict[str, torch.Tensor]:
         """(temporal_views * spatial_views, 3, T, S, S), temporal-major; one decode for all views.
         With `on_device`: (temporal_views, 3, T, H, W) uint8 and the params of the spatial views."""
-        with open_video(entry.path, self.decoder, self.decode_device) as reader:
+        with self._open(entry) as reader:
             views = self.sampler.test(reader.num_frames, self.temporal_views)
             union = sorted({i for view in views for i in view})
             frames = reader.read(union)

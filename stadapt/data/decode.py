@@ -9,7 +9,10 @@ A clip of 8 frames at stride 16 uses 113 frames of a 300-frame video, and colour
 2. seeks to the last keyframe at or before the first needed frame, decodes forward, converts only the
    needed frames, and stops after the last one; when a later needed frame lies past another keyframe
    it seeks again instead of decoding through the gap;
-3. turns frames upright according to their display-matrix rotation (phone videos).
+3. turns frames upright according to their display-matrix rotation (phone videos);
+4. with `max_short_side`, scales frames whose short side is larger down to it while converting them to
+   RGB (swscale's AREA filter, aspect kept), so a 4000x3000 video costs what the model's clip needs and
+   never 36 MB a frame; frames at or below the bound are converted exactly as without one.
 
 Where timestamps cannot be trusted (missing or repeated pts, a seek that overshoots, a decoder that
 invents timestamps) the reader falls back to decoding from the start and counting frames, so results
@@ -70,6 +73,17 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
+def scaled_size(width: int, height: int, max_short_side: int | None) -> tuple[int, int]:
+    """(width, height) with the short side brought down to `max_short_side` when it is larger, aspect
+    kept (the long side rounded); unchanged when there is no bound or the frame is within it."""
+    short = min(width, height)
+    if max_short_side is None or short <= max_short_side:
+        return width, height
+    bound = max(1, int(max_short_side))
+    long = max(bound, round(max(width, height) * bound / short))
+    return (long, bound) if width >= height else (bound, long)
+
+
 class _Fallback(Exception):
     """Timestamps turned out unusable for seeking: decode from the start instead."""
 
@@ -95,11 +109,13 @@ class VideoReader:
     """One video file: its frame count, size and fps, and `read(indices)` for arbitrary frames.
 
     `seek=False` decodes from the start for every read (the behaviour of the fallback path; useful
-    to compare against). Use as a context manager (or call `close`); nothing is kept open after
-    that, which keeps the objects that create readers (datasets) picklable for DataLoader workers.
+    to compare against). `max_short_side` bounds the short side of the frames `read` returns (see
+    `scaled_size`); `size` is then the scaled size. Use as a context manager (or call `close`); nothing
+    is kept open after that, which keeps the objects that create readers (datasets) picklable for
+    DataLoader workers.
     """
 
-    def __init__(self, path: str | Path, *, seek: bool = True) -> None:
+    def __init__(self, path: str | Path, *, seek: bool = True, max_short_side: int | None = None) -> None:
         self.path = Path(path)
         self._container: av.container.InputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
@@ -116,6 +132,7 @@ class VideoReader:
             self.close()
             raise self._error("the video stream has no frame size")
         self._coded_size: tuple[int, int] = (int(width), int(height))
+        self._out_size: tuple[int, int] = scaled_size(int(width), int(height), max_short_side)  # what _to_rgb makes
         rate = stream.average_rate or stream.guessed_rate
         self.fps: float = float(rate) if rate else 0.0
         self.table: FrameTable | None = self._frame_table() if seek else None
@@ -162,8 +179,8 @@ class VideoReader:
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height) of the frames `read` returns (after rotation)."""
-        width, height = self._coded_size
+        """(width, height) of the frames `read` returns (after scaling and rotation)."""
+        width, height = self._out_size
         return (height, width) if self.rotation in (90, 270) else (width, height)
 
     # -- opening
@@ -270,7 +287,7 @@ class VideoReader:
         """
         wanted = [int(i) for i in indices]
         if not wanted:
-            width, height = self._coded_size
+            width, height = self._out_size
             return np.empty((0, height, width, 3), dtype=np.uint8)
         if min(wanted) < 0:
             raise ValueError(f"frame indices must be >= 0, got {min(wanted)}")
@@ -411,8 +428,12 @@ class VideoReader:
             self._reformatter = VideoReformatter()
         if self._rotation is None:
             self._rotation = int(round((frame.rotation or 0) / 90.0)) % 4 * 90
-        width, height = self._coded_size
-        image: np.ndarray = self._reformatter.reformat(frame, format="rgb24", width=width, height=height).to_ndarray()
+        width, height = self._out_size
+        # Scaling down uses AREA (each output pixel averages the input pixels it covers: no aliasing);
+        # frames kept at their size are converted with swscale's default flags, exactly as before.
+        scaling = (width, height) != self._coded_size
+        image: np.ndarray = self._reformatter.reformat(frame, format="rgb24", width=width, height=height,
+                                                       interpolation="AREA" if scaling else None).to_ndarray()
         if self._rotation:
             image = np.ascontiguousarray(np.rot90(image, k=self._rotation // 90))
         return image
@@ -544,9 +565,14 @@ class TorchCodecReader:
         self.read([0, self.num_frames - 1], strict=True)
 
 
-def open_video(path: str | Path, decoder: str = "pyav", device: str = "cpu") -> VideoReader | TorchCodecReader:
-    """A reader of `path` by the decoder a recipe names (`data.decoder`, `data.decode_device`)."""
+def open_video(path: str | Path, decoder: str = "pyav", device: str = "cpu", *,
+               max_short_side: int | None = None) -> VideoReader | TorchCodecReader:
+    """A reader of `path` by the decoder a recipe names (`data.decoder`, `data.decode_device`).
+
+    `max_short_side` (what the transform needs, `stadapt.data.transforms.decode_short_side`) bounds the
+    frames PyAV returns; torchcodec returns frames at their coded size (the transform resizes them all
+    the same, at the cost of the memory of full-size frames)."""
     if decoder == "pyav" and device == "cpu":
-        return VideoReader(path)
+        return VideoReader(path, max_short_side=max_short_side)
     check_decoder(decoder, device)
     return TorchCodecReader(path, device=device)

@@ -19,7 +19,9 @@ float work runs where the model runs (see stadapt/data/on_device.py):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +31,18 @@ from stadapt.errors import DataError
 
 INTERPOLATIONS = ("bicubic", "bilinear")
 CROPS = ("jitter", "resized")
+# How much larger than the largest size the transform resizes to a decoded frame's short side may stay:
+# the decoder scales a larger frame down to it (stadapt.data.decode, AREA), and torch's antialiased
+# resize still makes the final step, so ordinary videos (320x240 ... 640x360 for a 224 crop) decode
+# exactly as without a bound while a 4000x3000 one never reaches memory at full size.
+DECODE_MARGIN = 2
+
+
+def decode_short_side(transform: Any) -> int | None:
+    """The bound on the decoded frames' short side that `transform` needs (None: any size; also for a
+    transform that does not say)."""
+    bound = getattr(transform, "decode_short_side", None)
+    return int(bound) if bound is not None else None
 
 
 def _check_common(size: int, mean: Sequence[float], std: Sequence[float], interpolation: str) -> None:
@@ -138,6 +152,22 @@ class TrainTransform(_Normalising):
 
     PARAMS = ("height", "width", "short", "top", "left", "flip")  # what `worker` hands on, per clip
 
+    @property
+    def decode_short_side(self) -> int:
+        """The largest short side worth decoding, `DECODE_MARGIN` x what the crop resizes to at most.
+
+        `jitter` resizes the short side to at most size x scale_high. `resized` cuts a box of the whole
+        frame (area >= area_low of it, aspect within `ratio`) and resizes it to size x size: the box's
+        shorter side is at least short x sqrt(area_low) x min(sqrt(ratio_low), 1 / sqrt(ratio_high)) (a
+        square frame is the worst case), so a short side of `DECODE_MARGIN` x size divided by that factor
+        keeps even the smallest box at twice the resolution it is resized to (1829 for 224, area 0.08).
+        """
+        if self.crop == "jitter":
+            return math.ceil(DECODE_MARGIN * self.size * self.scale[1])
+        low, (rlo, rhi) = self.area[0], self.ratio
+        shrink = math.sqrt(low) * min(math.sqrt(rlo), 1.0 / math.sqrt(rhi), 1.0)
+        return math.ceil(DECODE_MARGIN * self.size / shrink)
+
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """The whole transform on the CPU: (T, H, W, 3) uint8 -> (3, T, S, S) float32, normalised."""
         clip, params = self.worker(frames, rng)
@@ -202,6 +232,11 @@ class TestTransform(_Normalising):
             raise DataError(f"spatial views must be >= 1, got {spatial_views}",
                             "1 = centre crop, 3 = start/centre/end crops along the long side")
         self.spatial_views = int(spatial_views)
+
+    @property
+    def decode_short_side(self) -> int:
+        """The largest short side worth decoding: `DECODE_MARGIN` x the short side the views resize to."""
+        return DECODE_MARGIN * self.size
 
     def crop_offsets(self, height: int, width: int) -> list[tuple[int, int]]:
         """(top, left) of each crop in a frame already resized to short side `size`: 1 view = the centre

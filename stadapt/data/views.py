@@ -25,7 +25,9 @@ def test_dataset(entries: Sequence[VideoEntry], spec: InputSpec, *, decoder: str
     """The evaluation dataset of `entries`: each item holds the decoded uint8 temporal views of one video
     (or the error of a video that does not decode); `stadapt.data.on_device.to_model_input` with the
     dataset's transform turns a batch into (B, T_views * S_views, 3, T, S, S) normalised views where the
-    model runs. `decoder` and `decode_device` choose the video decoder (stadapt.data.decode), not the input."""
+    model runs. `decoder` and `decode_device` choose the video decoder (stadapt.data.decode), not the input.
+    Frames whose short side exceeds twice the crop size are decoded scaled down to it (the transform's
+    `decode_short_side`): a 4000x3000 video costs what its clip needs, an ordinary one decodes as ever."""
     temporal, spatial = spec.views
     transform = TestTransform(spec.image_size, spec.mean, spec.std, spatial_views=spatial,
                               interpolation=spec.interpolation)
