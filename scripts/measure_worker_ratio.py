@@ -7,7 +7,8 @@ What a DataLoader worker does per training clip, against decoding the same sampl
   recipe's training dataset and transform as `stadapt train` builds them (`train_dataset`); with `--handover` also what
   the worker's queue then does to hand the batch to the main process (`share_memory_()`, a copy into
   shared memory unless the batch is there already);
-* decode: `open_video` on the same file, reading the frames the same (seed, epoch, index) draw samples.
+* decode: the dataset's own reader (`open_entry`: its decoder, at the size its transform needs) on the
+  same file, reading the frames the same (seed, epoch, index) draw samples.
 
 Both run in one real DataLoader worker process (`--where worker`, the default: torch gives it one thread,
 as it does every training worker) or in this process after `torch.set_num_threads(1)` (`--where main`),
@@ -41,7 +42,6 @@ class Timed(torch.utils.data.Dataset):
 
     def __getitem__(self, n: int) -> tuple[float, float]:
         from stadapt.data.dataset import collate_clips
-        from stadapt.data.decode import open_video
 
         ds = self.dataset
         keys = [divmod(n * self.batch + b, len(ds)) for b in range(self.batch)]
@@ -56,7 +56,7 @@ class Timed(torch.utils.data.Dataset):
         def decode() -> None:
             for epoch, index in keys:
                 rng = np.random.default_rng([ds.seed, epoch, index])
-                with open_video(ds.entries[index].path, ds.decoder, ds.decode_device) as reader:
+                with ds.open_entry(ds.entries[index]) as reader:
                     reader.read(ds.sampler.train(reader.num_frames, rng))
 
         seconds = {}

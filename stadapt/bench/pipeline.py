@@ -50,7 +50,6 @@ class WorkerPaths(torch.utils.data.Dataset):
 
     def __getitem__(self, n: int) -> dict[str, Any]:
         from stadapt.data.dataset import collate_clips
-        from stadapt.data.decode import open_video
 
         ds = self.dataset
         keys = [divmod(max(n - 1, 0) * self.batch + b, len(ds)) for b in range(self.batch)]
@@ -58,7 +57,7 @@ class WorkerPaths(torch.utils.data.Dataset):
         def decode() -> None:  # what the items decode: the same reader, the same (seed, epoch, index) draws
             for epoch, index in keys:
                 rng = np.random.default_rng([ds.seed, epoch, index])
-                with open_video(ds.entries[index].path, ds.decoder, ds.decode_device) as reader:
+                with ds.open_entry(ds.entries[index]) as reader:
                     reader.read(ds.sampler.train(reader.num_frames, rng))
 
         paths: dict[str, Callable[[], Any]] = {

@@ -111,7 +111,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         return {"video": None, "label": self.entries[last["index"]].label, "index": last["index"],
                 "path": last["path"], "error": last["error"], "replaced": replaced[:-1]}
 
-    def _open(self, entry: VideoEntry) -> VideoReader | TorchCodecReader:
+    def open_entry(self, entry: VideoEntry) -> VideoReader | TorchCodecReader:
         """A reader of `entry` whose frames are no larger than the transform needs (a 4000x3000 video
         decodes at the size the model's clip is made from, not at 36 MB a frame)."""
         return open_video(entry.path, self.decoder, self.decode_device,
@@ -120,7 +120,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def _clip(self, entry: VideoEntry, index: int, epoch: int, attempt: int = 0) -> dict[str, torch.Tensor]:
         key = [self.seed, epoch, index] + ([attempt] if attempt else [])  # attempt 0 keeps the old streams
         rng = np.random.default_rng(key)
-        with self._open(entry) as reader:
+        with self.open_entry(entry) as reader:
             frames = reader.read(self.sampler.train(reader.num_frames, rng))
         if self.on_device:
             video, params = self.transform.worker(frames, rng)
@@ -130,7 +130,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
     def _views(self, entry: VideoEntry) -> dict[str, torch.Tensor]:
         """(temporal_views * spatial_views, 3, T, S, S), temporal-major; one decode for all views.
         With `on_device`: (temporal_views, 3, T, H, W) uint8 and the params of the spatial views."""
-        with self._open(entry) as reader:
+        with self.open_entry(entry) as reader:
             views = self.sampler.test(reader.num_frames, self.temporal_views)
             union = sorted({i for view in views for i in view})
             frames = reader.read(union)
