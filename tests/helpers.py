@@ -160,3 +160,16 @@ def train_synthetic_run(base: Path, recipe: str) -> Path:
     done = run_cli("train", str(path), f"output.dir={base / 'run'}", "-q")
     assert done.returncode == 0, done.stderr
     return base / "run"
+
+
+def write_trainer_state(folder: Path, files: dict[str, bytes]) -> None:
+    """`state_files(...)` written as a checkpoint writes them: the files, and a stadapt.json beside them
+    recording their checksums (what `restore_state` checks them against)."""
+    import json
+
+    from stadapt.checkpoint import DIGESTS, FORMAT, META_FILE, checksum
+
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    digests = {name: checksum(data) for name, data in files.items()}
+    (folder / META_FILE).write_text(json.dumps({"format": FORMAT, DIGESTS: digests}))

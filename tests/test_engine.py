@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_trainer_state
 from torch import nn
 
 from stadapt.engine.optim import param_groups
@@ -63,8 +64,7 @@ def test_trainer_state_round_trips_without_pickle(tmp_path: Path) -> None:
     torch.manual_seed(7)
     files = state_files(optimizer, scaler, RunCounters(step=3, clips_seen=12))
     expected_next = torch.rand(3)
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
+    write_trainer_state(tmp_path, files)
     json.loads((tmp_path / "trainer_state.json").read_text())  # plain JSON beside safetensors
 
     fresh = torch.optim.AdamW(nn.Linear(3, 2).parameters(), lr=0.1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import write_trainer_state
 
 from stadapt.engine.optim import build_optimizer, param_groups, set_lr
 from stadapt.engine.setup import build_from_recipe
@@ -197,8 +198,7 @@ def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
     F.cross_entropy(first(video), labels).backward()
     a.step()
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    for name, data in state_files(a, scaler, RunCounters(step=1)).items():
-        (tmp_path / name).write_bytes(data)
+    write_trainer_state(tmp_path, state_files(a, scaler, RunCounters(step=1)))
     restore_state(tmp_path, b, scaler)
     assert [(g["name"], g["lr_scale"], g["weight_decay"]) for g in b.param_groups] == \
         [(g["name"], g["lr_scale"], g["weight_decay"]) for g in a.param_groups]
