@@ -133,10 +133,10 @@ def test_external_data_is_one_file_beside_the_graph_moved_in_together(run: Path,
 
 def test_external_data_through_the_cli_and_what_replacing_it_does(run: Path, tmp_path: Path) -> None:  # noqa: F811
     out, data = tmp_path / "m.onnx", tmp_path / "m.onnx.data"
-    data.write_text("a user's file")  # a data file of that name is never replaced without --overwrite
+    data.write_text("a user's file")  # a user's data file of that name is never replaced, --overwrite or not
     refused = run_cli("export", "--onnx", "--checkpoint", str(run), "--out", str(out))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert f"{data} already exists" in refused.stderr and "--overwrite" in refused.stderr
+    assert f"{data} exists and stadapt did not write it" in refused.stderr and "--overwrite" not in refused.stderr
     assert data.read_text() == "a user's file" and not out.exists()
     data.unlink()
 
