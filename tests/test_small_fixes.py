@@ -28,7 +28,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trained = base / "run"
     done = run_cli("train", str(base / "tiny.yaml"), f"output.dir={trained}", "--stop-after", "1", "-q")
     assert done.returncode == 0, done.stderr
-    (trained.parent / "data" / "many.txt").write_text("videos/val/00_0000.mp4 0\n" * 300)
+    # long enough that a loaded machine cannot finish it before the test, reading the progress bar, sends SIGINT
+    (trained.parent / "data" / "many.txt").write_text("videos/val/00_0000.mp4 0\n" * 20000)
     return trained
 
 
@@ -80,6 +81,7 @@ def _interrupt(*args: str, when: bytes) -> tuple[int, str]:
         chunk = os.read(process.stderr.fileno(), 4096)  # type: ignore[union-attr]
         assert chunk, f"the command ended before its progress bar: {seen!r}"
         seen += chunk
+    assert process.poll() is None, "the command finished before the Ctrl-C: make its list longer"
     os.kill(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     return process.returncode, stderr.decode().rsplit("\r", 1)[-1]
