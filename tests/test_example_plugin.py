@@ -58,25 +58,22 @@ def test_installed_plugin_trains_evaluates_and_exports_through_the_cli(example_p
     torch.manual_seed(0)  # the plugin's "released" weights, in the plugin's own checkpoint format
     released = RegViT(size=32, patch=8, width=64, depth=3, heads=2, registers=1)
     torch.save({"model": released.state_dict(), "epoch": 300}, tmp_path / "regvit_tiny.pth")
-    env = {"PYTHONPATH": str(example_plugin)}
     data = tmp_path / "data"
-    steps = [
-        ("prepare-data", "synthetic", "--out", str(data), "--motions", "horizontal", "--train-per-class", "2",
-         "--val-per-class", "1", "--frames", "10", "--size", "32", "-q"),
-    ]
-    for args in steps:
-        done = run_cli(*args, env=env, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
+    done = run_cli("prepare-data", "synthetic", "--out", str(data), "--motions", "horizontal", "--train-per-class",
+                   "2", "--val-per-class", "1", "--frames", "10", "--size", "32", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
     (tmp_path / "regvit.yaml").write_text(RECIPE.format(root=json.dumps(str(data))))
-    trained = run_cli("train", "regvit.yaml", "-q", env=env, cwd=tmp_path)
+    # training in a new process that finds the plugin where Python finds installed packages; eval and
+    # export in this process, whose path holds it too
+    trained = run_cli("train", "regvit.yaml", "-q", env={"PYTHONPATH": str(example_plugin)}, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     run = tmp_path / "runs" / "regvit"
     meta = json.loads((run / "checkpoints" / "last" / "stadapt.json").read_text())
     assert meta["model"]["backbone"] == "regvit:tiny"
-    evaluated = run_cli("eval", str(run), "--views", "2x1", env=env, cwd=tmp_path)
+    evaluated = run_cli("eval", str(run), "--views", "2x1", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads((run / "eval.json").read_text())["videos"] == 2
-    exported = run_cli("export", "--onnx", "--checkpoint", str(run), "--verify", env=env, cwd=tmp_path)
+    exported = run_cli("export", "--onnx", "--checkpoint", str(run), "--verify", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "verified with onnxruntime" in exported.stdout
 

@@ -59,53 +59,54 @@ plugin = OpenPlugin()
 
 
 @pytest.fixture()
-def open_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The plugin above installed as distribution `open-plugin` (a dist-info with its entry point)."""
+def open_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin above installed as distribution `open-plugin` (a dist-info with its entry point) on this
+    process's path, where run_cli's in-process commands discover it (tests/test_plugins.py covers discovery
+    by a new process)."""
     info = tmp_path / "open_plugin-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: open-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[stadapt.backbones]\nopen = open_plugin_mod:plugin\n")
     (tmp_path / "open_plugin_mod.py").write_text(PLUGIN_SOURCE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    return {"PYTHONPATH": str(tmp_path)}
 
 
-def test_a_name_the_plugin_does_not_list_resolves_through_resolve_variant(open_plugin: dict[str, str]) -> None:
+def test_a_name_the_plugin_does_not_list_resolves_through_resolve_variant(open_plugin: None) -> None:
     plugin, info = parse_backbone("open:copy-of-ViT-B-16")
     assert info.name == "copy-of-ViT-B-16" and info.image_size == 224
     assert (info.width, info.blocks, info.patch_size, info.prefix_tokens) == (768, 12, 16, 1)
     assert "copy-of-ViT-B-16" not in plugin.variants()
 
 
-def test_params_and_check_work_for_an_unlisted_name(open_plugin: dict[str, str]) -> None:
-    params = run_cli("backbones", "--params", "open:copy-of-ViT-B-16", "--json", env=open_plugin)
+def test_params_and_check_work_for_an_unlisted_name(open_plugin: None) -> None:
+    params = run_cli("backbones", "--params", "open:copy-of-ViT-B-16", "--json")
     assert params.returncode == 0, params.stderr
     report = json.loads(params.stdout)
     assert report["with_adapters"] == {"total": 93_217_168, "trainable": 7_417_744}  # the reference's counts
-    checked = run_cli("backbones", "--check", "open:copy-of-tiny", env=open_plugin)
+    checked = run_cli("backbones", "--check", "open:copy-of-tiny")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "FAIL" not in checked.stdout and checked.stdout.count("PASS") >= 7
 
 
-def test_search_lists_accepted_names_and_the_listing_names_open_plugins(open_plugin: dict[str, str]) -> None:
-    found = run_cli("backbones", "--search", "vit-l-14", env=open_plugin)
+def test_search_lists_accepted_names_and_the_listing_names_open_plugins(open_plugin: None) -> None:
+    found = run_cli("backbones", "--search", "vit-l-14")
     assert found.returncode == 0, found.stderr
     # the clip plugin is open-ended too (issue 15): it adds every open_clip ViT-L-14* model
     assert {"clip:ViT-L-14", "clip:ViT-L-14-336", "clip:ViT-L-14-quickgelu", "open:copy-of-ViT-L-14",
             "open:copy-of-ViT-L-14-336"} <= set(found.stdout.split())
-    none = run_cli("backbones", "--search", "resnet*", env=open_plugin)
+    none = run_cli("backbones", "--search", "resnet*")
     assert none.returncode == 1 and "no installed plugin accepts" in none.stderr
-    listing = run_cli("backbones", "--json", env=open_plugin)
+    listing = run_cli("backbones", "--json")
     assert {"clip", "open", "timm"} <= set(json.loads(listing.stdout)["open_ended"])
-    assert "accept any model their library builds: clip, open, timm" in run_cli("backbones", env=open_plugin).stdout
+    assert "accept any model their library builds: clip, open, timm" in run_cli("backbones").stdout
 
 
-def test_bad_names_are_one_line_with_the_closest_names(open_plugin: dict[str, str]) -> None:
-    typo = run_cli("backbones", "--params", "open:copy-of-ViT-B-61", env=open_plugin)
+def test_bad_names_are_one_line_with_the_closest_names(open_plugin: None) -> None:
+    typo = run_cli("backbones", "--params", "open:copy-of-ViT-B-61")
     assert typo.returncode == 2 and "Traceback" not in typo.stderr and len(typo.stderr.splitlines()) == 1
     assert "no variant 'copy-of-ViT-B-61'" in typo.stderr and "'copy-of-ViT-B-16'" in typo.stderr
     assert "--search" in typo.stderr
-    cnn = run_cli("backbones", "--params", "open:cnn-resnet50", env=open_plugin)
+    cnn = run_cli("backbones", "--params", "open:cnn-resnet50")
     assert cnn.returncode == 2 and "is a CNN" in cnn.stderr and len(cnn.stderr.splitlines()) == 1
     with pytest.raises(UnknownBackboneError, match="did you mean 'copy-of-tiny'"):
         parse_backbone("open:copy-of-tiny2")

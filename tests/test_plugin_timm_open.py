@@ -329,8 +329,9 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
-def test_every_command_runs_with_the_family(name: str, clips: Path, tmp_path: Path) -> None:
-    env = {}
+def test_every_command_runs_with_the_family(name: str, clips: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    env: dict[str, str] = {}
     options = dict(FAMILIES[name])
     backbone, weights = f"timm:{name}", str(_safetensors(_reference(name, seed=3), tmp_path / "model.safetensors"))
     if "dinov2" in name:  # DINOv2 through its pretrained tag, from a hub cache, offline, at another input size
@@ -343,7 +344,12 @@ def test_every_command_runs_with_the_family(name: str, clips: Path, tmp_path: Pa
     recipe.write_text(RECIPE.format(backbone=backbone, weights=json.dumps(weights), options=json.dumps(options),
                                     adapter=json.dumps({**adapter, "positions": ["pre_attn", "pre_mlp"]}),
                                     root=json.dumps(str(clips)), run=json.dumps(str(run))))
-    trained = run_cli("train", str(recipe), "-q", env=env, cwd=tmp_path)
+    trained = run_cli("train", str(recipe), "-q", env=env, cwd=tmp_path)  # DINOv2: a process, offline by env
+    if env:  # the other commands in this process, pointed at the same cache (huggingface_hub reads its
+        from huggingface_hub import constants  # environment when imported)
+
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert trained.returncode == 0, trained.stderr
     if "dinov2" in name:
         assert "4x4 patch grid) were resampled to this backbone's 5x5 grid (40 px" in trained.stderr
@@ -353,20 +359,20 @@ def test_every_command_runs_with_the_family(name: str, clips: Path, tmp_path: Pa
     assert meta["model"]["backbone_options"] == options
 
     exported = run_cli("export", "--onnx", "--checkpoint", str(run), "--verify", "--out", str(tmp_path / "m.onnx"),
-                       env=env, cwd=tmp_path)
+                       cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "verif" in exported.stdout.lower() and (tmp_path / "m.onnx").is_file()
     assert "dynamo exporter" in exported.stdout and "TorchScript" not in exported.stdout  # no fallback needed
 
     if "eva" in name:  # the reloaded checkpoint evaluates as the trained model did at its last step
         evaluated = run_cli("eval", str(run), "--views", "1x1", "--out", str(tmp_path / "eval.json"), "-q",
-                            env=env, cwd=tmp_path)
+                            cwd=tmp_path)
         assert evaluated.returncode == 0, evaluated.stderr
         [val] = [e for e in events if e["split"] == "val"]
         assert json.loads((tmp_path / "eval.json").read_text())["top1"] == val["top1"]
 
     video = clips / (clips / "val.txt").read_text().split()[0]
     png = tmp_path / "attention.png"
-    shown = run_cli("visualize", str(video), "--checkpoint", str(run), "--out", str(png), env=env, cwd=tmp_path)
+    shown = run_cli("visualize", str(video), "--checkpoint", str(run), "--out", str(png), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr  # Swin too: its windows' mean-query attention
     assert png.stat().st_size > 0
