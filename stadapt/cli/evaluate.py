@@ -41,7 +41,7 @@ def evaluate(
     """Evaluate a trained model: softmax per view, averaged; top-1, top-5, per-class accuracy; writes
     eval.json, eval.predictions.csv and eval.confusion.png. Under torchrun the videos are split over
     the processes."""
-    from stadapt.cli.predict import interrupt_says
+    from stadapt.cli.interrupt import interrupt_says
     from stadapt.engine.distributed import shutdown, world_from_env
     from stadapt.evaluate import format_table, report_paths, run_eval
 
