@@ -89,16 +89,20 @@ _FRESH_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", Deprec
 
 
 def _run_in_process(args: list[str], cwd: Path | None) -> subprocess.CompletedProcess:
-    """main() with sys.argv, the standard streams, the working directory, the umask, torch's thread
+    """main() with sys.argv, __main__, the standard streams, the working directory, the umask, torch's thread
     count, the warning filters and the plugin cache as a new process has them, all restored after."""
     import traceback
+    import types
     import warnings
 
     from stadapt.backbones import clear_cache
     from stadapt.cli import main
 
     out, err = _Captured(), _Captured()
-    saved = (sys.argv, sys.stdout, sys.stderr, os.getcwd(), torch.get_num_threads())
+    saved = (sys.argv, sys.stdout, sys.stderr, os.getcwd(), torch.get_num_threads(), sys.modules["__main__"])
+    # a console script's __main__ belongs to no package: click names the program after argv[0] (`stadapt`),
+    # as in a real process, not `python -m pytest` when the tests run under `python -m pytest`
+    sys.modules["__main__"] = types.ModuleType("__main__")
     umask = os.umask(0o022)
     os.umask(umask)
     code: int | str | None = 0
@@ -121,7 +125,7 @@ def _run_in_process(args: list[str], cwd: Path | None) -> subprocess.CompletedPr
             traceback.print_exc(file=err)
             code = 1
         finally:
-            sys.argv, sys.stdout, sys.stderr = saved[0], saved[1], saved[2]
+            sys.argv, sys.stdout, sys.stderr, sys.modules["__main__"] = saved[0], saved[1], saved[2], saved[5]
             os.chdir(saved[3])
             torch.set_num_threads(saved[4])
             os.umask(umask)
