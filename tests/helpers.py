@@ -177,3 +177,28 @@ def write_trainer_state(folder: Path, files: dict[str, bytes]) -> None:
         (folder / name).write_bytes(data)
     digests = {name: checksum(data) for name, data in files.items()}
     (folder / META_FILE).write_text(json.dumps({"format": FORMAT, DIGESTS: digests}))
+
+
+HUB_REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def write_hub_cache(root: Path, repo: str, source: Path) -> Path:
+    """The files of folder `source` in huggingface_hub's documented cache layout under `root`:
+    models--ORG--NAME/blobs/<sha256>, refs/main = `HUB_REVISION`, snapshots/<revision>/FILE a relative link to
+    its blob (dot-files, such as a --to-dir marker, left out); returns `root`."""
+    import hashlib
+
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(HUB_REVISION)
+    (folder / "blobs").mkdir()
+    snapshot = folder / "snapshots" / HUB_REVISION
+    snapshot.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.name.startswith("."):
+            continue
+        data = path.read_bytes()
+        blob = hashlib.sha256(data).hexdigest()
+        (folder / "blobs" / blob).write_bytes(data)
+        (snapshot / path.name).symlink_to(Path("..") / ".." / "blobs" / blob)
+    return root

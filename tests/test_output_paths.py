@@ -5,18 +5,16 @@ is refused the same way (issue 23, items 1, 2, 3 and 7)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, train_synthetic_run
+from helpers import run_cli, train_synthetic_run, write_hub_cache
 from test_export import RECIPE
 
 USER = b"the user's own file\n"
 REPO = "someone/tiny"
-REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
@@ -83,27 +81,11 @@ def test_eval_and_recipe_schema_refuse_a_directory_at_out(run: Path, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "reports"] and not any(folder.iterdir())
 
 
-def _hub_cache(root: Path, checkpoint: Path) -> Path:
-    """`checkpoint`'s files in huggingface_hub's cache layout, as `REPO` at `REVISION`."""
-    folder = root / f"models--{REPO.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(REVISION)
-    (folder / "blobs").mkdir()
-    snapshot = folder / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    for path in checkpoint.iterdir():
-        data = path.read_bytes()
-        blob = hashlib.sha256(data).hexdigest()
-        (folder / "blobs" / blob).write_bytes(data)
-        (snapshot / path.name).symlink_to(Path("..") / ".." / "blobs" / blob)
-    return root
-
-
 def test_hub_ids_refuse_a_plain_file_named_hf_hub_and_a_users_eval_json(run: Path, tmp_path: Path,
                                                                         monkeypatch) -> None:
     import huggingface_hub.constants as hub
 
-    cache = _hub_cache(tmp_path / "cache", run / "checkpoints" / "last")
+    cache = write_hub_cache(tmp_path / "cache", REPO, run / "checkpoints" / "last")
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
     work = tmp_path / "work"

@@ -4,7 +4,6 @@ are used by name, offline, by load_model and the console script's --checkpoint o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import run_cli, train_synthetic_run
+from helpers import HUB_REVISION, run_cli, train_synthetic_run, write_hub_cache
 
 RECIPE = """\
 backbone:
@@ -39,7 +38,7 @@ train:
   save_every: 100
 """
 REPO = "someone/tiny-st-adapter"
-REVISION = "0123456789abcdef0123456789abcdef01234567"
+REVISION = HUB_REVISION
 
 
 @pytest.fixture(scope="module")
@@ -58,25 +57,6 @@ def pushed(run: Path) -> Path:
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     return out
-
-
-def _hub_cache(root: Path, repo: str, source: Path) -> Path:
-    """The files of `source` in huggingface_hub's documented cache layout: models--ORG--NAME/blobs/<sha256>,
-    refs/main = the revision, snapshots/<revision>/FILE a relative link to its blob."""
-    folder = root / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text(REVISION)
-    (folder / "blobs").mkdir()
-    snapshot = folder / "snapshots" / REVISION
-    snapshot.mkdir(parents=True)
-    for path in source.iterdir():
-        if path.name.startswith("."):
-            continue
-        data = path.read_bytes()
-        blob = hashlib.sha256(data).hexdigest()
-        (folder / "blobs" / blob).write_bytes(data)
-        (snapshot / path.name).symlink_to(Path("..") / ".." / "blobs" / blob)
-    return root
 
 
 def _clip(seed: int = 0) -> torch.Tensor:
@@ -173,7 +153,7 @@ def test_hub_ids_load_offline_from_the_cache(run: Path, pushed: Path, tmp_path: 
     from stadapt.api import load_model
     from stadapt.errors import CheckpointError
 
-    cache = _hub_cache(tmp_path / "hub", REPO, pushed)
+    cache = write_hub_cache(tmp_path / "hub", REPO, pushed)
     monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
     expected = load_model(run / "checkpoints" / "last")
@@ -189,7 +169,7 @@ def test_hub_ids_load_offline_from_the_cache(run: Path, pushed: Path, tmp_path: 
 
 
 def test_eval_and_predict_take_hub_ids_through_the_console_script(run: Path, pushed: Path, tmp_path: Path) -> None:
-    cache = _hub_cache(tmp_path / "hub", REPO, pushed)
+    cache = write_hub_cache(tmp_path / "hub", REPO, pushed)
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}
     work = tmp_path / "work"
     work.mkdir()
