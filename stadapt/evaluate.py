@@ -152,19 +152,12 @@ def report_by_stadapt(path: Path) -> bool:
         return first_line_is(path, ",".join(CSV_HEADER))
     if path.name.endswith(".confusion.png"):
         report = path.with_name(path.name[: -len(".confusion.png")] + ".json")
-        return png_by_stadapt(path) or (_matplotlib_png(path) and json_by_stadapt(report, *_REPORT_KEYS) is not None)
+        return png_by_stadapt(path) or (png_by_stadapt(path, software="Matplotlib")
+                                        and json_by_stadapt(report, *_REPORT_KEYS) is not None)
     return json_by_stadapt(path, *_REPORT_KEYS) is not None
 
 
 _REPORT_KEYS = ("stadapt_version", "checkpoint_sha256", "top1")
-
-
-def _matplotlib_png(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            return b"tEXtSoftware\x00Matplotlib" in handle.read(4096)
-    except OSError:
-        return False
 
 
 def _write_reports(out: Path, report: dict[str, Any], pred: Predictions, entries: list[Any], classes: list[str],

@@ -197,8 +197,6 @@ def claim_outputs(paths: Iterable[Path], *, overwrite: bool, ours: Callable[[Pat
 
     `paths` are every file a command writes, including those named after --out (`OUT.json`, ...): the
     user's file at any of them is never replaced, and the message never offers --overwrite for it."""
-    from stadapt.errors import StadaptError
-
     for path in map(Path, paths):
         blocker = _file_in_the_way(path.parent)
         if blocker is not None:
@@ -240,15 +238,15 @@ def json_by_stadapt(path: Path, *keys: str) -> dict | None:
 PNG_SOFTWARE = "stadapt"
 
 
-def png_by_stadapt(path: Path) -> bool:
+def png_by_stadapt(path: Path, software: str = PNG_SOFTWARE) -> bool:
     """Whether `path` is a PNG stadapt wrote: stadapt's figures carry a `Software: stadapt` text chunk,
-    which matplotlib writes before the image data."""
+    which matplotlib writes before the image data (`software` asks for another writer's tag)."""
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
     except OSError:
         return False
-    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSoftware\x00" + PNG_SOFTWARE.encode() in head
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtSoftware\x00" + software.encode() in head
 
 
 def first_line_is(path: Path, line: str) -> bool:
