@@ -6,7 +6,8 @@ What a DataLoader worker does per training clip, against decoding the same sampl
   `--batch` clips (1: one clip a batch, which charges each clip a whole batch's allocation), on the K400
   recipe's training dataset and transform as `stadapt train` builds them (`train_dataset`); with `--handover` also what
   the worker's queue then does to hand the batch to the main process (`share_memory_()`, a copy into
-  shared memory unless the batch is there already);
+  shared memory unless the batch is there already); the batch's shared slot is then released, as the main
+  process's `to_model_input` does once it has copied the batch out;
 * decode: the dataset's own reader (`open_entry`: its decoder, at the size its transform needs) on the
   same file, reading the frames the same (seed, epoch, index) draw samples.
 
@@ -42,6 +43,7 @@ class Timed(torch.utils.data.Dataset):
 
     def __getitem__(self, n: int) -> tuple[float, float]:
         from stadapt.data.dataset import collate_clips
+        from stadapt.data.shared_slots import release_batch
 
         ds = self.dataset
         keys = [divmod(n * self.batch + b, len(ds)) for b in range(self.batch)]
@@ -52,6 +54,7 @@ class Timed(torch.utils.data.Dataset):
                 for value in batch.values():
                     if isinstance(value, torch.Tensor):
                         value.share_memory_()
+            release_batch(batch)  # what the main process's to_model_input does once it has copied the batch
 
         def decode() -> None:
             for epoch, index in keys:

@@ -50,6 +50,7 @@ class WorkerPaths(torch.utils.data.Dataset):
 
     def __getitem__(self, n: int) -> dict[str, Any]:
         from stadapt.data.dataset import collate_clips
+        from stadapt.data.shared_slots import release_batch
 
         ds = self.dataset
         keys = [divmod(max(n - 1, 0) * self.batch + b, len(ds)) for b in range(self.batch)]
@@ -62,7 +63,8 @@ class WorkerPaths(torch.utils.data.Dataset):
 
         paths: dict[str, Callable[[], Any]] = {
             "decode": decode,
-            "worker_uint8": lambda: collate_clips([ds[key] for key in keys]),  # a worker's batch: items + collate
+            # a worker's batch (items + collate), its shared slot released as the main process does after copying
+            "worker_uint8": lambda: release_batch(collate_clips([ds[key] for key in keys])),
             "worker_float_before": lambda: collate_clips([self.before[key] for key in keys]),
         }
         # decode and the uint8 batch alternate who goes first and are never separated by the float path
@@ -104,6 +106,7 @@ def time_loader(dataset: Any, *, workers: int, batch: int, batches: int, seed: i
     from torch.utils.data import BatchSampler, DataLoader
 
     from stadapt.data.dataset import collate_clips
+    from stadapt.data.shared_slots import release_batch
     from stadapt.engine.stream import ClipStream
 
     loader = DataLoader(dataset, batch_sampler=BatchSampler(ClipStream(len(dataset), seed=seed), batch, False),
@@ -111,7 +114,11 @@ def time_loader(dataset: Any, *, workers: int, batch: int, batches: int, seed: i
     it = iter(loader)
     first = next(it)  # workers starting up: not counted
     tick = time.perf_counter()
-    count = sum(len(next(it)["label"]) for _ in range(batches))
+    count = 0
+    for _ in range(batches):
+        loaded = next(it)
+        count += len(loaded["label"])
+        release_batch(loaded)  # as to_model_input does: the worker reuses the batch's shared slot
     rate = count / (time.perf_counter() - tick)
     del it
     return rate, first

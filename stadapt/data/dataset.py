@@ -138,7 +138,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
         clips = [frames[[row[i] for i in view]] for view in views]
         if self.on_device:
             parts = [self.transform.worker(clip) for clip in clips]
-            return {"video": stack_padded([video for video, _ in parts]), "params": parts[0][1]}  # one size
+            return {"video": stack_padded([video for video, _ in parts])[0], "params": parts[0][1]}  # one size
         out = []
         for clip in clips:
             views_of_clip = self.transform(clip)
@@ -156,13 +156,20 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
         if item.get("video") is None
     ]
     deferred = bool(good) and "params" in good[0]
-    out = {
-        "video": (stack_padded if deferred else torch.stack)([item["video"] for item in good]) if good else None,
+    video, lease = None, None
+    if deferred:  # uint8 clips, finished on the device by to_model_input
+        video, lease = stack_padded([item["video"] for item in good], shared=True)
+    elif good:
+        video = torch.stack([item["video"] for item in good])
+    out: dict[str, Any] = {
+        "video": video,
         "label": torch.tensor([int(item["label"]) for item in good], dtype=torch.long),
         "index": torch.tensor([int(item["index"]) for item in good], dtype=torch.long),
         "skipped": skipped,
         "replaced": [event for item in batch for event in item.get("replaced", ())],
     }
-    if deferred:  # uint8 clips, finished on the device by to_model_input
+    if deferred:
         out["params"] = torch.stack([item["params"] for item in good])
+    if lease is not None:  # last, so that torch's pin-memory thread pins the video before it releases
+        out["lease"] = lease
     return out

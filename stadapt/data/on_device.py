@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import torch
 
+from stadapt.data.shared_slots import SlotLease, release_batch, shared_empty
+
 
 class DeviceTransform(Protocol):
     """What `to_model_input` needs of a transform (`TrainTransform`, `TestTransform`)."""
@@ -30,12 +32,15 @@ def to_model_input(batch: dict[str, Any], transform: DeviceTransform, device: to
 
     A uint8 batch (from a dataset built with `on_device=True`) goes through `transform.on_device`
     with its `params`, which stay on the host (reading them needs no device synchronisation); a batch
-    that is already float (a dataset that ran the whole transform in the worker) is only moved.
+    that is already float (a dataset that ran the whole transform in the worker) is only moved. Then the
+    batch's shared slot is released (`shared_slots`): while its worker runs, `batch["video"]` may be
+    overwritten by a later batch and is not to be read again.
     """
     video = batch["video"].to(device, non_blocking=True)
-    if "params" not in batch:
-        return video
-    return transform.on_device(video, batch["params"])
+    if "params" in batch:
+        video = transform.on_device(video, batch["params"])
+    release_batch(batch)  # copied out: the worker may write its next batch into the same shared slot
+    return video
 
 
 def memory_order(tensor: torch.Tensor) -> tuple[int, ...]:
@@ -45,15 +50,18 @@ def memory_order(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(sorted(range(tensor.ndim), key=lambda d: (-strides[d], d)))
 
 
-def stack_padded(clips: Sequence[torch.Tensor]) -> torch.Tensor:
+def stack_padded(clips: Sequence[torch.Tensor], shared: bool = False) -> tuple[torch.Tensor, SlotLease | None]:
     """Stack uint8 clips whose last two dimensions (height, width) may differ into one batch, zero-padded
     at the bottom and right to the largest; each clip's own size travels in its params.
 
     One copy per clip, made in the order the clips lie in memory: a (3, T, H, W) view of decoded
     (T, H, W, 3) frames is copied row by row (a permuting copy into (3, T, H, W) memory costs a worker
     as much again as the copy), and the batch is a (B, 3, T, H, W) view of (B, T, H, W, 3) memory, which
-    the device half makes contiguous where it runs. In a DataLoader worker the batch is allocated in
-    shared memory, as torch's own collate does, so that handing it to the main process copies nothing."""
+    the device half makes contiguous where it runs.
+
+    `shared` (a batch for the main process): in a DataLoader worker the batch lies in shared memory, as
+    torch's own collate puts it, so that handing it over copies nothing, and in one of the worker's reused
+    slots when one is free; the lease returned with it frees the slot (see `shared_slots`)."""
     first = clips[0]
     order = memory_order(first)
     if any(memory_order(c) != order for c in clips[1:]):
@@ -62,12 +70,9 @@ def stack_padded(clips: Sequence[torch.Tensor]) -> torch.Tensor:
     width = max(int(c.shape[-1]) for c in clips)
     shape = (*first.shape[:-2], height, width)
     stored = (len(clips), *(shape[d] for d in order))  # the batch as it lies in memory
-    if torch.utils.data.get_worker_info() is not None:
-        count = 1
-        for size in stored:
-            count *= size
-        storage = torch.UntypedStorage._new_shared(count * first.element_size())
-        out = torch.empty(0, dtype=first.dtype).set_(storage).view(stored)
+    lease = None
+    if shared and torch.utils.data.get_worker_info() is not None:
+        out, lease = shared_empty(stored, first.dtype)
     else:
         out = torch.empty(stored, dtype=first.dtype)
     batch = out.permute(0, *(order.index(d) + 1 for d in range(first.ndim)))  # (B, *clip dims)
@@ -76,4 +81,4 @@ def stack_padded(clips: Sequence[torch.Tensor]) -> torch.Tensor:
         out.zero_()
     for slot, clip in zip(batch, clips, strict=True):
         slot[..., : clip.shape[-2], : clip.shape[-1]].copy_(clip)
-    return batch
+    return batch, lease
