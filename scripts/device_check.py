@@ -11,7 +11,7 @@ of time gets a row saying so; the others still run), all within one overall budg
    50-step training run from them with as many DataLoader workers as cores: clips/s, GPU memory, and
    whether it is data-bound (its clips/s against what the model consumes from memory in bench-train);
 4. `stadapt eval` of that run (bf16 where `eval --precision` exists), `stadapt export --onnx --verify`;
-5. the adapter's temporal convolution in its three forms (`python -m stadapt.bench.temporal_conv`).
+5. the adapter's temporal convolution in its three forms (`python -m stadapt.tools.bench.temporal_conv`).
 
 Without a CUDA GPU it says so and exits 0. `--dry-run` runs every part tiny on the CPU (clip:tiny): a check
 of this script, not a measurement. The table and every part's output land in --out (default: a new
@@ -112,7 +112,7 @@ class Check:
 
 def bench_rows(check: Check, s: Settings, compile: bool) -> None:
     """`stadapt bench` with and without adapters (and --compile): throughput, latency, GFLOPs, peak."""
-    from stadapt.bench.inference import peak_line
+    from stadapt.tools.bench.inference import peak_line
 
     name = "bench --compile" if compile else "bench"
     out = f"bench{'_compile' if compile else ''}.json"
@@ -222,7 +222,7 @@ def temporal_conv_rows(check: Check, s: Settings) -> None:
     """The adapter's temporal convolution: Conv3d vs Conv1d vs shifted multiply-adds, fwd+bwd, bf16 on CUDA."""
     args = ["--device", s.device, "--json", str(check.out / "temporal_conv.json")]
     args += ["--clips", "1", "--runs", "2"] if s.device == "cpu" else []
-    if not check.stadapt("temporal conv", args, 90, module="stadapt.bench.temporal_conv"):
+    if not check.stadapt("temporal conv", args, 90, module="stadapt.tools.bench.temporal_conv"):
         return
     r = check.read_json("temporal_conv.json")
     check.results["temporal conv"] = r

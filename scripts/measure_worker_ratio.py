@@ -74,7 +74,7 @@ def main() -> None:
     from stadapt.backbones.registry import parse_backbone
     from stadapt.data.bench import write_k400_like
     from stadapt.data.prepared import open_prepared
-    from stadapt.engine.setup import train_dataset
+    from stadapt.training.setup import train_dataset
     from stadapt.recipe import load_recipe
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])

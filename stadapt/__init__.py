@@ -11,11 +11,11 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": "stadapt.api",
-    "build_model": "stadapt.model",
-    "ModelConfig": "stadapt.model",
-    "VideoClassifier": "stadapt.model",
-    "AdapterConfig": "stadapt.adapters",
-    "STAdapter": "stadapt.adapters",
+    "build_model": "stadapt.model.classifier",
+    "ModelConfig": "stadapt.model.classifier",
+    "VideoClassifier": "stadapt.model.classifier",
+    "AdapterConfig": "stadapt.model.adapters",
+    "STAdapter": "stadapt.model.adapters",
     "StadaptError": "stadapt.errors",
 }
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from stadapt.checkpoint import Contract, InputSpec, load_trainable, read_checkpoint
+from stadapt.checkpoints.format import Contract, InputSpec, load_trainable, read_checkpoint
 from stadapt.errors import CheckpointError, StadaptError, WeightsError
-from stadapt.model import BuiltModel, ModelConfig, VideoClassifier, build_model, check_weights_fingerprint
+from stadapt.model.classifier import BuiltModel, ModelConfig, VideoClassifier, build_model, check_weights_fingerprint
 from stadapt.vocabulary import PRECISIONS, weights_is_path
 
 
@@ -83,7 +83,7 @@ def load_model(
     autocast and, on CUDA and with the backbone frozen, keeps the backbone in that dtype, as training does;
     "auto" is the run's precision on `device` (see `inference_precision`).
     """
-    from stadapt.hub import checkpoint_dir
+    from stadapt.checkpoints.hub import checkpoint_dir
 
     path = checkpoint_dir(path)  # an hf-hub: id names its directory in the hub cache
     torch_device = torch.device(device)

@@ -45,7 +45,7 @@ def _fresh_plugin_registry():
 # (pytest -m "not slow") leaves those out. Mark a test `slow` by hand where the rule cannot see it.
 SLOW_NAMES = frozenset({"run_cli", "subprocess", "multiprocessing", "ProcessPoolExecutor", "Popen"})
 # modules whose functions train: the trainer and the commands built on it
-TRAINERS = ("stadapt.engine.loop", "stadapt.quickstart", "stadapt.transfer")
+TRAINERS = ("stadapt.training.loop", "stadapt.tools.quickstart", "stadapt.tools.transfer")
 TESTS = Path(__file__).resolve().parent
 
 
@@ -66,7 +66,7 @@ def _is_slow(func: Callable, seen: set[Callable]) -> bool:
         return False
     seen.add(func)
     names = _names(func.__code__)
-    if names & SLOW_NAMES or names.intersection(TRAINERS):  # `from stadapt.quickstart import ...` in the function
+    if names & SLOW_NAMES or names.intersection(TRAINERS):  # `from stadapt.tools.quickstart import ...` in the function
         return True
     for name in names:
         target = func.__globals__.get(name)

@@ -171,7 +171,7 @@ def write_trainer_state(folder: Path, files: dict[str, bytes]) -> None:
     recording their checksums (what `restore_state` checks them against)."""
     import json
 
-    from stadapt.checkpoint import DIGESTS, FORMAT, META_FILE, checksum
+    from stadapt.checkpoints.format import DIGESTS, FORMAT, META_FILE, checksum
 
     for name, data in files.items():
         (folder / name).write_bytes(data)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stadapt.adapters import STAdapter
+from stadapt.model.adapters import STAdapter
 from stadapt.backbones import TokenLayout
 
 LAYOUT = TokenLayout(width=16, grid=(3, 2), prefix_tokens=1)

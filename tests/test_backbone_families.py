@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import run_cli
 
-from stadapt.adapters import AdapterConfig
-from stadapt.bench.params import parameter_report
+from stadapt.model.adapters import AdapterConfig
+from stadapt.tools.bench.params import parameter_report
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 
 # tiny variant -> adapter settings (Swin's stages differ in width: bottleneck proportional to each)
@@ -63,8 +63,8 @@ def _recipe(backbone: str, adapter: dict, data: Path, out: Path):
 @pytest.mark.parametrize("backbone", list(FAMILIES))
 def test_tiny_variant_trains_reloads_and_exports(backbone: str, clips: Path, tmp_path: Path) -> None:
     from stadapt.api import load_model
-    from stadapt.engine.loop import train
-    from stadapt.export.onnx import export_onnx
+    from stadapt.training.loop import train
+    from stadapt.tools.export.onnx import export_onnx
 
     result = train(_recipe(backbone, FAMILIES[backbone], clips, tmp_path / "run"), progress=False)
     assert result.steps == 3 and result.final_val is not None
@@ -98,7 +98,7 @@ def test_parameter_counts_with_and_without_adapters(backbone: str) -> None:
     assert adapted["total"] == plain["total"] + parts["adapters"] == sum(parts.values())
     assert adapted["trainable"] == parts["adapters"] + parts["head"] and plain["trainable"] == parts["head"]
     torch.manual_seed(0)
-    from stadapt.model import ModelConfig, build_model
+    from stadapt.model.classifier import ModelConfig, build_model
 
     real = build_model(ModelConfig(backbone, 10, 8, adapter)).model  # the meta-device count is the real one
     assert real.parameter_counts() == adapted

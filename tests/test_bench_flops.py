@@ -6,8 +6,8 @@ import pytest
 import torch
 from helpers import run_cli
 
-from stadapt.bench.flops import bf16_peak_tflops, count_flops
-from stadapt.bench.inference import (
+from stadapt.tools.bench.flops import bf16_peak_tflops, count_flops
+from stadapt.tools.bench.inference import (
     bench_inference,
     build_pair,
     format_report,

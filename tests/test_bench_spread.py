@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from stadapt.bench.inference import measurement_spread, noise_warnings
+from stadapt.tools.bench.inference import measurement_spread, noise_warnings
 
 ARGS = ("bench", "--backbone", "clip:tiny", "--frames", "4", "--bottleneck", "16", "--batch", "2", "--device", "cpu",
         "-q")

@@ -40,7 +40,7 @@ def _eval(checkpoint: Path, out: Path, *extra: str) -> tuple[dict, list[dict]]:
 
 def test_old_checkpoint_reads_through_the_converter(old_checkpoint: Path) -> None:
     import stadapt
-    from stadapt.checkpoint import FORMAT_VERSION, tensors_path
+    from stadapt.checkpoints.format import FORMAT_VERSION, tensors_path
 
     assert json.loads((old_checkpoint / "stadapt.json").read_text())["format_version"] == 1
     assert tensors_path(old_checkpoint).name == "adapters.safetensors"  # the old name still loads
@@ -102,7 +102,7 @@ def test_imported_checkpoint_is_fed_as_its_import_options_state(tmp_path: Path, 
     from test_import_checkpoint import FRAMES, _reference_checkpoint
 
     from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-    from stadapt.evaluate import run_eval
+    from stadapt.inference.evaluate import run_eval
 
     data = tmp_path / "data"
     write_synthetic(data, SyntheticSpec(train_per_class=1, val_per_class=1, frames=12, size=32, clutter=2))

@@ -12,11 +12,11 @@ import torch
 from helpers import write_trainer_state
 from torch import nn
 
-from stadapt.engine.optim import param_groups
-from stadapt.engine.schedule import lr_factor
-from stadapt.engine.setup import parse_views
-from stadapt.engine.state import RunCounters, restore_state, state_files
-from stadapt.engine.stream import ClipStream
+from stadapt.training.optim import param_groups
+from stadapt.training.schedule import lr_factor
+from stadapt.training.setup import parse_views
+from stadapt.training.state import RunCounters, restore_state, state_files
+from stadapt.training.stream import ClipStream
 from stadapt.errors import StadaptError
 
 
@@ -81,7 +81,7 @@ def test_trainer_state_round_trips_without_pickle(tmp_path: Path) -> None:
 def test_quickstart_plumbing_on_a_tiny_budget(tmp_path: Path) -> None:
     """The quickstart's pieces end to end (its accuracy is measured by running it: see the README)."""
     from stadapt.data.synthetic import SyntheticSpec
-    from stadapt.quickstart import format_summary, run_quickstart
+    from stadapt.tools.quickstart import format_summary, run_quickstart
 
     spec = SyntheticSpec(motions=("horizontal",), train_per_class=3, val_per_class=2, frames=8, size=32, clutter=2)
     summary = run_quickstart(tmp_path / "qs", spec=spec, steps=2, progress=False,

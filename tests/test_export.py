@@ -121,7 +121,7 @@ def test_export_errors_are_clear(run: Path, tmp_path: Path) -> None:
 
 def test_verify_on_explicit_clips_and_failure_above_tolerance(run: Path, tmp_path: Path) -> None:
     from stadapt.errors import StadaptError
-    from stadapt.export import export_onnx
+    from stadapt.tools.export import export_onnx
 
     checkpoint = run / "checkpoints" / "last"
     video = sorted((Path(json.loads((checkpoint / "stadapt.json").read_text())["recipe"]["data"]["root"])

@@ -57,7 +57,7 @@ def test_the_dynamo_exporter_writes_the_graph_and_says_so(run: Path, tmp_path: P
     assert props["exporter"] == "dynamo" and "exporter_fallback_reason" not in props
     assert _opset(out) == 18
     from stadapt.cli.export import DEFAULT_OPSET as CLI_DEFAULT
-    from stadapt.export.graph import DEFAULT_OPSET
+    from stadapt.tools.export.graph import DEFAULT_OPSET
     assert CLI_DEFAULT == DEFAULT_OPSET == 18  # the CLI's copy (it imports no torch for --help) agrees
     assert done.stderr.count("\n") <= 2, done.stderr  # the exporter's progress and graph dumps stay off the console
 
@@ -77,7 +77,7 @@ def test_an_opset_the_dynamo_exporter_cannot_reach_falls_back_and_says_why(run: 
 
 
 def test_a_model_torch_export_cannot_capture_is_traced_instead(tmp_path: Path) -> None:
-    from stadapt.export.graph import export_graph
+    from stadapt.tools.export.graph import export_graph
 
     class DataDependent(torch.nn.Module):  # a Python branch on a tensor's value: torch.export refuses it
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ def test_a_model_torch_export_cannot_capture_is_traced_instead(tmp_path: Path) -
 def test_external_data_is_one_file_beside_the_graph_moved_in_together(run: Path, tmp_path: Path) -> None:  # noqa: F811
     from stadapt.api import load_model
     from stadapt.errors import StadaptError
-    from stadapt.export import export_onnx
+    from stadapt.tools.export import export_onnx
 
     checkpoint, out, videos = run / "checkpoints" / "last", tmp_path / "m.onnx", _videos(run)
     data = tmp_path / "m.onnx.data"

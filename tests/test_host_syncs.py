@@ -16,13 +16,13 @@ import torch
 
 import stadapt
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-from stadapt.engine.loop import train
+from stadapt.training.loop import train
 from stadapt.recipe import load_recipe
 
 PACKAGE = Path(stadapt.__file__).parent
 # data loading (the clip stream shuffles with CPU tensors) and validation are not the step
-NOT_THE_STEP = (PACKAGE / "data", PACKAGE / "engine" / "stream.py", PACKAGE / "engine" / "validate.py")
-STEPPING = (PACKAGE / "engine" / "loop.py", "_run_steps")  # the loop over the steps, after the run's setup
+NOT_THE_STEP = (PACKAGE / "data", PACKAGE / "training" / "stream.py", PACKAGE / "inference" / "views.py")
+STEPPING = (PACKAGE / "training" / "loop.py", "_run_steps")  # the loop over the steps, after the run's setup
 SYNCS = ("item", "tolist", "cpu", "numpy", "__int__", "__float__", "__bool__", "__index__")
 
 RECIPE = """\

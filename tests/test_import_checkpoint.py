@@ -9,9 +9,9 @@ from helpers import run_cli, tiny_visual, write_openai_archive
 from reference_impl import reference_logits
 
 import stadapt
-from stadapt.adapters import AdapterConfig
+from stadapt.model.adapters import AdapterConfig
 from stadapt.errors import CheckpointError, WeightsError
-from stadapt.model import ModelConfig, build_model
+from stadapt.model.classifier import ModelConfig, build_model
 
 FRAMES = 4
 
@@ -217,7 +217,7 @@ def test_the_default_backbone_with_a_plain_state_dict_is_imported_with_quickgelu
     loaded = stadapt.load_model(out)
     expected = build_model(ModelConfig("clip:ViT-B-16", 3, 2, AdapterConfig(8, (3, 1, 1), ("pre_mlp",), (11,)),
                                        backbone_options={"quick_gelu": True}), weights).model
-    from stadapt.interop.official import read_official, to_stadapt_keys
+    from stadapt.tools.interop.official import read_official, to_stadapt_keys
 
     expected.load_state_dict(to_stadapt_keys(read_official(ckpt)), strict=False)
     video = torch.randn(1, 3, 2, 224, 224)

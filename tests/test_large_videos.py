@@ -14,7 +14,7 @@ import torch
 from helpers import run_cli, train_synthetic_run
 from test_push_hub import RECIPE
 
-from stadapt.checkpoint import InputSpec
+from stadapt.checkpoints.format import InputSpec
 from stadapt.data.dataset import VideoClipDataset
 from stadapt.data.decode import VideoReader
 from stadapt.data.encode import write_video

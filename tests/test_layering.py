@@ -1,8 +1,7 @@
-"""The parts of stadapt/ import in one direction: no two of them import each other, directly or around
-a circle, at the top of a module or inside a function (an import hidden in a function is still a
-dependency). A part is a subpackage (stadapt.engine) or a top-level module (stadapt.model); the package
-itself (stadapt/__init__.py, the public API) and the CLI (stadapt/cli, stadapt/__main__) sit on top and
-may import anything."""
+"""The layers of stadapt/, each nameable in one line, import downward only (docs/reference/architecture.md
+draws them): an import hidden in a function is still a dependency. A layer may import its own parts and
+any layer below it; parts of one layer import each other without a cycle. Modules stay under 450 lines
+and functions under 80."""
 
 from __future__ import annotations
 
@@ -14,6 +13,25 @@ import stadapt
 PACKAGE = Path(stadapt.__file__).parent
 TOP = {"stadapt", "stadapt.cli", "stadapt.__main__"}
 
+# (layer, its parts): top-level modules or subpackages, lowest first
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("base: errors, vocabulary, file writing, optional extras, PNG figures (and `stadapt.__version__`)",
+     ("stadapt.errors", "stadapt.vocabulary", "stadapt.fileio", "stadapt.extras", "stadapt.plots")),
+    ("backbones: the plugin contract and entry-point discovery", ("stadapt.backbones",)),
+    ("model: the video classifier, its adapters and block loop, the plugin conformance suite", ("stadapt.model",)),
+    ("data: prepared layouts, decoding, sampling, transforms, datasets, the input contract", ("stadapt.data",)),
+    ("recipes and checkpoints", ("stadapt.recipe", "stadapt.checkpoints")),
+    ("runtime: device, precision, views parsing, building from a recipe", ("stadapt.runtime",)),
+    ("run folders: layout, marker, lock, checkpoint rotation, recovery, best, lookup", ("stadapt.runs",)),
+    ("inference engine: the one multi-view loop and its fusion; eval, predict, features", ("stadapt.inference",)),
+    ("training engine: the loop in named pieces, step, optimizer, schedule, distributed, loggers",
+     ("stadapt.training",)),
+    ("tools: bench, visualize, export, interop, quickstart, transfer, push and the model card", ("stadapt.tools",)),
+    ("the public face and the CLI", ("stadapt", "stadapt.api", "stadapt.cli", "stadapt.__main__")),
+]
+LAYER_OF = {part: n for n, (_, parts) in enumerate(LAYERS) for part in parts}
+MAX_MODULE_LINES = 450
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -21,7 +39,7 @@ def module_name(path: Path) -> str:
 
 
 def part_of(module: str) -> str:
-    """stadapt.engine.loop -> stadapt.engine; stadapt.model -> stadapt.model; stadapt -> stadapt."""
+    """stadapt.training.loop -> stadapt.training; stadapt.model.classifier -> stadapt.model.classifier; stadapt -> stadapt."""
     return ".".join(module.split(".")[:2])
 
 
@@ -39,7 +57,7 @@ def imported_modules(source: str, name: str, *, is_package: bool = False) -> lis
                 module = f"{base}.{node.module}" if node.module else base
             else:
                 module = node.module or ""
-            # `from stadapt import engine` imports stadapt.engine; `from stadapt import __version__` the package
+            # `from stadapt import engine` imports stadapt.training; `from stadapt import __version__` the package
             found += [f"{module}.{alias.name}" if _is_module(f"{module}.{alias.name}") else module
                       for alias in node.names]
     return [m for m in found if m == "stadapt" or m.startswith("stadapt.")]
@@ -88,11 +106,11 @@ def find_cycle(graph: dict[str, dict[str, list[str]]]) -> list[str] | None:
 
 def test_the_walk_sees_imports_inside_functions_and_relative_ones() -> None:
     source = "import os\nfrom . import schedule\nfrom ..data import prepared\nfrom stadapt import __version__\n" \
-             "def f():\n    from stadapt.model import build_model\n    import stadapt.api\n"
-    assert imported_modules(source, "stadapt.engine.loop") == [
-        "stadapt.engine.schedule", "stadapt.data.prepared", "stadapt", "stadapt.model", "stadapt.api"]
+             "def f():\n    from stadapt.model.classifier import build_model\n    import stadapt.api\n"
+    assert imported_modules(source, "stadapt.training.loop") == [
+        "stadapt.training.schedule", "stadapt.data.prepared", "stadapt", "stadapt.model.classifier", "stadapt.api"]
     graph = import_graph()
-    assert "stadapt.api" in graph["stadapt.evaluate"]  # evaluate.run_eval imports it inside the function
+    assert "stadapt.api" in graph["stadapt.inference.evaluate"]  # evaluate.run_eval imports it inside the function
     assert "stadapt.cli" not in graph  # the CLI is on top: it may import anything
 
 
@@ -109,6 +127,52 @@ def test_the_parts_of_stadapt_form_layers_without_cycles() -> None:
         pairs = zip(cycle, cycle[1:], strict=False)
         steps = [f"  {a} -> {b}: {', '.join(sorted(set(graph[a][b]))[:3])}" for a, b in pairs]
         raise AssertionError("the parts of stadapt/ import each other in a circle:\n" + "\n".join(steps))
+
+
+def upward_imports(graph: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Every import of a higher layer (or of a part no layer names), as `module -> module` lines."""
+    found = []
+    for source, targets in graph.items():
+        for dest, edges in targets.items():
+            if dest == "stadapt":  # the package root for `__version__`: it imports nothing until a name is used
+                continue
+            if source not in LAYER_OF or dest not in LAYER_OF or LAYER_OF[dest] > LAYER_OF[source]:
+                found += edges
+    return sorted(found)
+
+
+def test_every_part_of_stadapt_is_in_a_layer() -> None:
+    parts = {part_of(module_name(path)) for path in PACKAGE.rglob("*.py")}
+    assert sorted(parts - set(LAYER_OF)) == [], "name the layer of each new part in LAYERS"
+
+
+def test_the_layers_import_downward_only() -> None:
+    upward = upward_imports(import_graph())
+    assert not upward, "imports of a higher layer (move the code down, or the caller up):\n  " + "\n  ".join(upward)
+
+
+def test_an_upward_import_is_found() -> None:
+    graph = {"stadapt.data": {"stadapt.checkpoints": ["stadapt.data.views -> stadapt.checkpoints.format"]}}
+    assert upward_imports(graph) == ["stadapt.data.views -> stadapt.checkpoints.format"]
+    assert upward_imports({"stadapt.inference": {"stadapt.training": ["x -> y"]}}) == ["x -> y"]
+    assert upward_imports({"stadapt.training": {"stadapt.inference": ["y -> x"]}}) == []
+
+
+def test_inference_and_the_data_layer_never_import_training_or_above() -> None:
+    graph = import_graph()
+    assert "stadapt.training" not in graph.get("stadapt.inference", {}), "inference imports the training loop"
+    above = {"stadapt.model", "stadapt.checkpoints", "stadapt.recipe", "stadapt.training", "stadapt.runs",
+             "stadapt.tools", "stadapt.cli"}
+    assert not above & set(graph.get("stadapt.data", {})), "the data layer imports " + ", ".join(
+        sorted(above & set(graph.get("stadapt.data", {}))))
+
+
+def test_no_module_in_stadapt_or_plugins_is_over_450_lines() -> None:
+    lengths = {path: len(path.read_text(encoding="utf-8").splitlines())
+               for root in (PACKAGE, PACKAGE.parent / "plugins") for path in root.rglob("*.py")}
+    long = [f"{path.relative_to(PACKAGE.parent)} ({n} lines)" for path, n in sorted(lengths.items())
+            if n > MAX_MODULE_LINES]
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by job): " + ", ".join(long)
 
 
 MAX_FUNCTION_LINES = 80

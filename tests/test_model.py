@@ -5,8 +5,8 @@ import torch
 from helpers import tiny_visual
 from reference_impl import reference_logits
 
-from stadapt.adapters import AdapterConfig
-from stadapt.model import ModelConfig, VideoClassifier, build_model
+from stadapt.model.adapters import AdapterConfig
+from stadapt.model.classifier import ModelConfig, VideoClassifier, build_model
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ def test_every_command_works_with_the_family(backbone: str, hub: dict, clips: Pa
     """Conformance (features equal open_clip's own forward), 3 training steps from the hub cache's weights,
     reload with identical logits, ONNX verified in onnxruntime, visualize's PNG: all offline."""
     from stadapt.backbones import load_plugin
-    from stadapt.conformance import assert_conformant
+    from stadapt.model.conformance import assert_conformant
 
     _use_cache_in_process(hub, monkeypatch)  # the commands below run in this process, offline from the cache
     assert_conformant(load_plugin("clip"), backbone.split(":", 1)[1])
@@ -163,8 +163,8 @@ def _assert_reload_gives_identical_logits(checkpoint: Path, hub: dict, backbone:
     from safetensors.torch import load_file
 
     from stadapt.api import load_model
-    from stadapt.checkpoint import load_trainable
-    from stadapt.model import ModelConfig, build_model
+    from stadapt.checkpoints.format import load_trainable
+    from stadapt.model.classifier import ModelConfig, build_model
 
     loaded = load_model(checkpoint, device="cpu").model
     meta = json.loads((checkpoint / "stadapt.json").read_text())
@@ -181,7 +181,7 @@ def test_open_clip_state_dict_loads_whole_and_features_match_open_clip(repo: str
     """The file open_clip's own model wrote loads with no missing or unexpected key, and the backbone's
     per-frame features equal open_clip's image tower (before its projection) within 1e-5: a GELU model
     is built with GELU because its name says so, not QuickGELU."""
-    from stadapt.model import ModelConfig, build_model
+    from stadapt.model.classifier import ModelConfig, build_model
 
     built = build_model(ModelConfig(f"clip:hf-hub:{repo}", 3, 1, adapter=None), _weights(offline_cache, repo))
     assert built.load_report.unexpected == []
@@ -232,7 +232,7 @@ def test_gelu_weights_are_never_built_as_quick_gelu_unasked(hub: dict, tmp_path:
 
 def test_weights_of_another_architecture_name_expected_and_found_shapes(hub: dict) -> None:
     from stadapt.errors import WeightsError
-    from stadapt.model import ModelConfig, build_model
+    from stadapt.model.classifier import ModelConfig, build_model
 
     with pytest.raises(WeightsError, match=r"visual\.class_embedding expects \(128,\) but the file has \(64,\)"):
         build_model(ModelConfig("clip:tiny", 3, 1), _weights(hub, "stadapt-test/tiny-gelu"))
@@ -240,8 +240,8 @@ def test_weights_of_another_architecture_name_expected_and_found_shapes(hub: dic
 
 def test_full_size_names_count_instantly_and_curated_counts_stay() -> None:
     """`backbones --params` builds on the meta device: full-size names of each family count at once."""
-    from stadapt.adapters import AdapterConfig
-    from stadapt.bench.params import parameter_report
+    from stadapt.model.adapters import AdapterConfig
+    from stadapt.tools.bench.params import parameter_report
 
     done = run_cli("backbones", "--params", "clip:ViT-bigG-14", "--json")
     _ok(done)

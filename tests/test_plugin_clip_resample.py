@@ -15,7 +15,7 @@ from helpers import perturb_layer_norms, run_cli
 from torch import nn
 
 from stadapt.errors import StadaptError, WeightsError
-from stadapt.model import ModelConfig, build_model
+from stadapt.model.classifier import ModelConfig, build_model
 
 TEXT = {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}
 VISION = {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8}  # a 4x4 grid

@@ -16,11 +16,11 @@ import torch
 from helpers import perturb_layer_norms, run_cli
 from torch import nn
 
-from stadapt.adapters import AdapterConfig
+from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones import load_plugin, parse_backbone
-from stadapt.conformance import assert_conformant
+from stadapt.model.conformance import assert_conformant
 from stadapt.errors import UnknownBackboneError, WeightsError
-from stadapt.model import ModelConfig, build_model
+from stadapt.model.classifier import ModelConfig, build_model
 
 VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 FAMILIES = {  # timm name -> the small configuration's create_model arguments (= stadapt backbone options)
@@ -211,7 +211,7 @@ PARAMS = {  # full size, 400 classes, 1 adapter per block (bottleneck 384): (tot
 
 
 def test_params_of_full_size_names_are_instant_and_check_passes_at_full_size() -> None:
-    from stadapt.bench.params import parameter_report
+    from stadapt.tools.bench.params import parameter_report
 
     for name, counts in PARAMS.items():
         start = time.perf_counter()

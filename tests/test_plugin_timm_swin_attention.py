@@ -13,10 +13,10 @@ import torch
 from helpers import perturb_layer_norms
 from torch import nn
 
-from stadapt.adapters import AdapterConfig
+from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones import load_plugin
-from stadapt.model import ModelConfig, build_model
-from stadapt.visualize import attention_maps
+from stadapt.model.classifier import ModelConfig, build_model
+from stadapt.tools.visualize import attention_maps
 
 SWIN = {"patch_size": 4, "window_size": 4, "embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2]}
 SWINV2 = {"window_size": 4, "embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2]}

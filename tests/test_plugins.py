@@ -6,7 +6,7 @@ import pytest
 from helpers import run_cli
 
 from stadapt.backbones import installed_plugins, load_plugin, parse_backbone
-from stadapt.conformance import assert_conformant, check_plugin
+from stadapt.model.conformance import assert_conformant, check_plugin
 from stadapt.errors import PluginError, UnknownBackboneError
 
 

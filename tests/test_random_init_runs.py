@@ -107,8 +107,8 @@ def test_load_model_rebuilds_the_trained_model_bit_for_bit(vit_run: Path) -> Non
     from safetensors.torch import load_file
 
     from stadapt.api import load_model
-    from stadapt.checkpoint import load_trainable
-    from stadapt.engine.setup import build_from_recipe
+    from stadapt.checkpoints.format import load_trainable
+    from stadapt.training.setup import build_from_recipe
     from stadapt.recipe import load_recipe
 
     checkpoint = vit_run / "checkpoints" / "last"

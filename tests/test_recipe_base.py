@@ -89,8 +89,8 @@ def test_a_bad_base_is_refused(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_recipe_show_prints_the_resolved_recipe_and_the_parameter_counts(tmp_path: Path, monkeypatch) -> None:
-    from stadapt.adapters import AdapterConfig
-    from stadapt.bench.params import parameter_report
+    from stadapt.model.adapters import AdapterConfig
+    from stadapt.tools.bench.params import parameter_report
 
     done = run_cli("recipe", "show", str(RECIPES / "synthetic_tiny.yaml"), "adapter.bottleneck=32", "--classes", "7",
                    cwd=tmp_path)

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from helpers import write_trainer_state
 
-from stadapt.engine.optim import build_optimizer, param_groups, set_lr
-from stadapt.engine.setup import build_from_recipe
+from stadapt.training.optim import build_optimizer, param_groups, set_lr
+from stadapt.training.setup import build_from_recipe
 from stadapt.errors import PluginError, StadaptError
-from stadapt.model import ModelConfig, VideoClassifier, build_model
+from stadapt.model.classifier import ModelConfig, VideoClassifier, build_model
 from stadapt.recipe import Recipe
 
 FRAMES = 4
@@ -101,7 +101,7 @@ def test_only_full_fine_tuning_runs_the_backbone_in_train_mode(tuning):
 
 
 def test_fine_tuning_checkpoints_reload_through_the_recorded_config():
-    from stadapt.checkpoint import load_trainable
+    from stadapt.checkpoints.format import load_trainable
 
     model = _model("partial_finetune")
     config = ModelConfig.from_dict(build_from_recipe(_recipe("partial_finetune"), 5).config.to_dict())
@@ -115,7 +115,7 @@ def test_fine_tuning_checkpoints_reload_through_the_recorded_config():
 
 
 def test_adapters_with_a_fine_tuning_mode_are_refused():
-    from stadapt.adapters import AdapterConfig
+    from stadapt.model.adapters import AdapterConfig
 
     with pytest.raises(ValueError, match="trains no adapters"):
         ModelConfig("clip:tiny", 5, FRAMES, AdapterConfig(16), tuning="full_finetune")
@@ -135,7 +135,7 @@ def test_partial_fine_tuning_needs_block_modules_from_the_plugin(monkeypatch):
 
 def test_conformance_checks_block_modules(monkeypatch):
     from stadapt.backbones import load_plugin
-    from stadapt.conformance import check_plugin
+    from stadapt.model.conformance import check_plugin
     from stadapt_clip.backbone import ClipBackbone
 
     name = "block_modules name each block's parameters (partial fine-tuning)"
@@ -182,7 +182,7 @@ def test_groups_per_part_carry_scaled_lr_and_weight_decay():
 
 
 def test_group_order_is_deterministic_and_resume_restores_it(tmp_path: Path):
-    from stadapt.engine.state import RunCounters, restore_state, state_files
+    from stadapt.training.state import RunCounters, restore_state, state_files
 
     optim = _recipe(optim={"scale": {"backbone": 0.01}}).optim
     first, second = _model("partial_finetune"), _model("partial_finetune")
@@ -368,7 +368,7 @@ def test_bench_train_command_measures_both_modes(tmp_path: Path):
 
 
 def test_bench_train_rejects_unknown_modes():
-    from stadapt.bench.train_memory import bench_train_memory
+    from stadapt.tools.bench.train_memory import bench_train_memory
 
     with pytest.raises(StadaptError, match="unknown tuning mode"):
         bench_train_memory("clip:tiny", modes=["st_adapter", "lora"], device="cpu")

@@ -23,7 +23,7 @@ from stadapt.data.decode import VideoReader
 from stadapt.data.encode import write_video
 from stadapt.data.on_device import to_model_input
 from stadapt.data.prepared import VideoEntry
-from stadapt.engine.setup import eval_dataset, parse_views, train_dataset
+from stadapt.training.setup import eval_dataset, parse_views, train_dataset
 from stadapt.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -167,7 +167,7 @@ def test_uint8_batches_reach_the_loop_and_are_normalised_where_the_model_runs(tm
     device, with a uint8 batch straight from a DataLoader worker; what the model gets is float and normalised."""
     from stadapt.data import on_device
     from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-    from stadapt.engine import loop, step
+    from stadapt.training import loop, step
     from stadapt.recipe import recipe_from_dict
 
     root = tmp_path / "data"

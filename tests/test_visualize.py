@@ -9,14 +9,14 @@ import pytest
 import torch
 from helpers import run_cli
 
-from stadapt.adapters import AdapterConfig
+from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones.attention import mha_query_attention
 from stadapt.backbones.base import FrameBackbone
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 from stadapt.errors import StadaptError
-from stadapt.model import ModelConfig, build_model
-from stadapt.visualize import attention_maps, figure_size
-from stadapt.visualize.attention import _last_attention_input
+from stadapt.model.classifier import ModelConfig, build_model
+from stadapt.tools.visualize import attention_maps, figure_size
+from stadapt.tools.visualize.attention import _last_attention_input
 
 RECIPE = """\
 backbone:
@@ -123,7 +123,7 @@ def test_visualize_writes_the_figure(trained: tuple[Path, Path], tmp_path: Path)
     from matplotlib.image import imread
 
     from stadapt.api import load_model
-    from stadapt.visualize.attention import load_video_clip
+    from stadapt.tools.visualize.attention import load_video_clip
 
     run, video = trained
     png = tmp_path / "attention.png"

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from stadapt.backbones.weights import fingerprint, read_state_dict
 from stadapt.errors import WeightsError
-from stadapt.model import ModelConfig, build_model
+from stadapt.model.classifier import ModelConfig, build_model
 
 CONFIG = ModelConfig("clip:tiny", 3, 2)
 

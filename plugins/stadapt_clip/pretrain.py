@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from stadapt.data.synthetic import make_scene, random_state, render
-from stadapt.engine.schedule import lr_factor
+from stadapt.training.schedule import lr_factor
 from stadapt_clip.backbone import ClipBackbone
 
 BACKBONE = "clip:tiny"

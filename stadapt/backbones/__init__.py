@@ -1,5 +1,5 @@
 """Backbone plugins: the protocol and entry-point discovery (the conformance suite, which builds models,
-is stadapt.conformance, a layer above).
+is stadapt.model.conformance, a layer above).
 
 Importing this package does not import torch (FrameBackbone is loaded on first use), so listing
 plugins stays instant.

@@ -33,7 +33,7 @@ def bench(
     same backbone with adapters, in eval mode on random clips (400 classes). The runs of the two models
     alternate so machine noise hits both alike. On the CPU the defaults keep ViT-B/16 to a few minutes;
     --batch and --runs scale the work."""
-    from stadapt.bench.inference import bench_inference, format_report
+    from stadapt.tools.bench.inference import bench_inference, format_report
     from stadapt.cli.reports import show_report
     from stadapt.errors import StadaptError
     from stadapt.vocabulary import PRECISIONS

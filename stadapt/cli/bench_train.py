@@ -36,7 +36,7 @@ def bench_train(
     accumulation, AdamW step) on random clips (autocast and backbone storage of train.precision=auto and
     train.backbone_storage=auto). On the CPU each mode runs in a fresh process and memory is the peak
     resident-set growth over the built model; on CUDA it is torch.cuda.max_memory_allocated."""
-    from stadapt.bench.train_memory import bench_train_memory, format_report
+    from stadapt.tools.bench.train_memory import bench_train_memory, format_report
     from stadapt.cli.reports import show_report
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]

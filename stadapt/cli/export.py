@@ -10,7 +10,7 @@ import typer
 
 from stadapt.cli.evaluate import WHICH_HELP
 
-DEFAULT_OPSET = 18  # stadapt.export.graph.DEFAULT_OPSET, kept here so `--help` imports no torch
+DEFAULT_OPSET = 18  # stadapt.tools.export.graph.DEFAULT_OPSET, kept here so `--help` imports no torch
 
 
 def export(
@@ -53,15 +53,15 @@ def export(
 
     for package in ("onnx", "onnxscript") + (("onnxruntime",) if verify else ()):
         require(package, what="stadapt export")
-    from stadapt.engine.rundir import resolve_target
-    from stadapt.export.graph import EXPORTERS
-    from stadapt.export.onnx import (
+    from stadapt.runs.rundir import resolve_target
+    from stadapt.tools.export.graph import EXPORTERS
+    from stadapt.tools.export.onnx import (
         INPUT_DTYPES,
         default_verify_videos,
         export_onnx,
         refuse_existing,
     )
-    from stadapt.hub import output_home
+    from stadapt.checkpoints.hub import output_home
 
     if input_dtype not in INPUT_DTYPES:
         raise StadaptError(f"unknown --input {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")

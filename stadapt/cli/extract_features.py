@@ -33,8 +33,8 @@ def extract_features(
     """One pooled feature vector per video (the model's features before the head, averaged over the test
     views), rows in input order. A video that cannot be decoded gets no row: it is listed on stderr and in
     the file's metadata (exit status 1)."""
-    from stadapt.features import check_out, extract_features, write_features
-    from stadapt.inputs import expand_inputs
+    from stadapt.inference.features import check_out, extract_features, write_features
+    from stadapt.data.inputs import expand_inputs
 
     found = expand_inputs(videos)
     check_out(out, overwrite=overwrite, per_frame=per_frame)

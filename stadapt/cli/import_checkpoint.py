@@ -31,7 +31,7 @@ def import_checkpoint(
 ) -> None:
     """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it. The input
     settings (frame sampling, stride, test views) are recorded in it: eval and predict use them."""
-    from stadapt.engine.setup import parse_views
+    from stadapt.training.setup import parse_views
     from stadapt.errors import StadaptError
 
     if fmt != "official":
@@ -41,8 +41,8 @@ def import_checkpoint(
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
 
-    from stadapt.checkpoint import read_checkpoint, refuse_unless_replaceable
-    from stadapt.interop.official import import_official
+    from stadapt.checkpoints.format import read_checkpoint, refuse_unless_replaceable
+    from stadapt.tools.interop.official import import_official
 
     refuse_unless_replaceable(out)  # a user's folder or file at --out: refused before any work, --overwrite or not
 

@@ -39,8 +39,8 @@ def predict(
     """Predict the classes of videos: the top-k classes and their probabilities (mean of per-view
     softmax). An undecodable video gets an error line (exit status 1); the others are still predicted."""
     from stadapt.fileio import claim_outputs
-    from stadapt.inputs import expand_inputs
-    from stadapt.predict import predict_videos, write_predictions
+    from stadapt.data.inputs import expand_inputs
+    from stadapt.inference.predict import predict_videos, write_predictions
 
     found = expand_inputs(videos)
     if out is not None:  # refuse a bad --out before any work
@@ -73,7 +73,7 @@ def predict(
 def _predictions_by_stadapt(path: Path) -> bool:
     """Whether `path` is a predictions file stadapt wrote: the CSV's header, or a JSON line per video."""
     from stadapt.fileio import first_line_is
-    from stadapt.predict import predictions_text
+    from stadapt.inference.predict import predictions_text
 
     if path.suffix.lower() == ".csv":
         return first_line_is(path, predictions_text([], ".csv").rstrip("\n"))

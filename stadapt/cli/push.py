@@ -21,7 +21,7 @@ def push(
     """Upload a checkpoint (stadapt.json, trainable.safetensors), the eval.json of that checkpoint and a generated
     model card (README.md: backbone and weights source, adapters, classes, evaluation, recipe, how to load it)
     to the Hugging Face hub; then `stadapt.load_model("hf-hub:ORG/NAME")` and every --checkpoint take it."""
-    from stadapt.push import bundle, check_repo_id, upload, write_dir
+    from stadapt.tools.push import bundle, check_repo_id, upload, write_dir
 
     repo = check_repo_id(repo)
     if to_dir is not None:

@@ -15,7 +15,7 @@ def quickstart(
     """Train a tiny frozen image model with ST-Adapters and as a linear probe on synthetic motion
     clips, evaluate both, and print them side by side (also written to ./quickstart.json).
     Re-running reuses the data set and replaces the two quickstart runs."""
-    from stadapt.quickstart import format_summary, run_quickstart
+    from stadapt.tools.quickstart import format_summary, run_quickstart
 
     summary = run_quickstart(out, seed=seed, progress=not quiet)
     typer.echo(format_summary(summary))

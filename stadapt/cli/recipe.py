@@ -48,8 +48,8 @@ def _class_count(root: str) -> int | None:
 
 def _parameter_lines(recipe: Recipe, classes: int | None) -> str:
     """Parameter counts of the recipe's model as YAML comments, so the output stays a valid recipe."""
-    from stadapt.bench.params import model_parameter_counts
-    from stadapt.engine.setup import model_config
+    from stadapt.tools.bench.params import model_parameter_counts
+    from stadapt.training.setup import model_config
 
     source = "--classes"
     if classes is None:

@@ -39,13 +39,13 @@ def train(
     assert loaded.output.dir is not None  # load_recipe fills it in: runs/NAME
     check_writable(loaded.output.dir)  # before the model is built: a read-only output.dir is refused at once
     if "wandb" in loaded.train.loggers:  # refused before anything is built or written
-        from stadapt.engine.reporting import check_wandb
+        from stadapt.training.reporting import check_wandb
 
         check_wandb()
     import signal
 
-    from stadapt.engine.distributed import world_from_env
-    from stadapt.engine.loop import train as run_training
+    from stadapt.training.distributed import world_from_env
+    from stadapt.training.loop import train as run_training
 
     result = run_training(loaded, source=describe_source(str(recipe), overrides or []), resume=resume,
                           auto_resume=auto_resume, overwrite=overwrite, progress=not quiet, stop_after=stop_after)
@@ -70,6 +70,6 @@ def train(
         f"run: {result.run_dir}  (evaluate: stadapt eval {result.run_dir} --views 1x3)"
     )
     typer.echo(summary)
-    from stadapt.engine.reporting import append_train_log
+    from stadapt.training.reporting import append_train_log
 
     append_train_log(Path(result.run_dir), summary)

@@ -31,8 +31,8 @@ def finetune_transfer(
     Re-running the same command picks up where it stopped: finished splits are read back, not retrained;
     an interrupted split continues from its last checkpoint; a changed setting is refused."""
     from stadapt.errors import StadaptError
-    from stadapt.transfer import finetune_transfer as run_transfer
-    from stadapt.transfer import format_summary
+    from stadapt.tools.transfer import finetune_transfer as run_transfer
+    from stadapt.tools.transfer import format_summary
 
     try:
         chosen = [int(s) for s in splits.split(",") if s.strip()]

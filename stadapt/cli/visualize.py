@@ -30,7 +30,7 @@ def visualize(
     paper's Figure 1): rows = frame / before / after, one column per frame; the title names the
     predicted class."""
     from stadapt.fileio import claim_outputs, png_by_stadapt
-    from stadapt.visualize import visualize as run_visualize
+    from stadapt.tools.visualize import visualize as run_visualize
 
     target = out if out is not None else Path(f"{Path(video).stem}.attention.png")  # the library's default
     claim_outputs([target], overwrite=overwrite, ours=png_by_stadapt)

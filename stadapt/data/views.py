@@ -1,4 +1,4 @@
-"""From a video file to a model's input views, as an InputSpec (stadapt.checkpoint) describes them.
+"""From a video file to a model's input views, as an InputSpec (stadapt.checkpoints.format) describes them.
 
 The one path for inference: evaluation's dataset (`test_dataset`) and every single-video reader (predict,
 export's verification clips, visualize) go through it, so a clip is made the same way everywhere.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from stadapt.checkpoint import InputSpec
+from stadapt.checkpoints.format import InputSpec
 from stadapt.data.dataset import VideoClipDataset, collate_clips
 from stadapt.data.on_device import to_model_input
 from stadapt.data.prepared import VideoEntry

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from stadapt.backbones import load_plugin
-from stadapt.conformance import assert_conformant
-from stadapt.model import ModelConfig, build_model
+from stadapt.model.conformance import assert_conformant
+from stadapt.model.classifier import ModelConfig, build_model
 
 
 @pytest.mark.parametrize("variant", ["tiny", "small"])

@@ -1,0 +1,1 @@
+"""stadapt checkpoints: the files, their format and versions, and `hf-hub:` checkpoint ids."""

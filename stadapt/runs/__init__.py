@@ -1,0 +1,1 @@
+"""Run folders: layout, marker, lock, checkpoint rotation, recovery, best, metrics, lookup."""

@@ -1,0 +1,1 @@
+"""Tools over the library: benchmarks, visualize, export, transfer, push and the model card, quickstart, interop."""

@@ -1,0 +1,215 @@
+"""`stadapt finetune-transfer`: from a Kinetics-400 ST-Adapter run to UCF-101 / HMDB-51 (paper appendix).
+
+For each official split: prepare the data set from its published layout, derive a recipe from the
+source run's (new classifier head, backbone fixed, adapters initialised from the source and trained
+at 1/10 of the learning rate and weight decay, 500 steps at batch 128, temporal stride 8, tested with
+2 temporal x 3 spatial views, everything else as the source), train it with the one training loop,
+and report per-split and mean top-1 (the paper reports the 3-split mean).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stadapt.errors import StadaptError
+
+DATASETS = ("ucf101", "hmdb51")
+TRANSFER: dict[str, Any] = {  # the paper's transfer setting; the rest of the recipe is the source run's
+    "optim.steps": 500,
+    "optim.batch_size": 128,
+    "optim.scale.adapters": 0.1,
+    "data.stride": 8,
+    "data.views": "2x3",
+}
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+    data[last] = value
+
+
+def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, init_from: Path, out: Path,
+                    overrides: Sequence[str] = (), check_files: bool = True) -> Any:
+    """The recipe of one split: the source run's recipe with the transfer setting and `overrides`
+    (`check_files=False` before the split's data is prepared)."""
+    from stadapt.recipe import recipe_from_dict
+
+    recipe = json.loads(json.dumps(source))  # a deep copy of plain data
+    if recipe.get("tuning", "st_adapter") != "st_adapter":
+        raise StadaptError(f"the source run trained with tuning={recipe.get('tuning')}, not st_adapter",
+                           "transfer starts from an ST-Adapter run")
+    for key, value in TRANSFER.items():
+        _set(recipe, key, value)
+    steps = TRANSFER["optim.steps"]
+    optim = recipe.setdefault("optim", {})
+    optim["warmup_steps"] = min(int(optim.get("warmup_steps") or 0), steps // 10)
+    recipe["name"] = name
+    recipe.setdefault("data", {}).update({"root": str(data_root), "train_list": "train.txt", "val_list": "val.txt"})
+    recipe.setdefault("model", {})["init_from"] = str(init_from)
+    recipe["output"] = {"dir": str(out)}
+    return recipe_from_dict(recipe, source=f"finetune-transfer from {init_from}", overrides=list(overrides),
+                            check_files=check_files)
+
+
+class TransferError(StadaptError):
+    """A transfer that cannot go on as asked (e.g. its earlier splits ran with another setting)."""
+
+
+# what transfer.json reports as the setting: the resolved recipe's values, overrides included
+SETTING_KEYS = ("optim.steps", "optim.batch_size", "optim.warmup_steps", "optim.lr", "optim.weight_decay",
+                "optim.scale.backbone", "optim.scale.adapters", "optim.scale.head", "data.frames",
+                "data.sampling", "data.stride", "data.views", "train.seed")
+
+
+def transfer_setting(recipe: Any) -> dict[str, Any]:
+    """The setting a split really trained with, read from its resolved recipe (not the paper's defaults)."""
+    data = recipe.to_dict()
+    setting: dict[str, Any] = {}
+    for key in SETTING_KEYS:
+        value: Any = data
+        for part in key.split("."):
+            value = value[part]
+        setting[key] = value
+    return setting
+
+
+def _checkpoint_step(checkpoint: Path) -> int:
+    try:
+        return int(json.loads((checkpoint / "stadapt.json").read_text()).get("step", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return -1
+
+
+def split_state(recipe: Any) -> str:
+    """"new", "finished" or "unfinished" for the split run `recipe` describes. A run started with
+    another setting is refused: reusing or continuing it would mix two settings in one result."""
+    from stadapt.training.loop import TrainingError, check_resumable
+    from stadapt.runs.rundir import RunDir
+    from stadapt.recipe import load_recipe
+
+    run = RunDir(recipe.output.dir)
+    if not run.is_run():
+        return "new"
+    try:
+        check_resumable(load_recipe(run.recipe, check_files=False), recipe)
+    except TrainingError as exc:
+        raise TransferError(
+            f"{run.path} was trained with another setting: {exc.message}",
+            "re-run with the overrides it ran with to continue, pass --overwrite to train the splits again "
+            "with this setting, or choose another --out",
+        ) from None
+    checkpoint = run.resume_checkpoint()
+    done = checkpoint is not None and _checkpoint_step(checkpoint) >= recipe.optim.steps
+    return "finished" if done else "unfinished"
+
+
+def _split_result(split: int, val: dict[str, Any], run: Path, *, reused: bool) -> dict[str, Any]:
+    return {"split": split, "top1": val.get("top1"), "top5": val.get("top5"), "videos": val.get("videos"),
+            "skipped": val.get("skipped"), "views": val.get("views"), "run": str(run), "reused": reused}
+
+
+def read_back_split(split: int, recipe: Any) -> dict[str, Any]:
+    """The result of a split that finished earlier, from its run's final validation in metrics.jsonl."""
+    from stadapt.runs.rundir import RunDir, read_metrics
+
+    run = RunDir(recipe.output.dir)
+    final = [e for e in read_metrics(run.metrics) if e.get("split") == "val" and e.get("step") == recipe.optim.steps]
+    return _split_result(split, final[-1] if final else {}, run.path, reused=True)
+
+
+def _train_split(split: int, recipe: Any, *, overwrite: bool, progress: bool) -> Any:
+    """Train one split: start it, or continue it from its checkpoint (the train loop's --auto-resume)."""
+    from stadapt.training.loop import train
+    from stadapt.runs.rundir import RunError
+
+    try:
+        return train(recipe, source=f"stadapt finetune-transfer (split {split})", overwrite=overwrite,
+                     auto_resume=not overwrite, progress=progress)
+    except RunError as exc:  # its hints name `stadapt train` options, not this command's
+        raise TransferError(f"split {split}: {exc.message}",
+                            "move what is there away, or choose another --out") from None
+
+
+def finetune_transfer(
+    source: Path | None,
+    *,
+    dataset: str,
+    root: Path,
+    splits: Sequence[int] = (1, 2, 3),
+    out: Path | None = None,
+    overrides: Sequence[str] = (),
+    check: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Prepare, train and evaluate every split; write and return the summary (transfer.json).
+
+    Run again with the same arguments, it picks up where it stopped: splits that finished are read
+    back (not retrained), an interrupted split continues from its checkpoint, the rest start.
+    `overwrite=True` trains every split again. An interrupted split returns the summary so far with
+    `complete: False` and `interrupted` (transfer.json is written only when every split finished).
+    """
+    from stadapt.checkpoints.format import read_checkpoint
+    from stadapt.data.formats import READERS
+    from stadapt.data.prepare import prepare_listing
+    from stadapt.runs.rundir import resolve_target
+    from stadapt.fileio import atomic_write_text
+
+    if dataset not in DATASETS:
+        raise StadaptError(f"unknown transfer data set {dataset!r}", f"choose one of: {', '.join(DATASETS)}")
+    bad = [s for s in splits if s not in (1, 2, 3)]
+    if bad or not splits:
+        raise StadaptError(f"--splits must name official splits 1, 2 and/or 3, got {list(splits)}",
+                           "e.g. --splits 1,2,3")
+    checkpoint, _ = resolve_target(source, announce=False, prefer="last")  # as before best existed
+    meta, _ = read_checkpoint(checkpoint)
+    recipe = meta.get("recipe")
+    if not recipe:
+        raise StadaptError(f"{checkpoint} records no training recipe",
+                           "transfer from a checkpoint `stadapt train` wrote")
+    base = f"{recipe.get('name') or checkpoint.parent.parent.name}_to_{dataset}"
+    out = Path(out) if out is not None else Path("runs") / base
+
+    def split_recipe(split: int, check_files: bool) -> Any:
+        return transfer_recipe(recipe, name=f"{base}_split{split}", data_root=out / "data" / f"split{split}",
+                               init_from=checkpoint.resolve(), out=out / f"split{split}", overrides=overrides,
+                               check_files=check_files)
+
+    planned = {split: split_recipe(split, False) for split in splits}
+    # every split's state is judged before any work: a changed setting is refused up front
+    states = {split: "new" if overwrite else split_state(r) for split, r in planned.items()}
+    summary: dict[str, Any] = {"source": str(checkpoint.resolve()), "dataset": dataset, "splits": [],
+                               "setting": transfer_setting(planned[splits[0]]), "overrides": list(overrides)}
+    for split in splits:
+        if states[split] == "finished":
+            summary["splits"].append(read_back_split(split, planned[split]))
+            continue
+        data_dir = out / "data" / f"split{split}"
+        prepare_listing(READERS[dataset](root, split=split), data_dir, check=check, overwrite=True, progress=progress)
+        result = _train_split(split, split_recipe(split, True), overwrite=overwrite, progress=progress)
+        if not result.finished:
+            summary.update(complete=False, interrupted={"split": split, "by": result.interrupted,
+                                                        "step": result.steps, "steps": result.total_steps})
+            return summary
+        val = result.final_val.to_dict() if result.final_val else {}
+        summary["splits"].append(_split_result(split, val, result.run_dir, reused=False))
+    scores = [r["top1"] for r in summary["splits"] if r["top1"] is not None]
+    summary.update(mean_top1=sum(scores) / len(scores) if scores else None, complete=True)
+    atomic_write_text(out / "transfer.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{'split':<8} {'top-1':>7} {'videos':>7}  run"]
+    for r in summary["splits"]:
+        top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.1f}%"
+        earlier = "  (finished earlier, not retrained)" if r.get("reused") else ""
+        lines.append(f"{r['split']:<8} {top1:>7} {r['videos'] or 0:>7}  {r['run']}{earlier}")
+    mean = summary["mean_top1"]
+    lines.append(f"{'mean':<8} {'-' if mean is None else f'{100 * mean:.1f}%':>7}")
+    return "\n".join(lines)

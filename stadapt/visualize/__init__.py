@@ -1,5 +1,0 @@
-"""What the adapters change: [CLS] attention maps of the last block, before and after adaptation."""
-
-from stadapt.visualize.attention import attention_maps, figure_size, visualize
-
-__all__ = ["attention_maps", "figure_size", "visualize"]
