@@ -20,13 +20,14 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from stadapt.model.adapters import AdapterConfig, STAdapter
 from stadapt.backbones.base import FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
 from stadapt.errors import PluginError, StadaptError, WeightsError
+from stadapt.model.adapters import AdapterConfig, STAdapter
+from stadapt.model.blocks import NO_HOOKS, BlockHooks, Hook, run_blocks
 from stadapt.vocabulary import TUNING_MODES, weights_is_path
 
 
@@ -200,25 +201,28 @@ class VideoClassifier(nn.Module):
         slot = cast("BlockAdapters | None", self.adapters[str(index)] if str(index) in self.adapters else None)
         return (slot.pre_attn, slot.pre_mlp) if slot is not None else (None, None)
 
-    def _block(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Block `index` with its adapters: transition, pre_attn, attention branch, pre_mlp, MLP branch.
-        Parts named by `checkpointing` ("adapters", "mlp") keep only their input for the backward pass."""
-        x = self.backbone.transition(index, x)
-        pre_attn, _ = self._block_adapters(index)
+    def block_hooks(self, adapted: bool = True) -> BlockHooks:
+        """The adapters at the block loop's hook points (none with `adapted=False`: the plain image model).
+        In training, the levels of `checkpointing` that name them keep only each adapter's input."""
+        if not adapted or not len(self.adapters):
+            return NO_HOOKS
         level = self.checkpointing if self.training and torch.is_grad_enabled() else False
-        if pre_attn is not None:
-            x = checkpoint(pre_attn, x, use_reentrant=False) if level in ("adapters", "mlp") else pre_attn(x)
-        x = x + self.backbone.attn_branch(index, x)
-        if level == "mlp":
-            return checkpoint(self._mlp_part, index, x, False, use_reentrant=False)
-        return self._mlp_part(index, x, level == "adapters")
 
-    def _mlp_part(self, index: int, x: torch.Tensor, recompute_adapter: bool) -> torch.Tensor:
-        """pre_mlp adapter (recomputed in the backward pass if asked), then x + MLP branch."""
-        _, pre_mlp = self._block_adapters(index)
-        if pre_mlp is not None:
-            x = checkpoint(pre_mlp, x, use_reentrant=False) if recompute_adapter else pre_mlp(x)
-        return x + self.backbone.mlp_branch(index, x)
+        def hook(position: int, recompute: bool) -> Hook:
+            def run(index: int, x: torch.Tensor) -> torch.Tensor:
+                adapter = self._block_adapters(index)[position]
+                if adapter is None:
+                    return x
+                return checkpoint(adapter, x, use_reentrant=False) if recompute else adapter(x)
+            return run
+
+        return BlockHooks(pre_attn=hook(0, level in ("adapters", "mlp")), pre_mlp=hook(1, level == "adapters"))
+
+    def _recompute(self) -> str | None:
+        """What the block loop recomputes in the backward pass (see `checkpointing`)."""
+        if not (self.training and torch.is_grad_enabled()):
+            return None
+        return {True: "block", "mlp": "mlp"}.get(self.checkpointing)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, feature_width) video features after the final norm."""
@@ -234,13 +238,7 @@ class VideoClassifier(nn.Module):
             raise RuntimeError(f"the backbone is stored in {self.backbone_dtype} (train.backbone_storage): run the "
                                f"model under torch.autocast({video.device.type!r}, dtype={self.backbone_dtype})")
         x = video.transpose(1, 2).reshape(batch * frames, channels, height, width)
-        x = self.backbone.embed(x)
-        recompute = self.checkpointing is True and self.training and torch.is_grad_enabled()
-        for index in range(self.num_blocks):
-            if recompute:
-                x = checkpoint(self._block, index, x, use_reentrant=False)
-            else:
-                x = self._block(index, x)
+        x = run_blocks(self.backbone, self.backbone.embed(x), self.block_hooks(), recompute=self._recompute())
         return self.backbone.frame_features(x).reshape(batch, frames, -1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:

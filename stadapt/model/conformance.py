@@ -26,6 +26,7 @@ from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import resolve_variant
 from stadapt.errors import StadaptError
+from stadapt.model.blocks import BlockHooks, run_block, run_blocks
 
 if TYPE_CHECKING:
     from stadapt.model.adapters import AdapterConfig
@@ -64,16 +65,22 @@ def _build(plugin: BackbonePlugin, variant: str, seed: int) -> FrameBackbone:
 
 
 def _run_blocks(backbone: FrameBackbone, x: torch.Tensor, frames: int) -> torch.Tensor:
-    for index, layout in enumerate(backbone.block_layouts()):
-        x = backbone.transition(index, x)
-        _expect(tuple(x.shape) == layout.shape(frames),
-                f"block {index} input has shape {tuple(x.shape)}, its declared layout says {layout.shape(frames)}")
-        for branch in (backbone.attn_branch, backbone.mlp_branch):
-            out = branch(index, x)
-            _expect(out.shape == x.shape, f"a branch of block {index} changed the shape {tuple(x.shape)} -> "
-                                          f"{tuple(out.shape)}; branches must be residual")
-            x = x + out
-    return x
+    """The model's block loop, checking each block's input against its declared layout and that every
+    branch is residual (keeps the shape)."""
+    layouts = backbone.block_layouts()
+
+    def check_input(index: int, tokens: torch.Tensor) -> torch.Tensor:
+        expected = layouts[index].shape(frames)
+        _expect(tuple(tokens.shape) == expected,
+                f"block {index} input has shape {tuple(tokens.shape)}, its declared layout says {expected}")
+        return tokens
+
+    def check_branch(index: int, name: str, tokens: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        _expect(out.shape == tokens.shape, f"a branch of block {index} changed the shape {tuple(tokens.shape)} "
+                                           f"-> {tuple(out.shape)}; branches must be residual")
+        return out
+
+    return run_blocks(backbone, x, BlockHooks(pre_attn=check_input, observe=check_branch))
 
 
 T = TypeVar("T")
@@ -198,9 +205,7 @@ def _check_block_modules(s: _Subject) -> str:
         _expect(bool(named[index]), f"block_modules({index}) holds no parameters")
         _expect(all(not named[index] & named[j] for j in range(index)),
                 f"block_modules({index}) shares parameters with another block")
-        x = fresh.transition(index, x).detach()
-        y = x + fresh.attn_branch(index, x)
-        out = y + fresh.mlp_branch(index, y)
+        out = run_block(fresh, index, x, BlockHooks(pre_attn=lambda _, tokens: tokens.detach()))
         grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
         used = {id(p) for p, g in zip(params, grads, strict=True) if g is not None}
         _expect(used <= named[index], f"block {index}'s branches use parameters that block_modules({index}) "

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from stadapt.backbones.base import FrameBackbone
-from stadapt.checkpoints.format import InputSpec
+from stadapt.data.input_spec import InputSpec
 from stadapt.errors import StadaptError
+from stadapt.model.blocks import run_blocks
 
 if TYPE_CHECKING:
     from stadapt.model.classifier import VideoClassifier
@@ -49,23 +50,9 @@ def _check_attention(model: VideoClassifier) -> None:
 
 def _last_attention_input(model: VideoClassifier, images: torch.Tensor, adapted: bool) -> torch.Tensor:
     """Tokens entering the last block's attention branch (before its ln_1), (N, L, C) or channels-last
-    (N, H, W, C) as the layout says, with or without the adapters: `VideoClassifier.forward_features`'s
-    loop stopped there."""
-    backbone = model.backbone
-    last = model.num_blocks - 1
-    x = backbone.embed(images)
-    for index in range(model.num_blocks):
-        x = backbone.transition(index, x)
-        pre_attn, pre_mlp = model._block_adapters(index) if adapted else (None, None)
-        if pre_attn is not None:
-            x = pre_attn(x)
-        if index == last:
-            return x
-        x = x + backbone.attn_branch(index, x)
-        if pre_mlp is not None:
-            x = pre_mlp(x)
-        x = x + backbone.mlp_branch(index, x)
-    raise AssertionError("unreachable")
+    (N, H, W, C) as the layout says, with or without the adapters: the model's own block loop, stopped there."""
+    tokens = model.backbone.embed(images)
+    return run_blocks(model.backbone, tokens, model.block_hooks(adapted), stop_before_attn_of=model.num_blocks - 1)
 
 
 @torch.no_grad()
@@ -185,9 +172,9 @@ def visualize(
     `precision` ("auto": the run's on this device, float32 on the CPU).
     """
     from stadapt.api import load_model
-    from stadapt.runs.rundir import resolve_target
-    from stadapt.training.setup import resolve_device
     from stadapt.errors import VideoDecodeError
+    from stadapt.runs.rundir import resolve_target
+    from stadapt.runtime.device import resolve_device
 
     video = Path(video)
     if not video.is_file():
