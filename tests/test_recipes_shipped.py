@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from stadapt.recipe import Recipe, load_recipe
-from stadapt.recipe.load import deep_merge
+from stadapt.recipe.chain import deep_merge
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SHIPPED = sorted(RECIPES.glob("*.yaml"))

@@ -3,8 +3,8 @@
 - reference/cli.md: every command of the Typer app `stadapt.cli.app` (walked through the click group that
   `typer.main.get_command` gives): its usage, help text, arguments and options, as `--help` prints them.
 - reference/recipe.md: every key of a recipe, from the JSON Schema that `stadapt recipe schema` writes
-  (`stadapt.recipe.load.recipe_json_schema`): type and limits, default, and the descriptions of each key and
-  section (the docstrings in stadapt/recipe/schema.py).
+  (`stadapt.recipe.dump.recipe_json_schema`): type and limits, default, and the descriptions of each key and
+  section (the docstrings in stadapt/recipe/schema.py and data_section.py).
 
 Nothing here is committed as a static copy: the pages always say what the installed code does.
 Run it by hand with `python docs/_gen/reference.py OUTDIR` to see the Markdown.
@@ -178,9 +178,11 @@ def _sections(schema: dict[str, Any], node: dict[str, Any], prefix: str, descrip
 
 def _factory_default(model: str, key: str) -> str:
     """A default the schema cannot state (pydantic's default_factory), from the recipe's model itself."""
+    from stadapt.recipe import data_section
     from stadapt.recipe import schema as recipe_schema
 
-    field = getattr(recipe_schema, model).model_fields.get(key)
+    section = getattr(recipe_schema, model, None) or getattr(data_section, model)
+    field = section.model_fields.get(key)
     if field is None or field.default_factory is None:
         return ""
     value = field.default_factory()
@@ -190,14 +192,14 @@ def _factory_default(model: str, key: str) -> str:
 
 
 def recipe_markdown() -> str:
-    from stadapt.recipe.load import recipe_json_schema
+    from stadapt.recipe.dump import recipe_json_schema
 
     schema = recipe_json_schema()
     lines = [
         "# Recipe reference",
         "",
         "Generated from the recipe's JSON Schema (`stadapt recipe schema` prints the same schema; "
-        "`stadapt.recipe.load.recipe_json_schema`) each time the docs are built. A recipe is YAML; every "
+        "`stadapt.recipe.dump.recipe_json_schema`) each time the docs are built. A recipe is YAML; every "
         "key below can also be set on the command line as `key.path=value` after the recipe "
         "(`stadapt train R optim.lr=1e-3`). Unknown keys are errors. What the keys mean together, with "
         "examples: [Recipes](../concepts/recipes.md).",

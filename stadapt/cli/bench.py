@@ -40,7 +40,7 @@ def bench(
 
     if precision not in PRECISIONS:
         raise StadaptError(f"unknown --precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
-    from stadapt.recipe.load import parse_override
+    from stadapt.recipe.overrides import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
     report = bench_inference(backbone, frames=frames, bottleneck=bottleneck, batch=batch, latency_runs=runs,

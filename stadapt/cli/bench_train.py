@@ -49,7 +49,7 @@ def bench_train(
     if precision not in PRECISIONS or backbone_storage not in BACKBONE_STORAGES:
         raise StadaptError(f"unknown --precision {precision!r} or --backbone-storage {backbone_storage!r}",
                            f"precision: {', '.join(PRECISIONS)}; backbone storage: {', '.join(BACKBONE_STORAGES)}")
-    from stadapt.recipe.load import parse_override
+    from stadapt.recipe.overrides import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
     report = bench_train_memory(backbone, frames=frames, micro_batch=micro_batch, accumulation=accumulation,

@@ -31,17 +31,18 @@ def import_checkpoint(
 ) -> None:
     """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it. The input
     settings (frame sampling, stride, test views) are recorded in it: eval and predict use them."""
-    from stadapt.training.setup import parse_views
     from stadapt.errors import StadaptError
+    from stadapt.runtime.views import parse_views
 
     if fmt != "official":
         raise StadaptError(f"unknown checkpoint format '{fmt}'", "the supported format is: official")
     names = _read_classes(classes) if classes is not None else None
-    from stadapt.recipe.load import parse_override
+    from stadapt.recipe.overrides import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
 
-    from stadapt.checkpoints.format import read_checkpoint, refuse_unless_replaceable
+    from stadapt.checkpoints.files import refuse_unless_replaceable
+    from stadapt.checkpoints.format import read_checkpoint
     from stadapt.tools.interop.official import import_official
 
     refuse_unless_replaceable(out)  # a user's folder or file at --out: refused before any work, --overwrite or not

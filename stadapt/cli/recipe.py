@@ -26,7 +26,7 @@ def show(
     """Print the fully resolved recipe (every field, its base: chain merged, overrides applied) and the
     model's parameter counts under its tuning (built on the meta device: no weights, instant)."""
     from stadapt.recipe import describe_source, load_recipe
-    from stadapt.recipe.load import resolved_yaml
+    from stadapt.recipe.dump import resolved_yaml
 
     loaded = load_recipe(recipe, overrides or [], check_files=False)
     typer.echo(f"# {describe_source(str(recipe), overrides or [])}, resolved")
@@ -48,8 +48,8 @@ def _class_count(root: str) -> int | None:
 
 def _parameter_lines(recipe: Recipe, classes: int | None) -> str:
     """Parameter counts of the recipe's model as YAML comments, so the output stays a valid recipe."""
+    from stadapt.runtime.build import model_config
     from stadapt.tools.bench.params import model_parameter_counts
-    from stadapt.training.setup import model_config
 
     source = "--classes"
     if classes is None:
@@ -85,7 +85,7 @@ def schema(
     import json
 
     from stadapt.fileio import atomic_write_text, claim_outputs
-    from stadapt.recipe.load import recipe_json_schema
+    from stadapt.recipe.dump import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2) + "\n"
     if out is None:

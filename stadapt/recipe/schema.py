@@ -1,8 +1,10 @@
 """The recipe schema: every knob of a run, typed, with the paper's values as defaults.
 
-Models are frozen (a recipe is a value that a run records) and reject unknown keys (a misspelt key
-must not silently fall back to a default). Values are checked here; files and installed plugins are
-checked by the loader, which also turns pydantic's errors into one-line problems.
+`Recipe` and its sections (the `data:` section lives in stadapt.recipe.data_section; what every section
+is built from, in stadapt.recipe.fields). Models are frozen (a recipe is a value that a run records) and
+reject unknown keys (a misspelt key must not silently fall back to a default). Values are checked here;
+files and installed plugins are checked by the loader, and stadapt.recipe.messages turns pydantic's
+errors into one-line problems.
 
 Each field's description is the docstring under it (pydantic's `use_attribute_docstrings`): it goes into
 the JSON Schema (`stadapt recipe schema`) and the generated recipe reference of the docs.
@@ -11,12 +13,13 @@ the JSON Schema (`stadapt recipe schema`) and the generated recipe reference of 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from stadapt.recipe.data_section import DataSection
+from stadapt.recipe.fields import Float, Int, PositiveFloat, PositiveInt, Section, raise_rules
 from stadapt.vocabulary import (
     BackboneStorage,
     CheckpointingLevel,
@@ -28,35 +31,9 @@ from stadapt.vocabulary import (
 
 Position = Literal["pre_attn", "pre_mlp"]
 Logger = Literal["tensorboard", "wandb"]
-RULES = "recipe_rules"  # error type of cross-field rules; ctx["problems"] = [(key, message), ...]
 
 
-def _no_bool(value: Any) -> Any:
-    """Pydantic's lax mode reads `true` as 1; in a recipe that is a mistake, not a number."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("bool_for_number", "expected a number, got {value}", {"value": str(value).lower()})
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_no_bool)]
-Float = Annotated[float, BeforeValidator(_no_bool)]
-# for an optional positive number: the bound before the validator, so that the JSON Schema states it in
-# its own keyword (exclusiveMinimum), which editors read, rather than pydantic's `gt`
-PositiveInt = Annotated[int, Field(gt=0), BeforeValidator(_no_bool)]
-PositiveFloat = Annotated[float, Field(gt=0), BeforeValidator(_no_bool)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-def _rules(problems: list[tuple[str, str]]) -> None:
-    """Raise every cross-field problem of a section at once (pydantic allows one error per validator)."""
-    if problems:
-        raise PydanticCustomError(RULES, "; ".join(m for _, m in problems), {"problems": problems})
-
-
-class BackboneSection(_Section):
+class BackboneSection(Section):
     """The frozen image model: `plugin:variant`, its weights (a file, a hub tag, or None = random)."""
 
     name: str
@@ -71,7 +48,7 @@ class BackboneSection(_Section):
     `clip:`, `timm.create_model` arguments such as `{img_size: 224}` for `timm:`; recorded in checkpoints."""
 
 
-class AdapterSection(_Section):
+class AdapterSection(Section):
     """ST-Adapter size and placement; defaults are the paper's K400 ViT-B/16 setting (12x384)."""
 
     bottleneck: Int = Field(384, gt=0)
@@ -114,7 +91,7 @@ class AdapterSection(_Section):
         return value
 
 
-class ModelSection(_Section):
+class ModelSection(Section):
     """The classifier head, and where the adapters start from."""
 
     dropout: Float = Field(0.5, ge=0, lt=1)
@@ -126,139 +103,7 @@ class ModelSection(_Section):
     null = adapters start from their own initialisation."""
 
 
-class AugmentSection(_Section):
-    """Clip-level training augmentation (one draw per clip, shared by all its frames): RandAugment, crop, flip."""
-
-    crop: Literal["jitter", "resized"] = "jitter"
-    """The training crop, to the backbone's input size S: `jitter` (K400, UCF, HMDB: the short side
-    resized to S x U(`scale`), then a random S x S crop) or `resized` (SSv2: RandomResizedCrop with
-    `area` and `ratio`)."""
-    scale: tuple[Float, Float] = (1.0, 1.15)
-    """`crop: jitter`: the short side is resized to the crop size x U(low, high), 1 <= low <= high (a
-    short side below the crop size leaves nothing to crop). The paper's 224-256 px is [1.0, 1.143]; the
-    default is the reference's."""
-    area: tuple[Float, Float] = (0.08, 1.0)
-    """`crop: resized`: [low, high] of the crop's area, as a fraction of the frame's."""
-    ratio: tuple[Float, Float] = (0.75, 4 / 3)
-    """`crop: resized`: [low, high] of the crop's aspect ratio (width / height), drawn log-uniformly."""
-    flip: bool = False
-    """Mirror the clip horizontally with p = 0.5; off by default because it swaps SSv2's left/right
-    classes."""
-    randaugment: str | None = None
-    """A timm-style RandAugment policy such as `rand-m7-n4-mstd0.5-inc1` (SSv2), applied to the decoded
-    frames before the crop, as the reference does; null = none."""
-
-    @field_validator("scale")
-    @classmethod
-    def _at_least_the_crop(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 1 <= value[0] <= value[1]:
-            raise PydanticCustomError(
-                "scale_range", "expected [low, high] with 1 <= low <= high (the short side never below the crop), "
-                "got {scale}", {"scale": list(value)}
-            )
-        return value
-
-    @field_validator("ratio")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < value[0] <= value[1]:
-            raise PydanticCustomError(
-                "scale_range", "expected [low, high] with 0 < low <= high, got {scale}", {"scale": list(value)}
-            )
-        return value
-
-    @field_validator("area")
-    @classmethod
-    def _fraction(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 < value[0] <= value[1] <= 1:
-            raise PydanticCustomError(
-                "area_range", "expected [low, high] with 0 < low <= high <= 1, got {area}", {"area": list(value)}
-            )
-        return value
-
-    @field_validator("randaugment")
-    @classmethod
-    def _policy(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from stadapt.data.randaugment_config import parse_config
-        from stadapt.errors import DataError
-
-        try:
-            parse_config(value)
-        except DataError as exc:
-            raise PydanticCustomError("randaugment", "{problem}", {"problem": exc.message}) from None
-        return value
-
-
-VIEWS = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*$")
-
-
-class DataSection(_Section):
-    """A data set made by `stadapt prepare-data`; list files are relative to `root`."""
-
-    format: Literal["prepared"] = "prepared"
-    """The data set's layout: `prepared` (a folder written by `stadapt prepare-data`) is the only one."""
-    root: str
-    """The prepared data folder (`classes.txt` and the lists); a relative path is taken from the working
-    directory."""
-    train_list: str = "train.txt"
-    """The training list (`path label` lines), relative to `root`."""
-    val_list: str = "val.txt"
-    """The validation list, relative to `root`: validation during training, and `stadapt eval`'s default."""
-    frames: Int = Field(8, gt=0)
-    """Frames per clip (T): the paper's main setting is 8 (the `*_16f` and `*_32f` recipes: 16 and 32)."""
-    sampling: Literal["stride", "segment"] = "stride"
-    """How a clip's frames are chosen: `stride` (K400: `frames` frames `stride` apart, from a random start
-    in training, evenly spaced starts at test) or `segment` (SSv2: the whole video cut into `frames` equal
-    segments, a random frame of each in training, their centres at test)."""
-    stride: Int = Field(16, gt=0)
-    """`sampling: stride`: the gap between sampled frames, in frames of the video, so a clip spans
-    (frames - 1) x stride + 1 frames (a shorter video repeats its last frame); not used by `segment`."""
-    augment: AugmentSection = Field(default_factory=AugmentSection)
-    """Training augmentation (validation and test clips are not augmented)."""
-    views: str = "1x1"
-    """Test views, `TxS`: T clips evenly spaced in time x S crops (S = 1: the centre crop; more: spread
-    along the long side), their softmax averaged. Used by validation and recorded in checkpoints as the
-    default of eval and predict (`--views` overrides it)."""
-    num_workers: Int = Field(2, ge=0)
-    """DataLoader worker processes that decode clips, per training process, in training and validation;
-    also `stadapt eval`'s default (`--workers`). 0 = decode in the main process."""
-    decoder: Literal["pyav", "torchcodec"] = "pyav"
-    """The video decoder: `pyav` (PyAV) or `torchcodec` (the `stadapt[torchcodec]` extra)."""
-    decode_device: Literal["cpu", "cuda"] = "cpu"
-    """Where frames are decoded: `cpu`, or `cuda` (the GPU's NVDEC; needs `decoder: torchcodec` and
-    `num_workers: 0`)."""
-
-    @model_validator(mode="after")
-    def _decoding(self) -> DataSection:
-        problems = []
-        if self.decode_device == "cuda" and self.decoder != "torchcodec":
-            problems.append(("decode_device", "cuda needs decoder: torchcodec (PyAV decodes on the CPU only)"))
-        if self.decode_device == "cuda" and self.num_workers:
-            problems.append(("decode_device", f"cuda decodes in the main process (CUDA does not start in forked "
-                                              f"DataLoader workers); set num_workers: 0, got {self.num_workers}"))
-        _rules(problems)
-        return self
-
-    @field_validator("views")
-    @classmethod
-    def _views(cls, value: str) -> str:
-        if not VIEWS.match(value):
-            raise PydanticCustomError(
-                "views",
-                "expected TxS test views like '1x1', '3x1' or '1x3' (T, S >= 1), got {value}",
-                {"value": repr(value)},
-            )
-        return value
-
-    @property
-    def train_path(self) -> Path:
-        """The training list as an absolute path (an absolute `train_list` is kept)."""
-        return Path(self.root) / self.train_list
-
-
-class ScaleSection(_Section):
+class ScaleSection(Section):
     """Multipliers of the learning rate AND weight decay of each part of the model (the paper's
     baselines: full fine-tuning trains the backbone at 1/100; transfer trains adapters at 1/10)."""
 
@@ -271,7 +116,7 @@ class ScaleSection(_Section):
     """Multiplier for the classifier head."""
 
 
-class OptimSection(_Section):
+class OptimSection(Section):
     """AdamW with linear warmup and cosine decay; paper Table 1: lr 5e-4 at batch 128."""
 
     lr: Float = Field(5e-4, gt=0)
@@ -324,7 +169,7 @@ class OptimSection(_Section):
             problems.append(
                 ("warmup_steps", f"must be less than steps ({self.steps}), got {self.warmup_steps}")
             )
-        _rules(problems)
+        raise_rules(problems)
         return self
 
     @property
@@ -336,7 +181,7 @@ class OptimSection(_Section):
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
 
 
-class TrainSection(_Section):
+class TrainSection(Section):
     """Run mechanics: seed, device, precision, logging, validation and checkpoint cadence."""
 
     seed: Int = 0
@@ -422,14 +267,14 @@ class TrainSection(_Section):
         return value
 
 
-class OutputSection(_Section):
+class OutputSection(Section):
     """Where the run directory goes (the loader fills in runs/<name>)."""
 
     dir: str | None = None
     """The run folder; null = `runs/<name>`. A relative path is taken from the working directory."""
 
 
-class Recipe(_Section):
+class Recipe(Section):
     """A whole training run. `load_recipe` fills `name` and `output.dir` and makes paths absolute."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -460,7 +305,7 @@ class Recipe(_Section):
     def _adapters_to_train(self) -> Recipe:
         """`tuning: st_adapter` with `adapter.blocks: []` would silently train the head alone."""
         if self.tuning == "st_adapter" and self.adapter.blocks is not None and not self.adapter.blocks:
-            _rules([("adapter.blocks", "is empty, so tuning: st_adapter would train no adapters (a linear probe); "
+            raise_rules([("adapter.blocks", "is empty, so tuning: st_adapter would train no adapters (a linear probe); "
                                        "list the blocks to adapt (or leave it unset for every block), or set "
                                        "tuning: linear for a head-only model")])
         return self
