@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": "stadapt.api",
+    "create_model": "stadapt.api",
+    "list_backbones": "stadapt.api",
+    "LoadedModel": "stadapt.api",
     "build_model": "stadapt.model.classifier",
     "ModelConfig": "stadapt.model.classifier",
     "VideoClassifier": "stadapt.model.classifier",

@@ -72,7 +72,7 @@ def test_tiny_variant_trains_reloads_and_exports(backbone: str, clips: Path, tmp
     assert 0 < counts["trainable"] < counts["total"]
 
     checkpoint = tmp_path / "run" / "checkpoints" / "last"
-    model = load_model(checkpoint, device="cpu").model
+    model = load_model(checkpoint, device="cpu")
     # zero at init, so training moved every adapter the loss depends on; with a class-token feature the
     # last block's pre-MLP adapter (patch tokens only, per-token MLP after it) cannot reach the output
     last = str(model.num_blocks - 1)

@@ -40,7 +40,8 @@ def _eval(checkpoint: Path, out: Path, *extra: str) -> tuple[dict, list[dict]]:
 
 def test_old_checkpoint_reads_through_the_converter(old_checkpoint: Path) -> None:
     import stadapt
-    from stadapt.checkpoints.format import FORMAT_VERSION, tensors_path
+    from stadapt.checkpoints.files import tensors_path
+    from stadapt.checkpoints.format import FORMAT_VERSION
 
     assert json.loads((old_checkpoint / "stadapt.json").read_text())["format_version"] == 1
     assert tensors_path(old_checkpoint).name == "adapters.safetensors"  # the old name still loads
@@ -50,7 +51,7 @@ def test_old_checkpoint_reads_through_the_converter(old_checkpoint: Path) -> Non
     assert (spec.image_size, spec.interpolation) == (32, "bicubic")
     assert loaded.classes == ["moving right", "moving left", "moving down", "moving up"]
     assert loaded.meta["format_version"] == FORMAT_VERSION and loaded.meta["upgraded_from"] == 1
-    assert loaded.precision == "fp32" and not loaded.model.training
+    assert loaded.loaded_from.precision == "fp32" and not loaded.training
 
 
 @pytest.mark.parametrize("views, key", [(None, "eval_recipe_views"), ("1x1", "eval_1x1")])

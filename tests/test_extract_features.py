@@ -43,7 +43,7 @@ def _reference(run: Path, videos: list[Path]) -> torch.Tensor:
 
     loaded = stadapt.load_model(run / "checkpoints" / "last")
     with torch.inference_mode():
-        return torch.stack([loaded.model.forward_features(video_views(v, loaded.input_spec)).mean(0)
+        return torch.stack([loaded.forward_features(video_views(v, loaded.input_spec)).mean(0)
                             for v in videos])
 
 

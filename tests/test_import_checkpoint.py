@@ -76,7 +76,7 @@ def test_round_trip_gives_identical_logits(tmp_path, positions, blocks):
     assert meta["imported_from"]["format"] == "official"
 
     loaded = stadapt.load_model(out)
-    assert not loaded.model.training and loaded.classes[5] == "action 5"
+    assert not loaded.training and loaded.classes[5] == "action 5"
     video = torch.randn(3, 3, FRAMES, 32, 32)
     with torch.no_grad():
         expected, got = model(video), loaded(video)

@@ -166,7 +166,7 @@ def _assert_reload_gives_identical_logits(checkpoint: Path, hub: dict, backbone:
     from stadapt.checkpoints.format import load_trainable
     from stadapt.model.classifier import ModelConfig, build_model
 
-    loaded = load_model(checkpoint, device="cpu").model
+    loaded = load_model(checkpoint, device="cpu")
     meta = json.loads((checkpoint / "stadapt.json").read_text())
     built = build_model(ModelConfig.from_dict(meta["model"]), _weights(hub, backbone.split("hf-hub:")[1])).model
     load_trainable(built, load_file(str(checkpoint / "trainable.safetensors")), str(checkpoint))

@@ -108,13 +108,13 @@ def test_load_model_rebuilds_the_trained_model_bit_for_bit(vit_run: Path) -> Non
 
     from stadapt.api import load_model
     from stadapt.checkpoints.format import load_trainable
-    from stadapt.training.setup import build_from_recipe
     from stadapt.recipe import load_recipe
+    from stadapt.runtime.build import build_from_recipe
 
     checkpoint = vit_run / "checkpoints" / "last"
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
-    loaded = load_model(checkpoint).model
+    loaded = load_model(checkpoint)
     assert torch.equal(torch.random.get_rng_state(), before)
 
     recipe = load_recipe(vit_run / "recipe.yaml", check_files=False)

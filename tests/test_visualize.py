@@ -154,9 +154,8 @@ def test_visualize_writes_the_figure(trained: tuple[Path, Path], tmp_path: Path)
     assert "Traceback" not in missing.stderr
 
     checkpoint = run / "checkpoints" / "last"
-    loaded = load_model(checkpoint)
-    model = loaded.model
-    clip, shown, indices = load_video_clip(video, loaded.input_spec)
+    model = load_model(checkpoint)
+    clip, shown, indices = load_video_clip(video, model.input_spec)
     assert clip.shape == (3, FRAMES, 32, 32) and shown.shape == (FRAMES, 32, 32, 3) and len(indices) == FRAMES
     before, after = attention_maps(model, clip)
     for maps in (before, after):

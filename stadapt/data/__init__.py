@@ -23,8 +23,8 @@ _LAZY = {
     "Listing": "stadapt.data.formats.base",
     "prepare_listing": "stadapt.data.prepare",
     # decoding (PyAV)
-    "VideoReader": "stadapt.data.decode",
-    "read_frames": "stadapt.data.decode",
+    "VideoReader": "stadapt.data.pyav_reader",
+    "read_frames": "stadapt.data.pyav_reader",
     "write_video": "stadapt.data.encode",
     # sampling (numpy)
     "FrameSampler": "stadapt.data.sampling",
@@ -39,6 +39,7 @@ _LAZY = {
     "collate_clips": "stadapt.data.dataset",
     # a video file -> a model's input views, from its InputSpec
     "video_views": "stadapt.data.views",
+    "video_transform": "stadapt.data.views",
     "test_dataset": "stadapt.data.views",
 }
 

@@ -1,18 +1,20 @@
-"""From a video file to a model's input views, as an InputSpec (stadapt.checkpoints.format) describes them.
+"""From a video file to a model's input views, as an InputSpec (stadapt.data.input_spec) describes them.
 
 The one path for inference: evaluation's dataset (`test_dataset`) and every single-video reader (predict,
 export's verification clips, visualize) go through it, so a clip is made the same way everywhere.
+`video_transform` hands it out as a callable, the model's transform (a loaded model's `transform()`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from stadapt.checkpoints.format import InputSpec
 from stadapt.data.dataset import VideoClipDataset, collate_clips
+from stadapt.data.input_spec import InputSpec
 from stadapt.data.on_device import to_model_input
 from stadapt.data.prepared import VideoEntry
 from stadapt.data.sampling import make_sampler
@@ -48,3 +50,11 @@ def video_views(path: str | Path, spec: InputSpec, views: tuple[int, int] | None
     if item["video"] is None:
         raise VideoDecodeError(item["error"])
     return to_model_input(collate_clips([item]), dataset.transform, torch.device(device))[0]
+
+
+def video_transform(spec: InputSpec, views: tuple[int, int] | None = None,
+                    device: str | torch.device = "cpu") -> Callable[[str | Path], torch.Tensor]:
+    """The input transform of the model `spec` describes, as a callable (what timm's `create_transform`
+    gives): a video file's path -> its (V, 3, T, S, S) input views on `device`, `video_views` with `spec`,
+    `views` and `device` bound, so a user feeds the model exactly as evaluation does."""
+    return functools.partial(video_views, spec=spec, views=views, device=device)

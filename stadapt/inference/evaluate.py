@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stadapt.runs.rundir import resolve_target
 from stadapt.inference.views import FUSION, Predictions, infer_dataset_sharded, summarize
+from stadapt.runs.lookup import resolve_target
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -56,21 +56,24 @@ def run_eval(
     process writes. Of a run, `which` checkpoint: "best", "last", or None = best when present (printed).
     An existing report at `out` (and the files named after it) is replaced only when stadapt wrote it and
     `overwrite` is given; the default `out` (RUN/eval.json) is the run's own report, replaced by every eval."""
-    from stadapt.api import load_model
+    from stadapt.checkpoints.hub import output_home
     from stadapt.data.prepared import open_prepared
     from stadapt.data.views import test_dataset
-    from stadapt.training.distributed import init_world, process_device, world_from_env
-    from stadapt.training.setup import parse_views, resolve_device, resolve_precision
     from stadapt.errors import StadaptError
     from stadapt.fileio import claim_outputs
-    from stadapt.checkpoints.hub import output_home
+    from stadapt.inference.loading import load_for_inference
+    from stadapt.runtime.device import resolve_device
+    from stadapt.runtime.distributed import init_world, process_device, world_from_env
+    from stadapt.runtime.precision import resolve_precision
+    from stadapt.runtime.views import parse_views
 
     checkpoint, run = resolve_target(target, which)
     default_out = out is None
     out = Path(out) if out is not None else (run if run is not None else output_home(checkpoint)) / "eval.json"
     claim_outputs(report_paths(out), overwrite=overwrite or default_out, ours=report_by_stadapt)  # before any work
     torch_device = process_device(resolve_device(device), world_from_env())
-    loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=torch_device, precision=precision)
+    loaded = load_for_inference(checkpoint, backbone_weights=backbone_weights, device=torch_device,
+                                precision=precision)
     data = (loaded.meta.get("recipe") or {}).get("data") or {}
     if root is None and (not data or str(data.get("root")).startswith("<local>")):  # <local>: a pushed checkpoint
         raise StadaptError(f"{checkpoint} records no data set" if not data else
@@ -86,11 +89,12 @@ def run_eval(
     entries = prepared.entries(list_file)
     spec = loaded.input_spec.with_views(parse_views(views) if views else None)
     world = init_world(torch_device)
-    pred = infer_dataset_sharded(loaded.model, entries, lambda part: test_dataset(part, spec), world,
-                           batch_size=batch_size,
-                           num_workers=workers if workers is not None else int(data.get("num_workers", 2)),
-                           device=torch_device, precision=resolve_precision(loaded.precision, torch_device),
-                           progress=progress and world.main, max_clips=max_clips)
+    pred = infer_dataset_sharded(loaded, entries, lambda part: test_dataset(part, spec), world,
+                                 batch_size=batch_size,
+                                 num_workers=workers if workers is not None else int(data.get("num_workers", 2)),
+                                 device=torch_device,
+                                 precision=resolve_precision(loaded.loaded_from.precision, torch_device),
+                                 progress=progress and world.main, max_clips=max_clips)
     summary = summarize(pred, loaded.classes)
     report = _report(loaded, spec, prepared, list_file, entries, pred, summary, world.size)
     if world.main:
@@ -102,13 +106,13 @@ def _report(loaded: Any, spec: Any, prepared: Any, list_file: Path, entries: lis
             summary: dict[str, Any], processes: int) -> dict[str, Any]:
     """eval.json: what was evaluated, how (the InputSpec used, the precision), and the scores."""
     from stadapt import __version__
-    from stadapt.checkpoints.format import tensors_path
+    from stadapt.checkpoints.files import tensors_path
     from stadapt.data.prepared import file_sha256
 
     return {
         "stadapt_version": __version__,
-        "checkpoint": str(loaded.path.resolve()),
-        "checkpoint_sha256": file_sha256(tensors_path(loaded.path)),
+        "checkpoint": str(loaded.loaded_from.path.resolve()),
+        "checkpoint_sha256": file_sha256(tensors_path(loaded.loaded_from.path)),
         "step": loaded.meta.get("step"),
         "list": str(prepared.list_path(list_file)),
         "list_sha256": prepared.list_sha256(list_file),
@@ -123,7 +127,7 @@ def _report(loaded: Any, spec: Any, prepared: Any, list_file: Path, entries: lis
         "crop_size": spec.image_size,
         "short_side": spec.image_size,
         "input": spec.to_dict(),
-        "precision": loaded.precision,
+        "precision": loaded.loaded_from.precision,
         "processes": processes,
         "listed": len(entries),
         "skipped": len(pred.skipped),

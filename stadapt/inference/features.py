@@ -48,14 +48,15 @@ def extract_features(videos: list[Path], checkpoint: Path | None, *, which: str 
                      backbone_weights: str | None = None, precision: str = "auto", batch_size: int = 4,
                      workers: int | None = None, progress: bool = False) -> Features:
     """The Features of `videos` under a checkpoint (a run: `which` checkpoint, None = best when present)."""
-    from stadapt.api import load_model
     from stadapt.inference.batched import view_batches
-    from stadapt.runs.rundir import resolve_target
-    from stadapt.training.setup import parse_views, resolve_device
+    from stadapt.inference.loading import load_for_inference
+    from stadapt.runs.lookup import resolve_target
+    from stadapt.runtime.device import resolve_device
+    from stadapt.runtime.views import parse_views
 
     target, _ = resolve_target(checkpoint, which)
-    loaded = load_model(target, backbone_weights=backbone_weights, device=resolve_device(device),
-                        precision=precision)
+    loaded = load_for_inference(target, backbone_weights=backbone_weights, device=resolve_device(device),
+                                precision=precision)
     spec = loaded.input_spec.with_views(parse_views(views) if views else None)
     rows: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     bad: dict[int, str] = {}
@@ -66,15 +67,16 @@ def extract_features(videos: list[Path], checkpoint: Path | None, *, which: str 
             continue
         with torch.inference_mode(), loaded.autocast():
             b, v = batch.views.shape[:2]
-            frames = loaded.model.frame_features(batch.views.flatten(0, 1))
-            pooled = loaded.model.backbone.video_norm(frames.mean(dim=1)).float().reshape(b, v, -1).mean(dim=1)
+            frames = loaded.frame_features(batch.views.flatten(0, 1))
+            pooled = loaded.backbone.video_norm(frames.mean(dim=1)).float().reshape(b, v, -1).mean(dim=1)
             per_video = frames.float().reshape(b, v, *frames.shape[1:]) if per_frame else None
         for row, index in enumerate(batch.indices):
             rows[index] = (pooled[row].cpu(), per_video[row].cpu() if per_video is not None else None)
     order = sorted(rows)
-    width = loaded.model.head.fc.in_features
-    meta = {"format": FORMAT, "checkpoint": str(Path(loaded.path).resolve()), "step": loaded.meta.get("step"),
-            "input": spec.to_dict(), "precision": loaded.precision, "pooling": "mean over views of forward_features"}
+    width = loaded.head.fc.in_features
+    meta = {"format": FORMAT, "checkpoint": str(loaded.loaded_from.path.resolve()), "step": loaded.meta.get("step"),
+            "input": spec.to_dict(), "precision": loaded.loaded_from.precision,
+            "pooling": "mean over views of forward_features"}
     return Features(
         videos=[str(videos[i]) for i in order],
         pooled=torch.stack([rows[i][0] for i in order]) if order else torch.zeros(0, width),

@@ -46,7 +46,7 @@ def predict_videos(
     "precision"}` or `{"video", "error"}`. Clips are made as evaluation makes them, from the model's InputSpec;
     a checkpoint's videos go through DataLoader workers in batches and run in `precision` ("auto": the run's
     on this device, float32 on the CPU); of a run, `which` checkpoint (None: best when present)."""
-    from stadapt.training.setup import parse_views
+    from stadapt.runtime.views import parse_views
 
     if onnx is not None and checkpoint is not None:
         raise StadaptError("give --checkpoint or --onnx, not both", "an exported model carries its own classes")
@@ -66,14 +66,14 @@ def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, 
                         batch_size: int, workers: int | None, max_clips: int | None,
                         progress: bool) -> list[dict[str, Any]]:
     """predict_videos of a checkpoint: batches of views from `stadapt.inference.batched`, softmax per view, mean."""
-    from stadapt.api import load_model
     from stadapt.inference.batched import in_chunks, view_batches
-    from stadapt.runs.rundir import resolve_target
-    from stadapt.training.setup import resolve_device
+    from stadapt.inference.loading import load_for_inference
+    from stadapt.runs.lookup import resolve_target
+    from stadapt.runtime.device import resolve_device
 
     checkpoint, _ = resolve_target(target, which)
-    loaded = load_model(checkpoint, backbone_weights=backbone_weights, device=resolve_device(device),
-                        precision=precision)
+    loaded = load_for_inference(checkpoint, backbone_weights=backbone_weights, device=resolve_device(device),
+                                precision=precision)
     spec = loaded.input_spec.with_views(views)
     results: list[dict[str, Any]] = [{} for _ in videos]
     for batch in view_batches(videos, spec, device=loaded.device, batch_size=batch_size, workers=workers,
@@ -86,7 +86,7 @@ def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, 
             probs = in_chunks(lambda clips: loaded(clips).float().softmax(dim=-1), batch.views, max_clips)
         for index, video_probs in zip(batch.indices, probs.mean(dim=1).cpu().numpy(), strict=True):
             results[index] = {"video": str(videos[index]), "top": _topk(video_probs, loaded.classes, top_k),
-                              "precision": loaded.precision}
+                              "precision": loaded.loaded_from.precision}
     return results
 
 
@@ -160,7 +160,8 @@ def _onnx_runner(path: Path):
     onnx = require("onnx", what="stadapt predict with an .onnx model")
     onnxruntime = require("onnxruntime", what="stadapt predict with an .onnx model")
 
-    from stadapt.checkpoints.format import InputSpec
+    from stadapt.data.input_spec import InputSpec
+    from stadapt.vocabulary import split_views
 
     if not path.is_file():
         raise StadaptError(f"ONNX model {path} does not exist", "make one with `stadapt export --onnx`")
@@ -175,9 +176,8 @@ def _onnx_runner(path: Path):
     if "input_spec" in props:
         spec = InputSpec.from_dict(json.loads(props["input_spec"]))
     else:  # exported before the InputSpec was recorded: the fields it wrote one by one
-        temporal, spatial = (int(v) for v in props.get("views", "1x1").split("x"))
         spec = InputSpec(frames=int(props["num_frames"]), sampling=props.get("sampling", "stride"),
-                         stride=int(props.get("stride", 16)), views=(temporal, spatial),
+                         stride=int(props.get("stride", 16)), views=split_views(props.get("views", "1x1")),
                          image_size=int(props["image_size"]), mean=tuple(json.loads(props["mean"])),
                          std=tuple(json.loads(props["std"])), interpolation=props.get("interpolation", "bicubic"))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

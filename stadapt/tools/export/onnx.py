@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from stadapt.errors import DiskFullError, StadaptError, first_line
+from stadapt.fileio import fsync_dir, make_temp_dir
 from stadapt.tools.export.graph import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -35,7 +36,6 @@ from stadapt.tools.export.graph import (
     is_disk_full,
 )
 from stadapt.tools.export.uint8 import UINT8_LAYOUT, Uint8Frames, frames_from_unit_clip
-from stadapt.fileio import fsync_dir, make_temp_dir
 
 __all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "is_disk_full", "verify_onnx"]
 
@@ -218,15 +218,15 @@ def export_onnx(
     above `tolerance` raises StadaptError and writes nothing. Returns a summary: out, bytes, data_file,
     data_bytes, exporter, fallback_reason, opset, input_dtype, metadata and (when verified) `verification`.
     """
-    from stadapt.api import load_model
+    from stadapt.checkpoints.load import load_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
     if input_dtype not in INPUT_DTYPES:
         raise StadaptError(f"unknown input type {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")
     refuse_existing(out, overwrite)
-    loaded = load_model(checkpoint, backbone_weights=backbone_weights, device="cpu")
+    loaded = load_checkpoint(checkpoint, backbone_weights=backbone_weights, device="cpu", precision="fp32")
     meta, config = loaded.meta, input_config(loaded.input_spec)
-    model = loaded.model.float().eval()
+    model = loaded.float().eval()
     if hasattr(model, "backbone_dtype"):
         model.backbone_dtype = torch.float32
     exported = Uint8Frames(model, config["mean"], config["std"]).eval() if input_dtype == "uint8" else model

@@ -90,7 +90,7 @@ def load_video_clip(video: Path, spec: InputSpec) -> tuple[torch.Tensor, torch.T
     centred test view of `video` (one temporal view, the centre crop), made as `spec` says."""
     from dataclasses import replace
 
-    from stadapt.data.decode import VideoReader
+    from stadapt.data.pyav_reader import VideoReader
     from stadapt.data.sampling import make_sampler
     from stadapt.data.views import video_views
 
@@ -171,9 +171,9 @@ def visualize(
     unless `overwrite`. The title names the predicted class and its probability. The model runs in
     `precision` ("auto": the run's on this device, float32 on the CPU).
     """
-    from stadapt.api import load_model
     from stadapt.errors import VideoDecodeError
-    from stadapt.runs.rundir import resolve_target
+    from stadapt.inference.loading import load_for_inference
+    from stadapt.runs.lookup import resolve_target
     from stadapt.runtime.device import resolve_device
 
     video = Path(video)
@@ -188,16 +188,15 @@ def visualize(
     if not out.parent.is_dir():
         raise StadaptError(f"the folder {out.parent} does not exist", "create it, or pass --out elsewhere")
     checkpoint_dir, _ = resolve_target(checkpoint, which)
-    loaded = load_model(checkpoint_dir, backbone_weights=backbone_weights, device=resolve_device(device),
-                        precision=precision)
-    model = loaded.model
+    model = load_for_inference(checkpoint_dir, backbone_weights=backbone_weights, device=resolve_device(device),
+                               precision=precision)
     _check_attention(model)  # a clear error before decoding anything
-    clip, shown, indices = load_video_clip(video, loaded.input_spec)
-    with torch.no_grad(), loaded.autocast():
+    clip, shown, indices = load_video_clip(video, model.input_spec)
+    with torch.no_grad(), model.autocast():
         before, after = attention_maps(model, clip)
-        probs = model(clip[None].to(loaded.device)).float().softmax(dim=-1)[0].cpu()
+        probs = model(clip[None].to(model.device)).float().softmax(dim=-1)[0].cpu()
     best = int(probs.argmax())
-    name = loaded.classes[best] if best < len(loaded.classes) else f"class {best}"
+    name = model.classes[best] if best < len(model.classes) else f"class {best}"
     query = "[CLS]" if model.backbone.block_layouts()[-1].prefix_tokens else "mean-query"  # Swin, SigLIP: no CLS
     title = f"{video.name}: predicted {name!r} ({100 * float(probs[best]):.1f}%)  -  last-block {query} attention"
     return plot_attention(shown, before, after, out, title=title, indices=indices)
