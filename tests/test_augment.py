@@ -1,4 +1,5 @@
-"""Clip-level RandAugment and RandomResizedCrop (stadapt.data.augment) against timm, PIL and torchvision."""
+"""Clip-level RandAugment and RandomResizedCrop (stadapt.data.augment and .randaugment_ops) against timm, PIL
+and torchvision."""
 
 from __future__ import annotations
 
@@ -16,15 +17,8 @@ from timm.data import auto_augment as timm_aa
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from stadapt.data.augment import (
-    DEFAULT_FILL,
-    RAND_INCREASING_TRANSFORMS,
-    RAND_TRANSFORMS,
-    ClipRandAugment,
-    RandomResizedCropClip,
-    apply_op,
-    random_resized_crop_box,
-)
+from stadapt.data.augment import ClipRandAugment, RandomResizedCropClip, random_resized_crop_box
+from stadapt.data.randaugment_ops import DEFAULT_FILL, RAND_INCREASING_TRANSFORMS, RAND_TRANSFORMS, apply_op
 from stadapt.errors import DataError
 
 ST_ADAPTER = "rand-m7-n4-mstd0.5-inc1"

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from stadapt.data.dataset import VideoClipDataset, collate_clips
-from stadapt.data.decode import VideoReader, read_frames
 from stadapt.data.encode import write_video
 from stadapt.data.prepared import (
     VideoEntry,
@@ -26,6 +25,7 @@ from stadapt.data.prepared import (
     write_list,
     write_prepared,
 )
+from stadapt.data.pyav_reader import VideoReader, read_frames
 from stadapt.data.sampling import SegmentSampler, StrideSampler, make_sampler
 from stadapt.data.transforms import TestTransform, TrainTransform
 from stadapt.errors import DataError, VideoDecodeError

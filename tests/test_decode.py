@@ -5,8 +5,8 @@ rate, rotated phone videos, odd sizes, very short videos, and truncated download
 import numpy as np
 import pytest
 
-from stadapt.data.decode import VideoReader
 from stadapt.data.encode import write_video
+from stadapt.data.pyav_reader import VideoReader
 from stadapt.errors import VideoDecodeError
 
 

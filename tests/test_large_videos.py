@@ -14,11 +14,11 @@ import torch
 from helpers import run_cli, train_synthetic_run
 from test_push_hub import RECIPE
 
-from stadapt.checkpoints.format import InputSpec
 from stadapt.data.dataset import VideoClipDataset
-from stadapt.data.decode import VideoReader
 from stadapt.data.encode import write_video
+from stadapt.data.input_spec import InputSpec
 from stadapt.data.prepared import VideoEntry
+from stadapt.data.pyav_reader import VideoReader
 from stadapt.data.sampling import make_sampler
 from stadapt.data.transforms import TestTransform, TrainTransform
 from stadapt.data.views import test_dataset

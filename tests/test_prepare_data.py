@@ -117,7 +117,7 @@ def test_ucf101(tmp_path):
 
     # the prepared lists feed the clip reader directly
     prepared = open_prepared(out)
-    from stadapt.data.decode import read_frames
+    from stadapt.data.pyav_reader import read_frames
 
     for entry in prepared.entries("val"):
         assert read_frames(entry.path, [0, 7]).shape == (2, 32, 32, 3)

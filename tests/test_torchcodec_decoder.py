@@ -7,14 +7,11 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
-from stadapt.data.decode import (
-    TorchCodecReader,
-    VideoReader,
-    check_decoder,
-    open_video,
-    torchcodec_problem,
-)
+from stadapt.data.decode import open_video
+from stadapt.data.decoders import check_decoder, torchcodec_problem
 from stadapt.data.encode import write_video
+from stadapt.data.pyav_reader import VideoReader
+from stadapt.data.torchcodec_reader import TorchCodecReader
 from stadapt.errors import DecoderUnavailableError, StadaptError
 
 PROBLEM = torchcodec_problem()

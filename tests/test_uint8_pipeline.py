@@ -19,12 +19,13 @@ import torch.nn.functional as F
 
 from stadapt.backbones.registry import parse_backbone
 from stadapt.data.dataset import collate_clips
-from stadapt.data.decode import VideoReader
 from stadapt.data.encode import write_video
 from stadapt.data.on_device import to_model_input
 from stadapt.data.prepared import VideoEntry
-from stadapt.training.setup import eval_dataset, parse_views, train_dataset
+from stadapt.data.pyav_reader import VideoReader
 from stadapt.recipe import load_recipe
+from stadapt.runtime.build import eval_dataset, train_dataset
+from stadapt.runtime.views import parse_views
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -167,8 +168,8 @@ def test_uint8_batches_reach_the_loop_and_are_normalised_where_the_model_runs(tm
     device, with a uint8 batch straight from a DataLoader worker; what the model gets is float and normalised."""
     from stadapt.data import on_device
     from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-    from stadapt.training import loop, step
     from stadapt.recipe import recipe_from_dict
+    from stadapt.training import loop, step
 
     root = tmp_path / "data"
     write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=1, frames=8,

@@ -108,7 +108,7 @@ def bench_decoders(
     """Time `clips` clips (cycling over `paths`) with both decoders, interleaved; compare their frames."""
     from tqdm import tqdm
 
-    from stadapt.data.decode import VideoReader
+    from stadapt.data.pyav_reader import VideoReader
 
     def seeking(path: Path, rng: np.random.Generator) -> np.ndarray:
         with VideoReader(path) as reader:

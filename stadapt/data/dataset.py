@@ -4,7 +4,7 @@ Each item draws its randomness from `np.random.default_rng([seed, epoch, index])
 worker's global RNG state: resuming mid-epoch replays exactly the same clips, and the number of
 DataLoader workers does not change what a run sees. A training video that fails to decode is
 replaced by another (drawn from the same stream, so still reproducible) and the failure reported
-with the item; a truncated file is such a failure (stadapt.data.decode never pads a clip with its last
+with the item; a truncated file is such a failure (stadapt.data.pyav_reader never pads a clip with its last
 decodable frame), a genuinely short video is not (the sampler repeats its last frame index). In
 evaluation nothing is substituted: the item comes back as an error.
 """
@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from stadapt.data.decode import TorchCodecReader, VideoReader, check_decoder, open_video
+from stadapt.data.decode import open_video
+from stadapt.data.decoders import check_decoder
 from stadapt.data.on_device import stack_padded
 from stadapt.data.prepared import VideoEntry
+from stadapt.data.pyav_reader import VideoReader
 from stadapt.data.sampling import FrameSampler
+from stadapt.data.torchcodec_reader import TorchCodecReader
 from stadapt.data.transforms import decode_short_side
 from stadapt.errors import VideoDecodeError
 

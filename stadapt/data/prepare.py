@@ -40,7 +40,7 @@ def file_problem(path: Path) -> str | None:
 
 def decode_problem(path: str) -> str | None:
     """Why `path` does not decode (first and last frame), or None. Runs in worker processes."""
-    from stadapt.data.decode import VideoReader
+    from stadapt.data.pyav_reader import VideoReader
     from stadapt.errors import VideoDecodeError
 
     try:

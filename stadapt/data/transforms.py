@@ -32,7 +32,7 @@ from stadapt.errors import DataError
 INTERPOLATIONS = ("bicubic", "bilinear")
 CROPS = ("jitter", "resized")
 # How much larger than the largest size the transform resizes to a decoded frame's short side may stay:
-# the decoder scales a larger frame down to it (stadapt.data.decode, AREA), and torch's antialiased
+# the decoder scales a larger frame down to it (stadapt.data.pyav_reader, AREA), and torch's antialiased
 # resize still makes the final step, so ordinary videos (320x240 ... 640x360 for a 224 crop) decode
 # exactly as without a bound while a 4000x3000 one never reaches memory at full size.
 DECODE_MARGIN = 2
