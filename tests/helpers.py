@@ -171,7 +171,8 @@ def write_trainer_state(folder: Path, files: dict[str, bytes]) -> None:
     recording their checksums (what `restore_state` checks them against)."""
     import json
 
-    from stadapt.checkpoints.format import DIGESTS, FORMAT, META_FILE, checksum
+    from stadapt.checkpoints.files import DIGESTS, META_FILE, checksum
+    from stadapt.checkpoints.format import FORMAT
 
     for name, data in files.items():
         (folder / name).write_bytes(data)

@@ -1,7 +1,7 @@
 """The files of a checkpoint are checked against the checksums stadapt.json records for them (issue 23.5).
 
 Flipping bits inside trainable.safetensors used to give a model that predicts noise, with exit status 0.
-Now every reader (eval, predict, resume, ... all through stadapt.checkpoints.format) refuses the damaged file in
+Now every reader (eval, predict, resume, ... all through stadapt.checkpoints.files) refuses the damaged file in
 one line that names it; the trainer state of `checkpoints/last` is checked the same way when a run
 resumes. Checkpoints written before the digests were recorded still load.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from stadapt.checkpoints.format import DIGESTS
+from stadapt.checkpoints.files import DIGESTS
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 
 RECIPE = """\

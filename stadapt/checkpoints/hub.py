@@ -12,12 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from stadapt.checkpoints.files import READER_FILES
 from stadapt.errors import CheckpointError
 
 PREFIX = "hf-hub:"
-# the files a checkpoint reader needs (stadapt.checkpoints.format's META_FILE and TENSORS_FILE; named here so this
-# module stays below stadapt.checkpoints.format, which calls it)
-CHECKPOINT_FILES = ("stadapt.json", "trainable.safetensors", "adapters.safetensors")  # the last: before format 2
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
@@ -45,7 +43,7 @@ def checkpoint_dir(path: str | Path) -> Path:
 
     repo, revision = parse_hub_id(str(path))
     try:
-        return Path(snapshot_download(repo, revision=revision, allow_patterns=list(CHECKPOINT_FILES)))
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=list(READER_FILES)))
     except Exception as exc:  # offline, no cache, unknown repo or revision, no access: all say "not here"
         reason = type(exc).__name__
     fetch = f"hf download {repo}" + (f" --revision {revision}" if revision else "")

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from stadapt.checkpoints.format import InputSpec
+from stadapt.data.input_spec import InputSpec
 
 
 @dataclass

@@ -22,10 +22,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stadapt.checkpoints.format import META_FILE, read_checkpoint, tensors_path
+from stadapt.checkpoints.files import META_FILE, tensors_path
+from stadapt.checkpoints.format import read_checkpoint
+from stadapt.checkpoints.hub import PREFIX, parse_hub_id
 from stadapt.errors import StadaptError, first_line, preview
 from stadapt.fileio import fsync_dir, make_temp_dir, write_durable
-from stadapt.checkpoints.hub import PREFIX, parse_hub_id
 
 CARD_FILE = "README.md"
 EVAL_FILE = "eval.json"

@@ -15,10 +15,8 @@ from typing import Any
 
 import torch
 
+from stadapt.checkpoints.meta import STATE_META, STATE_TENSORS  # named there: the run folders check them too
 from stadapt.errors import CheckpointError
-
-STATE_TENSORS = "trainer_state.safetensors"
-STATE_META = "trainer_state.json"
 
 
 @dataclass
@@ -102,7 +100,8 @@ def restore_state(
     states when the run was distributed); returns the counters."""
     from safetensors import SafetensorError
 
-    from stadapt.checkpoints.format import load_tensors_verified, read_meta_file, read_verified
+    from stadapt.checkpoints.files import load_tensors_verified, read_verified
+    from stadapt.checkpoints.format import read_meta_file
 
     if not has_state(checkpoint):
         raise CheckpointError(f"{checkpoint} holds no trainer state", "resume from a run's checkpoints/last")

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 
-from stadapt.model.adapters import POSITIONS, AdapterConfig
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import torch_load_safely
-from stadapt.checkpoints.format import SAMPLINGS, input_spec_from_data, load_trainable, model_meta, write_checkpoint
+from stadapt.checkpoints.format import load_trainable, model_meta, write_checkpoint
+from stadapt.data.input_spec import SAMPLINGS, input_spec_from_data
 from stadapt.errors import CheckpointError, preview
+from stadapt.model.adapters import POSITIONS, AdapterConfig
 from stadapt.model.classifier import BuiltModel, ModelConfig, build_model
 
 _ADAPTER_KEY = re.compile(r"^transformer\.resblocks\.(\d+)\.adapter_(pre_attn|pre_mlp)\.(fc1|conv|fc2)\.(weight|bias)$")
