@@ -12,7 +12,7 @@ from helpers import run_cli
 from safetensors.torch import load_file
 
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-from stadapt.runs.rundir import RunDir
+from stadapt.runs.layout import RunDir
 
 # validation after every step of a tiny run: top-1 rises, then falls before the last step
 RECIPE = """\

@@ -74,14 +74,14 @@ def _assert_one_clean_line(out: Path, name: str, written: str) -> str:
 
 def _hidden_leftovers(run: Path) -> list[str]:
     """Hidden entries other than the run's own marker and lock: staging folders and temp files."""
-    from stadapt.runs.rundir import LOCK_FILE, MARKER_FILE
+    from stadapt.runs.layout import LOCK_FILE, MARKER_FILE
 
     return sorted(str(p.relative_to(run)) for p in run.rglob(".*") if p.name not in (MARKER_FILE, LOCK_FILE))
 
 
 def test_a_full_disk_in_train_resume_and_eval_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
     from stadapt.checkpoints.format import read_checkpoint
-    from stadapt.runs.rundir import complete_step
+    from stadapt.checkpoints.meta import complete_step
 
     if shutil.which("unshare") is None or not _can_mount_a_private_tmpfs(tmp_path):
         pytest.skip("needs `unshare --user --map-root-user --mount` to mount a small tmpfs")

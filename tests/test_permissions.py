@@ -82,7 +82,7 @@ def test_train_eval_export_honour_the_umask(recipe: Path, tmp_path: Path, mask: 
         expected = (0o777 if is_dir else 0o666) & ~mask
         assert mode == expected, (f"umask {mask:03o}: {name} has mode {mode:03o}, "
                                   f"open()/mkdir() would give {expected:03o}")
-    from stadapt.runs.rundir import LOCK_FILE, MARKER_FILE
+    from stadapt.runs.layout import LOCK_FILE, MARKER_FILE
 
     assert {MARKER_FILE, LOCK_FILE} <= set(modes)  # the run's marker and lock follow the umask too
     leftovers = [name for name in modes if Path(name).name.startswith(".") and name not in (MARKER_FILE, LOCK_FILE)]

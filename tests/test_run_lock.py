@@ -125,7 +125,7 @@ for package in (stadapt, stadapt_clip, stadapt_swag, stadapt_timm):
             continue
         importlib.import_module(module.name)
         names.append(module.name)
-from stadapt.runs.rundir import RunLock
+from stadapt.runs.lock import RunLock
 from stadapt.errors import StadaptError
 try:
     RunLock(sys.argv[1]).acquire()
@@ -142,7 +142,7 @@ def test_without_fcntl_every_module_imports_and_the_lock_refuses_in_one_line(tmp
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "stadapt.runs.rundir" in report["modules"] and "stadapt.training.loop" in report["modules"]
+    assert "stadapt.runs.lock" in report["modules"] and "stadapt.training.loop" in report["modules"]
     assert report["acquired"] is False
     assert len(report["error"].splitlines()) == 1
     assert "no POSIX file locks (fcntl)" in report["error"] and "WSL" in report["error"]

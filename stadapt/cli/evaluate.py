@@ -42,8 +42,8 @@ def evaluate(
     eval.json, eval.predictions.csv and eval.confusion.png. Under torchrun the videos are split over
     the processes."""
     from stadapt.cli.interrupt import interrupt_says
-    from stadapt.training.distributed import shutdown, world_from_env
     from stadapt.inference.evaluate import format_table, report_paths, run_eval
+    from stadapt.runtime.distributed import shutdown, world_from_env
 
     report_path = _report_path(target, which, out)
     try:
@@ -65,9 +65,9 @@ def evaluate(
 def _report_path(target: Path | None, which: str | None, out: Path | None) -> Path | None:
     """Where this eval writes its report (run_eval's rule), for the line a Ctrl-C prints; None where the
     target is refused (run_eval then says why)."""
-    from stadapt.runs.rundir import resolve_target
-    from stadapt.errors import StadaptError
     from stadapt.checkpoints.hub import output_home
+    from stadapt.errors import StadaptError
+    from stadapt.runs.lookup import resolve_target
 
     if out is not None:
         return out

@@ -53,7 +53,8 @@ def export(
 
     for package in ("onnx", "onnxscript") + (("onnxruntime",) if verify else ()):
         require(package, what="stadapt export")
-    from stadapt.runs.rundir import resolve_target
+    from stadapt.checkpoints.hub import output_home
+    from stadapt.runs.lookup import resolve_target
     from stadapt.tools.export.graph import EXPORTERS
     from stadapt.tools.export.onnx import (
         INPUT_DTYPES,
@@ -61,7 +62,6 @@ def export(
         export_onnx,
         refuse_existing,
     )
-    from stadapt.checkpoints.hub import output_home
 
     if input_dtype not in INPUT_DTYPES:
         raise StadaptError(f"unknown --input {input_dtype!r}", f"choose one of: {', '.join(INPUT_DTYPES)}")

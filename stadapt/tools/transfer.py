@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from stadapt.checkpoints.files import META_FILE
 from stadapt.errors import StadaptError
 
 DATASETS = ("ucf101", "hmdb51")
@@ -80,7 +81,7 @@ def transfer_setting(recipe: Any) -> dict[str, Any]:
 
 def _checkpoint_step(checkpoint: Path) -> int:
     try:
-        return int(json.loads((checkpoint / "stadapt.json").read_text()).get("step", 0))
+        return int(json.loads((checkpoint / META_FILE).read_text()).get("step", 0))
     except (OSError, ValueError, TypeError, AttributeError):
         return -1
 
@@ -88,9 +89,10 @@ def _checkpoint_step(checkpoint: Path) -> int:
 def split_state(recipe: Any) -> str:
     """"new", "finished" or "unfinished" for the split run `recipe` describes. A run started with
     another setting is refused: reusing or continuing it would mix two settings in one result."""
-    from stadapt.training.loop import TrainingError, check_resumable
-    from stadapt.runs.rundir import RunDir
     from stadapt.recipe import load_recipe
+    from stadapt.runs.layout import RunDir
+    from stadapt.training.run import TrainingError
+    from stadapt.training.start import check_resumable
 
     run = RunDir(recipe.output.dir)
     if not run.is_run():
@@ -115,7 +117,8 @@ def _split_result(split: int, val: dict[str, Any], run: Path, *, reused: bool) -
 
 def read_back_split(split: int, recipe: Any) -> dict[str, Any]:
     """The result of a split that finished earlier, from its run's final validation in metrics.jsonl."""
-    from stadapt.runs.rundir import RunDir, read_metrics
+    from stadapt.runs.layout import RunDir
+    from stadapt.runs.metrics import read_metrics
 
     run = RunDir(recipe.output.dir)
     final = [e for e in read_metrics(run.metrics) if e.get("split") == "val" and e.get("step") == recipe.optim.steps]
@@ -124,8 +127,8 @@ def read_back_split(split: int, recipe: Any) -> dict[str, Any]:
 
 def _train_split(split: int, recipe: Any, *, overwrite: bool, progress: bool) -> Any:
     """Train one split: start it, or continue it from its checkpoint (the train loop's --auto-resume)."""
+    from stadapt.runs.errors import RunError
     from stadapt.training.loop import train
-    from stadapt.runs.rundir import RunError
 
     try:
         return train(recipe, source=f"stadapt finetune-transfer (split {split})", overwrite=overwrite,
@@ -157,8 +160,8 @@ def finetune_transfer(
     from stadapt.checkpoints.format import read_checkpoint
     from stadapt.data.formats import READERS
     from stadapt.data.prepare import prepare_listing
-    from stadapt.runs.rundir import resolve_target
     from stadapt.fileio import atomic_write_text
+    from stadapt.runs.lookup import resolve_target
 
     if dataset not in DATASETS:
         raise StadaptError(f"unknown transfer data set {dataset!r}", f"choose one of: {', '.join(DATASETS)}")

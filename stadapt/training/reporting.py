@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import torch
 
-from stadapt.runs.rundir import MetricsLog
 from stadapt.fileio import atomic_write_text
+from stadapt.runs.metrics import MetricsLog
 
 TENSORBOARD_DIR = "tensorboard"
 TRAIN_LOG = "train.log"
