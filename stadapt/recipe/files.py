@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from stadapt.checkpoints.files import META_FILE
 from stadapt.errors import StadaptError
 from stadapt.recipe.messages import PREPARE_HINT, KeyPath, Problem
 from stadapt.vocabulary import did_you_mean, weights_is_path
@@ -66,8 +67,8 @@ def environment_problems(data: dict[str, Any], bad: set[KeyPath], check_files: b
     model = data["model"] if isinstance(data.get("model"), dict) else {}
     init = model.get("init_from")
     if (isinstance(init, str) and ("model", "init_from") not in bad
-            and not os.path.isfile(os.path.join(init, "stadapt.json"))):
-        problems.append((("model", "init_from"), f"{init} is not a stadapt checkpoint directory (no stadapt.json); "
+            and not os.path.isfile(os.path.join(init, META_FILE))):
+        problems.append((("model", "init_from"), f"{init} is not a stadapt checkpoint directory (no {META_FILE}); "
                                                  "pass runs/NAME/checkpoints/last"))
     section = data["data"] if isinstance(data.get("data"), dict) else {}
     root = section.get("root")

@@ -15,14 +15,16 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+from stadapt.checkpoints.files import META_FILE, TENSORS_FILE
+
 
 def model_card(meta: Mapping[str, Any], report: Mapping[str, Any] | None, repo: str, dataset: str | None) -> str:
     """The README.md text: front matter, then one section per topic."""
     sections = [
         (f"# {repo}\n\nA video classifier made with stadapt (ST-Adapter, Pan et al., NeurIPS "
          "2022): a frozen image backbone with small spatio-temporal adapters and a linear head; this repository "
-         "holds only the trained tensors (`trainable.safetensors`: adapters and head) and their description "
-         "(`stadapt.json`)."),
+         f"holds only the trained tensors (`{TENSORS_FILE}`: adapters and head) and their description "
+         f"(`{META_FILE}`)."),
         _usage(meta, repo),
         _model(meta, repo),
         _evaluation(report, dataset),
@@ -140,7 +142,7 @@ def _recipe(meta: Mapping[str, Any]) -> str:
     if not recipe:
         return "## Recipe\n\nThis checkpoint records no training recipe (it was imported, not trained by stadapt)."
     text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
-    return f"## Recipe\n\nThe fully resolved training recipe (also in `stadapt.json`):\n\n```yaml\n{text}```"
+    return f"## Recipe\n\nThe fully resolved training recipe (also in `{META_FILE}`):\n\n```yaml\n{text}```"
 
 
 def _usage(meta: Mapping[str, Any], repo: str) -> str:
