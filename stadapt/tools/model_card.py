@@ -147,11 +147,10 @@ def _recipe(meta: Mapping[str, Any]) -> str:
 
 def _usage(meta: Mapping[str, Any], repo: str) -> str:
     return (
-        "## How to load it\n\n```bash\npip install stadapt\n```\n\n```python\nimport stadapt\n"
-        "from stadapt.data import video_views\n\n"
-        f"loaded = stadapt.load_model(\"hf-hub:{repo}\")   # .model, .input_spec, .classes\n"
-        "clips = video_views(\"clip.mp4\", loaded.input_spec)   # sampled, cropped, normalised views\n"
-        "loaded.classes[loaded(clips).softmax(-1).mean(0).argmax()]\n```\n\n"
+        "## How to load it\n\n```bash\npip install stadapt\n```\n\n```python\nimport stadapt\n\n"
+        f"model = stadapt.load_model(\"hf-hub:{repo}\")   # the nn.Module: .input_spec, .classes, .meta\n"
+        "clips = model.transform()(\"clip.mp4\")   # sampled, cropped, normalised views\n"
+        "model.classes[model(clips).softmax(-1).mean(0).argmax()]\n```\n\n"
         f"```bash\nstadapt predict clip.mp4 --checkpoint hf-hub:{repo}\n"
         f"stadapt eval hf-hub:{repo} --root DATA --list val.txt   # DATA: a prepared data set with the same classes\n"
         f"stadapt export --onnx --checkpoint hf-hub:{repo} --out model.onnx\n```\n\n"
