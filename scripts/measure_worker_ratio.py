@@ -74,8 +74,8 @@ def main() -> None:
     from stadapt.backbones.registry import parse_backbone
     from stadapt.data.bench import write_k400_like
     from stadapt.data.prepared import open_prepared
-    from stadapt.training.setup import train_dataset
     from stadapt.recipe import load_recipe
+    from stadapt.runtime.build import train_dataset
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("/tmp/k400like"), help="K400-like clips (written if absent)")

@@ -44,6 +44,14 @@ def kernel_is_odd(kernel: Sequence[int]) -> bool:
     return len(kernel) == 3 and all(k >= 1 and k % 2 == 1 for k in kernel)
 
 
+def split_views(text: str) -> tuple[int, int]:
+    """'2x3' -> (2, 3): the T and S of a `TxS` test-views setting, the one reading of that spelling (any
+    case of x, what `int` reads on either side); ValueError if it is not two integers around an x. Callers
+    say what else they need (T, S >= 1; the canonical spelling in a recipe)."""
+    temporal, spatial = (int(v) for v in text.lower().split("x"))
+    return temporal, spatial
+
+
 def weights_is_path(weights: str | Path) -> bool:
     """A backbone weights value is a file path if it looks like one (a separator or a dot) or exists;
     otherwise it is a plugin's hub tag (e.g. `openai`)."""

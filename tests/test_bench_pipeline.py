@@ -66,12 +66,12 @@ def test_worker_paths_run_as_a_dataloader_worker_runs_them(tmp_path: Path, monke
     import torch
 
     from stadapt.backbones.registry import parse_backbone
-    from stadapt.tools.bench.pipeline import time_worker_paths
     from stadapt.data import dataset as dataset_module
     from stadapt.data import decode as decode_module
     from stadapt.data.prepared import open_prepared
-    from stadapt.training.setup import train_dataset
     from stadapt.recipe import load_recipe
+    from stadapt.runtime.build import train_dataset
+    from stadapt.tools.bench.pipeline import time_worker_paths
 
     root = tmp_path / "data"
     write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=1, frames=8,

@@ -12,12 +12,12 @@ import torch
 from helpers import write_trainer_state
 from torch import nn
 
+from stadapt.errors import StadaptError
+from stadapt.runtime.views import parse_views
 from stadapt.training.optim import param_groups
 from stadapt.training.schedule import lr_factor
-from stadapt.training.setup import parse_views
 from stadapt.training.state import RunCounters, restore_state, state_files
 from stadapt.training.stream import ClipStream
-from stadapt.errors import StadaptError
 
 
 def test_warmup_then_half_cosine_to_zero() -> None:

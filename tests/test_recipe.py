@@ -258,7 +258,7 @@ def test_augmentation_keys_of_the_papers_two_pipelines(workdir: Path) -> None:
 
 
 def test_adapter_bottleneck_ratio_reaches_the_model_config(workdir: Path) -> None:
-    from stadapt.training.setup import model_config
+    from stadapt.runtime.build import model_config
 
     text = MINIMAL + "adapter:\n  bottleneck_ratio: 0.5\n"
     recipe = load_recipe(write(workdir / "ratio.yaml", text))

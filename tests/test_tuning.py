@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from helpers import write_trainer_state
 
-from stadapt.training.optim import build_optimizer, param_groups, set_lr
-from stadapt.training.setup import build_from_recipe
 from stadapt.errors import PluginError, StadaptError
 from stadapt.model.classifier import ModelConfig, VideoClassifier, build_model
 from stadapt.recipe import Recipe
+from stadapt.runtime.build import build_from_recipe
+from stadapt.training.optim import build_optimizer, param_groups, set_lr
 
 FRAMES = 4
 LAST_BLOCK = "backbone.visual.transformer.resblocks.3."  # clip:tiny has 4 blocks

@@ -72,14 +72,14 @@ def bench_pipeline(
     training runs it (decode alone, the uint8 worker pipeline, the float one it replaced; wall clock and
     CPU time), clips/s the loader supplies with N workers, and clips/s the
     model consumes from an in-memory batch (random backbone weights: no download)."""
-    from stadapt.tools.bench.pipeline import bench_pipeline as run_bench
-    from stadapt.tools.bench.pipeline import format_report
     from stadapt.cli.reports import show_report
     from stadapt.data.bench import write_k400_like
     from stadapt.data.prepared import open_prepared
-    from stadapt.training.setup import resolve_device
     from stadapt.errors import StadaptError
     from stadapt.recipe import load_recipe
+    from stadapt.runtime.device import resolve_device
+    from stadapt.tools.bench.pipeline import bench_pipeline as run_bench
+    from stadapt.tools.bench.pipeline import format_report
 
     if (data is None) == (synthetic is None):
         raise StadaptError("give either --data DIR (prepared) or --synthetic DIR (not both)",

@@ -44,7 +44,7 @@ def train(
         check_wandb()
     import signal
 
-    from stadapt.training.distributed import world_from_env
+    from stadapt.runtime.distributed import world_from_env
     from stadapt.training.loop import train as run_training
 
     result = run_training(loaded, source=describe_source(str(recipe), overrides or []), resume=resume,

@@ -3,17 +3,26 @@
 It lives in the data layer because it describes data (frames, sampling, views, size, normalisation) and
 the readers of video (`stadapt.data.views`, evaluation's dataset) need it; a checkpoint records it in its
 stadapt.json (`stadapt.checkpoints.format`), which reads it from here. This module imports nothing of
-stadapt: a backbone's `VariantInfo` is read by its attributes only.
+stadapt but the base's `TxS` views reader: a backbone's `VariantInfo` is read by its attributes only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
+
+from stadapt.vocabulary import split_views
 
 SAMPLINGS = ("stride", "segment")
 TEST_CROPS = ("short_side",)
+
+# What a reader assumes for a setting an old record lacks (a format-1 checkpoint's recipe, an ONNX graph
+# exported before the InputSpec was recorded): the defaults those readers applied, defined once so an old
+# file gives the same input everywhere. `interpolation` counts only where no backbone says it (an old graph).
+LEGACY_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"sampling": "stride", "stride": 16, "views": "1x1", "interpolation": "bicubic"})
 
 
 @dataclass(frozen=True)
@@ -82,12 +91,20 @@ def _three(values: Any) -> tuple[float, float, float]:
     return (a, b, c)
 
 
+def input_spec_from_record(record: Mapping[str, Any]) -> InputSpec:
+    """The InputSpec of settings recorded one by one: `frames`, `image_size`, `mean` and `std` (required),
+    `sampling`, `stride`, `views` ("TxS") and `interpolation`, each LEGACY_DEFAULTS' where absent."""
+    value = {**LEGACY_DEFAULTS, **record}
+    temporal, spatial = split_views(str(value["views"]))
+    return InputSpec(frames=int(value["frames"]), sampling=str(value["sampling"]), stride=int(value["stride"]),
+                     views=(temporal, spatial), image_size=int(value["image_size"]), mean=_three(value["mean"]),
+                     std=_three(value["std"]), interpolation=str(value["interpolation"]))
+
+
 def input_spec_from_data(data: Mapping[str, Any], variant: Any) -> InputSpec:
     """The InputSpec of a recipe's `data` section (a dict) on a backbone `variant` (VariantInfo): frames,
-    sampling, stride and views from the recipe (where a key is absent: sampling "stride", stride 16,
-    views 1x1, as the readers of format-1 checkpoints assumed), size and normalisation from the backbone."""
-    temporal, spatial = (int(v) for v in str(data.get("views", "1x1")).lower().split("x"))
-    return InputSpec(frames=int(data["frames"]), sampling=str(data.get("sampling", "stride")),
-                     stride=int(data.get("stride", 16)), views=(temporal, spatial),
-                     image_size=int(variant.image_size), mean=_three(variant.mean), std=_three(variant.std),
-                     interpolation=str(variant.interpolation))
+    sampling, stride and views from the recipe (where a key is absent: LEGACY_DEFAULTS, as the readers of
+    format-1 checkpoints assumed), size, normalisation and interpolation from the backbone."""
+    recorded = {key: data[key] for key in ("frames", "sampling", "stride", "views") if key in data}
+    return input_spec_from_record({**recorded, "image_size": variant.image_size, "mean": variant.mean,
+                                   "std": variant.std, "interpolation": variant.interpolation})

@@ -1,7 +1,7 @@
 """`stadapt eval`: multi-view evaluation of a checkpoint on a list, and its reports.
 
-The prediction itself (softmax per view, probabilities averaged over the views of a video) is
-stadapt.inference.views, which training's validation shares.
+The prediction itself (softmax per view, probabilities averaged over the views of a video) is the one
+loop, stadapt.inference.loop, split over the processes by stadapt.inference.views as training's validation is.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stadapt.inference.views import FUSION, Predictions, infer_dataset_sharded, summarize
+from stadapt.inference.loop import FUSION, Predictions
+from stadapt.inference.views import infer_dataset_sharded, summarize
 from stadapt.runs.lookup import resolve_target
 
 

@@ -3,9 +3,10 @@ checkpoint's model, to safetensors or .npy with the video paths in input order.
 
 A row is `VideoClassifier.forward_features` (after the adapted blocks, the mean over time and the final
 norm) of the video's test views, averaged over the views; per-frame features are
-`VideoClassifier.frame_features`, (views, frames, width) per video. Videos are decoded by DataLoader
-workers and run in batches in the run's precision (stadapt.inference.batched). A video that does not decode gets
-no row: it is listed (stderr, and `bad_videos` in the output's metadata), never replaced.
+`VideoClassifier.frame_features`, (views, frames, width) per video, pooled by `VideoClassifier.pool`. Videos go
+through the one multi-view loop (stadapt.inference.loop): decoded by DataLoader workers, run in batches in the
+run's precision. A video that does not decode gets no row: it is listed (stderr, and `bad_videos` in the
+output's metadata), never replaced.
 
     FILE.safetensors   tensors `features` (N, D) float32 [and `frame_features` (N, V, T, D)]; metadata
                        (strings): format, videos (JSON list, one per row), bad_videos, checkpoint, step,
@@ -48,29 +49,32 @@ def extract_features(videos: list[Path], checkpoint: Path | None, *, which: str 
                      backbone_weights: str | None = None, precision: str = "auto", batch_size: int = 4,
                      workers: int | None = None, progress: bool = False) -> Features:
     """The Features of `videos` under a checkpoint (a run: `which` checkpoint, None = best when present)."""
-    from stadapt.inference.batched import view_batches
     from stadapt.inference.loading import load_for_inference
+    from stadapt.inference.loop import default_workers, run_views, videos_dataset, view_batches
     from stadapt.runs.lookup import resolve_target
     from stadapt.runtime.device import resolve_device
+    from stadapt.runtime.precision import resolve_precision
     from stadapt.runtime.views import parse_views
 
     target, _ = resolve_target(checkpoint, which)
     loaded = load_for_inference(target, backbone_weights=backbone_weights, device=resolve_device(device),
                                 precision=precision)
     spec = loaded.input_spec.with_views(parse_views(views) if views else None)
+    run_precision = resolve_precision(loaded.loaded_from.precision, loaded.device)
     rows: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     bad: dict[int, str] = {}
-    for batch in view_batches(videos, spec, device=loaded.device, batch_size=batch_size, workers=workers,
-                              progress=progress, desc="features"):
-        bad.update({failed["index"]: failed["error"] for failed in batch.failed})
+    for batch in view_batches(videos_dataset(videos, spec), batch_size=batch_size,
+                              num_workers=default_workers(len(videos)) if workers is None else workers,
+                              device=loaded.device, progress=progress, desc="features"):
+        bad.update({failed["index"]: failed["error"] for failed in batch.skipped})
         if batch.views is None:
             continue
-        with torch.inference_mode(), loaded.autocast():
-            b, v = batch.views.shape[:2]
-            frames = loaded.frame_features(batch.views.flatten(0, 1))
-            pooled = loaded.backbone.video_norm(frames.mean(dim=1)).float().reshape(b, v, -1).mean(dim=1)
-            per_video = frames.float().reshape(b, v, *frames.shape[1:]) if per_frame else None
-        for row, index in enumerate(batch.indices):
+        with torch.no_grad():
+            frames = run_views(loaded.frame_features, batch.views, precision=run_precision)  # (B, V, T, D)
+            with run_precision.autocast(loaded.device):  # the pooling in the same precision as the blocks
+                pooled = loaded.pool(frames.flatten(0, 1)).float().reshape(*frames.shape[:2], -1).mean(dim=1)
+            per_video = frames.float() if per_frame else None
+        for row, index in enumerate(batch.indices.tolist()):
             rows[index] = (pooled[row].cpu(), per_video[row].cpu() if per_video is not None else None)
     order = sorted(rows)
     width = loaded.head.fc.in_features

@@ -1,16 +1,17 @@
 """`stadapt predict`: top-k classes of videos (files, folders, patterns, lists), from a checkpoint or an
 exported ONNX model, printed or written as CSV / JSONL with class names.
 
-Clips are taken the way evaluation takes them (`stadapt.data.video_views` with the model's InputSpec:
-frame sampling, test views, crop and normalisation as the checkpoint records them), views are fused as
-the mean of per-view softmax probabilities; a checkpoint's videos are decoded by DataLoader workers and
-run in batches (stadapt.inference.batched). A video that cannot be decoded gets an error entry instead of a
-prediction; the others are still predicted.
+Videos go through the one multi-view loop (stadapt.inference.loop) as in evaluation: decoded by DataLoader
+workers in batches with the model's InputSpec (frame sampling, test views, crop and normalisation as the
+checkpoint, or the graph's metadata, records them), views fused as the mean of per-view softmax
+probabilities. A video that cannot be decoded gets an error entry instead of a prediction; the others are
+still predicted.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from stadapt.errors import StadaptError
+from stadapt.inference.loop import Predictions
 
 
 def _topk(probs: np.ndarray, classes: list[str], k: int) -> list[dict[str, Any]]:
@@ -58,55 +60,52 @@ def predict_videos(
     if precision not in ("auto", "fp32"):
         raise StadaptError(f"--precision {precision} applies to checkpoints; an ONNX model runs as exported",
                            "leave --precision out with --onnx")
-    return _predict_onnx(videos, Path(onnx), top_k=top_k, views=view_override)
+    return _predict_onnx(videos, Path(onnx), top_k=top_k, views=view_override, batch_size=batch_size,
+                         workers=workers, max_clips=max_clips, progress=progress)
 
 
 def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, views: tuple[int, int] | None,
                         device: str, backbone_weights: str | None, precision: str, which: str | None,
                         batch_size: int, workers: int | None, max_clips: int | None,
                         progress: bool) -> list[dict[str, Any]]:
-    """predict_videos of a checkpoint: batches of views from `stadapt.inference.batched`, softmax per view, mean."""
-    from stadapt.inference.batched import in_chunks, view_batches
+    """predict_videos of a checkpoint, in the precision it was loaded in."""
     from stadapt.inference.loading import load_for_inference
+    from stadapt.inference.loop import default_workers, infer_dataset, videos_dataset
     from stadapt.runs.lookup import resolve_target
     from stadapt.runtime.device import resolve_device
+    from stadapt.runtime.precision import resolve_precision
 
     checkpoint, _ = resolve_target(target, which)
     loaded = load_for_inference(checkpoint, backbone_weights=backbone_weights, device=resolve_device(device),
                                 precision=precision)
-    spec = loaded.input_spec.with_views(views)
-    results: list[dict[str, Any]] = [{} for _ in videos]
-    for batch in view_batches(videos, spec, device=loaded.device, batch_size=batch_size, workers=workers,
-                              progress=progress, desc="predict"):
-        for failed in batch.failed:
-            results[failed["index"]] = {"video": str(videos[failed["index"]]), "error": failed["error"]}
-        if batch.views is None:
-            continue
-        with torch.inference_mode():
-            probs = in_chunks(lambda clips: loaded(clips).float().softmax(dim=-1), batch.views, max_clips)
-        for index, video_probs in zip(batch.indices, probs.mean(dim=1).cpu().numpy(), strict=True):
-            results[index] = {"video": str(videos[index]), "top": _topk(video_probs, loaded.classes, top_k),
-                              "precision": loaded.loaded_from.precision}
-    return results
+    pred = infer_dataset(loaded, videos_dataset(videos, loaded.input_spec.with_views(views)), batch_size=batch_size,
+                         num_workers=default_workers(len(videos)) if workers is None else workers,
+                         device=loaded.device, precision=resolve_precision(loaded.loaded_from.precision, loaded.device),
+                         progress=progress, desc="predict", max_clips=max_clips)
+    return _results(videos, pred, loaded.classes, top_k, loaded.loaded_from.precision)
 
 
-def _predict_onnx(videos: list[Path], path: Path, *, top_k: int,
-                  views: tuple[int, int] | None) -> list[dict[str, Any]]:
-    """predict_videos of an exported model, one video at a time through onnxruntime."""
-    from stadapt.data.views import video_views
-    from stadapt.errors import VideoDecodeError
+def _predict_onnx(videos: list[Path], path: Path, *, top_k: int, views: tuple[int, int] | None, batch_size: int,
+                  workers: int | None, max_clips: int | None, progress: bool) -> list[dict[str, Any]]:
+    """predict_videos of an exported model, run by onnxruntime on the CPU."""
+    from stadapt.inference.loop import default_workers, infer_dataset, videos_dataset
 
     run, spec, classes = _onnx_runner(path)
-    spec = spec.with_views(views)
-    results: list[dict[str, Any]] = []
-    for video in videos:
-        try:
-            clips = video_views(Path(video), spec)
-        except VideoDecodeError as exc:
-            results.append({"video": str(video), "error": str(exc)})
-            continue
-        probs = run(clips).mean(axis=0)
-        results.append({"video": str(video), "top": _topk(probs, classes, top_k), "precision": "fp32"})
+    pred = infer_dataset(run, videos_dataset(videos, spec.with_views(views)), batch_size=batch_size,
+                         num_workers=default_workers(len(videos)) if workers is None else workers,
+                         device=torch.device("cpu"), progress=progress, desc="predict", max_clips=max_clips)
+    return _results(videos, pred, classes, top_k, "fp32")
+
+
+def _results(videos: list[Path], pred: Predictions, classes: list[str], top_k: int,
+             precision: str) -> list[dict[str, Any]]:
+    """One result per video, in input order: its top-k classes, or the error of a video that did not decode."""
+    results: list[dict[str, Any]] = [{} for _ in videos]
+    for failed in pred.skipped:
+        results[failed["index"]] = {"video": str(videos[failed["index"]]), "error": failed["error"]}
+    for index, video_probs in zip(pred.indices.tolist(), pred.probs.numpy(), strict=True):
+        results[index] = {"video": str(videos[index]), "top": _topk(video_probs, classes, top_k),
+                          "precision": precision}
     return results
 
 
@@ -153,43 +152,24 @@ def write_predictions(results: list[dict[str, Any]], out: Path, *, overwrite: bo
     return out
 
 
-def _onnx_runner(path: Path):
-    """(run clips -> probabilities, InputSpec, classes) of an exported model, from its metadata."""
+def _onnx_runner(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any, list[str]]:
+    """(clips -> logits, InputSpec, classes) of an exported model, from its metadata (stadapt.inference.onnx_meta)."""
     from stadapt.extras import require
+    from stadapt.inference.onnx_meta import read_onnx_metadata
 
-    onnx = require("onnx", what="stadapt predict with an .onnx model")
+    require("onnx", what="stadapt predict with an .onnx model")
     onnxruntime = require("onnxruntime", what="stadapt predict with an .onnx model")
-
-    from stadapt.data.input_spec import InputSpec
-    from stadapt.vocabulary import split_views
-
-    if not path.is_file():
-        raise StadaptError(f"ONNX model {path} does not exist", "make one with `stadapt export --onnx`")
-    try:
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception as exc:  # onnx raises several types for a damaged file
-        raise StadaptError(f"{path} is not a readable ONNX model ({exc})", "export it again") from None
-    missing = [k for k in ("classes", "mean", "std", "image_size", "num_frames") if k not in props]
-    if missing:
-        raise StadaptError(f"{path} lacks the stadapt metadata {', '.join(missing)}",
-                           "export it with `stadapt export --onnx`")
-    if "input_spec" in props:
-        spec = InputSpec.from_dict(json.loads(props["input_spec"]))
-    else:  # exported before the InputSpec was recorded: the fields it wrote one by one
-        spec = InputSpec(frames=int(props["num_frames"]), sampling=props.get("sampling", "stride"),
-                         stride=int(props.get("stride", 16)), views=split_views(props.get("views", "1x1")),
-                         image_size=int(props["image_size"]), mean=tuple(json.loads(props["mean"])),
-                         std=tuple(json.loads(props["std"])), interpolation=props.get("interpolation", "bicubic"))
+    meta = read_onnx_metadata(path)
+    spec = meta.spec
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    uint8 = props.get("input_dtype") == "uint8"  # `export --input uint8`: (B, T, S, S, 3) frames, normalised inside
+    uint8 = meta.input_dtype == "uint8"  # `export --input uint8`: (B, T, S, S, 3) frames, normalised inside
     if uint8:  # clips in 0..255 instead of normalised: the graph does the normalisation
         spec = replace(spec, mean=(0.0, 0.0, 0.0), std=(1.0 / 255.0,) * 3)
 
-    def run(clips: torch.Tensor) -> np.ndarray:
+    def run(clips: torch.Tensor) -> torch.Tensor:
         feed = (clips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy() if uint8
                 else clips.numpy().astype(np.float32))
-        logits = session.run(None, {name: feed})[0]
-        return torch.from_numpy(logits).softmax(dim=-1).numpy()
+        return torch.from_numpy(session.run(None, {name: feed})[0])
 
-    return run, spec, json.loads(props["classes"])
+    return run, spec, meta.classes

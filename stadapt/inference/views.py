@@ -1,93 +1,18 @@
-"""Multi-view prediction and validation: softmax per view, probabilities averaged over the views of a video.
+"""Multi-view evaluation over a list: the videos split over the processes (`infer_dataset_sharded`), the
+scores of the fused probabilities (`summarize`), and training's validation (`validate`).
 
-Temporal views are spread evenly over the video, spatial views are 1 centre crop or 3 crops along
-the long side. A video that cannot be decoded is reported as skipped, never replaced. Training's
-validation and `stadapt eval` both go through here.
+The prediction itself (softmax per view, probabilities averaged over the views of a video) is the one loop,
+stadapt.inference.loop, which `stadapt eval` and `stadapt predict` also run.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-FUSION = "mean of per-view softmax probabilities"
-
-
-@dataclass
-class Predictions:
-    """Fused class probabilities of the evaluated videos, in data set order."""
-
-    probs: torch.Tensor  # (N, C) float32
-    labels: torch.Tensor  # (N,)
-    indices: torch.Tensor  # (N,) positions in the list
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-@torch.no_grad()
-def infer_dataset(
-    model: torch.nn.Module,
-    dataset: Any,
-    *,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-    precision: Any = None,
-    progress: bool = True,
-    desc: str = "eval",
-    max_clips: int | None = None,
-) -> Predictions:
-    """Run every video's views through `model` and fuse them (dataset items are (V, 3, T, S, S)).
-
-    `max_clips` bounds the clips (views) per forward pass: a batch's views run in chunks of that size,
-    so memory does not grow with T x S.
-    """
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from stadapt.data import collate_clips
-    from stadapt.data.on_device import to_model_input
-
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_clips,
-        pin_memory=device.type == "cuda", generator=torch.Generator(),
-    )
-    was_training = model.training
-    model.eval()
-    probs, labels, indices, skipped = [], [], [], []
-    start = time.perf_counter()
-    with tqdm(total=len(dataset), desc=desc, unit="video", disable=not progress, leave=False,
-              dynamic_ncols=True) as bar:
-        for batch in loader:
-            skipped.extend(batch["skipped"])
-            bar.update(len(batch["label"]) + len(batch["skipped"]))
-            if batch["video"] is None:
-                continue
-            video = to_model_input(batch, dataset.transform, device)  # uint8 -> normalised views, there
-            b, v = video.shape[:2]
-            context = (precision.autocast(device) if precision is not None
-                       else torch.autocast(device.type, enabled=False))
-            clips = video.flatten(0, 1)
-            step = max_clips or len(clips)
-            with context:
-                logits = torch.cat([model(clips[i : i + step]) for i in range(0, len(clips), step)])
-            fused = logits.float().softmax(dim=-1).view(b, v, -1).mean(dim=1)
-            probs.append(fused.cpu())
-            labels.append(batch["label"])
-            indices.append(batch["index"])
-    model.train(was_training)
-    num_classes = getattr(getattr(model, "head", None), "fc", None)
-    width = num_classes.out_features if num_classes is not None else 0
-    return Predictions(
-        probs=torch.cat(probs) if probs else torch.zeros(0, width),
-        labels=torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
-        indices=torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long),
-        skipped=skipped,
-        seconds=time.perf_counter() - start,
-    )
+from stadapt.inference.loop import Predictions, infer_dataset
 
 
 def infer_dataset_sharded(
@@ -97,10 +22,10 @@ def infer_dataset_sharded(
     world: Any,
     **kwargs: Any,
 ) -> Predictions:
-    """`predict` with the videos split over the processes of `world` (video i goes to process
+    """`infer_dataset` with the videos split over the processes of `world` (video i goes to process
     i mod N: no video twice, none dropped), merged on every process in list order.
 
-    `make_dataset(entries)` builds the dataset of a shard; `kwargs` go to `predict`.
+    `make_dataset(entries)` builds the dataset of a shard; `kwargs` go to `infer_dataset`.
     """
     if world.size == 1:
         return infer_dataset(model, make_dataset(entries), **kwargs)
@@ -171,7 +96,8 @@ class ValidationResult:
 def validate(model: torch.nn.Module, recipe: Any, entries: list[Any], classes: list[str], variant: Any, *,
              device: torch.device, precision: Any, progress: bool, world: Any) -> ValidationResult:
     """Evaluate the training model on the recipe's validation list with its views (split over the processes)."""
-    from stadapt.training.setup import eval_dataset, parse_views
+    from stadapt.runtime.build import eval_dataset
+    from stadapt.runtime.views import parse_views
 
     views = parse_views(recipe.data.views)
 

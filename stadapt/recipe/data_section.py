@@ -7,7 +7,6 @@ its lists are checked by the loader (stadapt.recipe.files).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from stadapt.recipe.fields import Float, Int, Section, raise_rules
+from stadapt.vocabulary import split_views
 
 
 class AugmentSection(Section):
@@ -82,7 +82,14 @@ class AugmentSection(Section):
         return value
 
 
-VIEWS = re.compile(r"^[1-9][0-9]*x[1-9][0-9]*$")
+def _views_as_written(value: str) -> bool:
+    """`TxS` as a recipe keeps it: read by the one views reader (`split_views`), T, S >= 1, and spelt the
+    way it reads back (no sign, space or leading zero, a lowercase x)."""
+    try:
+        temporal, spatial = split_views(value)
+    except ValueError:
+        return False
+    return temporal >= 1 and spatial >= 1 and value == f"{temporal}x{spatial}"
 
 
 class DataSection(Section):
@@ -135,7 +142,7 @@ class DataSection(Section):
     @field_validator("views")
     @classmethod
     def _views(cls, value: str) -> str:
-        if not VIEWS.match(value):
+        if not _views_as_written(value):
             raise PydanticCustomError(
                 "views",
                 "expected TxS test views like '1x1', '3x1' or '1x3' (T, S >= 1), got {value}",

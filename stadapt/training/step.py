@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from stadapt.data.on_device import DeviceTransform, to_model_input
-from stadapt.training.distributed import BatchPlan, World
+from stadapt.runtime.distributed import World
+from stadapt.training.distributed import BatchPlan
 from stadapt.training.optim import set_lr
 
 

@@ -34,9 +34,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from stadapt.errors import StadaptError
 from stadapt.tools.bench.flops import bf16_peak_tflops, count_flops
 from stadapt.tools.bench.train_memory import _cpu_name
-from stadapt.errors import StadaptError
 
 MODELS = ("without_adapters", "with_adapters")
 LABELS = {"without_adapters": "w/o adapters", "with_adapters": "w/ adapters"}
@@ -94,7 +94,8 @@ def bench_inference(
     None for `batch`, `warmup` or the run counts takes the device's default (see `defaults_for`)."""
     import torch
 
-    from stadapt.training.setup import resolve_device, resolve_precision
+    from stadapt.runtime.device import resolve_device
+    from stadapt.runtime.precision import resolve_precision
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)

@@ -130,13 +130,10 @@ def time_model(recipe: Any, dataset: Any, batch: dict[str, Any], *, steps: int, 
     import torch.nn.functional as F
 
     from stadapt.data.on_device import to_model_input
-    from stadapt.training.optim import build_optimizer
-    from stadapt.training.setup import (
-        apply_memory_options,
-        model_config,
-        resolve_precision,
-    )
     from stadapt.model.classifier import build_model
+    from stadapt.runtime.build import model_config
+    from stadapt.runtime.precision import apply_memory_options, resolve_precision
+    from stadapt.training.optim import build_optimizer
 
     precision = resolve_precision(recipe.train.precision, device)
     built = build_model(model_config(recipe, num_classes), weights=None, seed=recipe.train.seed)  # random: no I/O
@@ -175,7 +172,7 @@ def bench_pipeline(recipe: Any, entries: Sequence[Any], *, clips: int, workers: 
     import platform
 
     from stadapt.backbones.registry import parse_backbone
-    from stadapt.training.setup import train_dataset
+    from stadapt.runtime.build import train_dataset
 
     _, variant = parse_backbone(recipe.backbone.name, dict(recipe.backbone.options))
     dataset = train_dataset(recipe, entries, variant)

@@ -164,12 +164,9 @@ def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, prec
     import torch
 
     from stadapt.model.adapters import AdapterConfig
-    from stadapt.training.setup import (
-        apply_memory_options,
-        resolve_device,
-        resolve_precision,
-    )
     from stadapt.model.classifier import ModelConfig, build_model
+    from stadapt.runtime.device import resolve_device
+    from stadapt.runtime.precision import apply_memory_options, half_storage_fits, resolve_precision
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -177,7 +174,7 @@ def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, prec
     adapter = AdapterConfig() if mode == "st_adapter" else None
     built = build_model(ModelConfig(backbone, num_classes, frames, adapter, tuning=mode,
                                     backbone_options=dict(options or {})))
-    if backbone_storage == "half" and built.model.backbone_trains:
+    if backbone_storage == "half" and not half_storage_fits(built.model):
         backbone_storage = "fp32 (half needs a frozen backbone)"
         storage = "fp32"
     else:
@@ -190,8 +187,8 @@ def _optimizer(model: Any, dev: Any, prec: Any) -> tuple[Any, Any, float]:
     """AdamW with the recipe's defaults (groups, lr), as the loop builds it, and the loop's grad scaler."""
     import torch
 
-    from stadapt.training.optim import build_optimizer
     from stadapt.recipe.schema import OptimSection
+    from stadapt.training.optim import build_optimizer
 
     optim = OptimSection()
     return build_optimizer(model, optim, dev), torch.amp.GradScaler(dev.type, enabled=prec.scale_loss), optim.lr
@@ -254,7 +251,8 @@ def bench_train_memory(
     import torch
 
     from stadapt.backbones.registry import parse_backbone
-    from stadapt.training.setup import resolve_device, resolve_precision
+    from stadapt.runtime.device import resolve_device
+    from stadapt.runtime.precision import resolve_precision
     from stadapt.vocabulary import TUNING_MODES
 
     modes = list(dict.fromkeys(modes))
