@@ -226,7 +226,12 @@ class VideoClassifier(nn.Module):
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, feature_width) video features after the final norm."""
-        return self.backbone.video_norm(self.frame_features(video).mean(dim=1))
+        return self.pool(self.frame_features(video))
+
+    def pool(self, frame_features: torch.Tensor) -> torch.Tensor:
+        """(B, T, feature_width) per-frame features -> (B, feature_width) video features: the mean over
+        time, then the backbone's final norm (what `forward_features` applies, for callers that keep both)."""
+        return self.backbone.video_norm(frame_features.mean(dim=1))
 
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, T, feature_width) per-frame features (after the adapted blocks, before the
