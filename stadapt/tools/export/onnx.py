@@ -5,7 +5,8 @@ backbone expects (the mean/std are in the metadata); with `input_dtype="uint8"` 
 3) uint8 RGB frames and normalises inside (stadapt.tools.export.uint8). It returns `logits` (batch,
 num_classes). The batch dimension is dynamic; T and S are fixed by the checkpoint. Everything needed to
 use the file (class names, normalisation, frame sampling, input layout, which exporter wrote it) is in
-`metadata_props`, so `stadapt predict --onnx` needs no checkpoint.
+`metadata_props` (written and read by stadapt.inference.onnx_meta), so `stadapt predict --onnx` needs no
+checkpoint.
 
 The graph comes from PyTorch's dynamo exporter, or from the TorchScript exporter when that fails
 (stadapt.tools.export.graph). Weights above 2 GiB (protobuf's limit: ViT-H) go to one external data file,
@@ -15,7 +16,6 @@ optionally verified on real clips with onnxruntime there, and only then renamed 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -27,6 +27,7 @@ import torch
 
 from stadapt.errors import DiskFullError, StadaptError, first_line
 from stadapt.fileio import fsync_dir, make_temp_dir
+from stadapt.inference.onnx_meta import add_exporter, by_stadapt, onnx_metadata, stamp
 from stadapt.tools.export.graph import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -35,11 +36,10 @@ from stadapt.tools.export.graph import (
     export_graph,
     is_disk_full,
 )
-from stadapt.tools.export.uint8 import UINT8_LAYOUT, Uint8Frames, frames_from_unit_clip
+from stadapt.tools.export.uint8 import Uint8Frames, frames_from_unit_clip
 
 __all__ = ["DEFAULT_OPSET", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "is_disk_full", "verify_onnx"]
 
-INPUT_LAYOUT = "B,3,T,H,W normalised RGB"
 INPUT_DTYPES = ("float32", "uint8")
 MAX_PROTOBUF_BYTES = 2**31 - 2**24  # a single-file ONNX model must stay below protobuf's 2 GiB, with margin
 DATA_SUFFIX = ".data"
@@ -68,7 +68,7 @@ def _export_by_stadapt(out: Path, path: Path) -> bool:
         proto = onnx.load(str(out), load_external_data=False)
     except Exception:  # a damaged or foreign file is the user's
         return False
-    return proto.producer_name == "stadapt" and (path == out or _names_data_file(out, path.name))
+    return by_stadapt(proto) and (path == out or _names_data_file(out, path.name))
 
 
 def input_config(spec: Any) -> dict[str, Any]:
@@ -231,7 +231,7 @@ def export_onnx(
         model.backbone_dtype = torch.float32
     exported = Uint8Frames(model, config["mean"], config["std"]).eval() if input_dtype == "uint8" else model
     param_bytes = sum(t.numel() * 4 for t in [*model.parameters(), *model.buffers()])
-    metadata = _metadata(meta, config, checkpoint, input_dtype)
+    metadata = onnx_metadata(loaded.input_spec, meta, checkpoint, input_dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         return _write_onnx(exported, out, config, metadata, opset, verify_clips, tolerance,
@@ -240,31 +240,6 @@ def export_onnx(
         if is_disk_full(exc):
             raise disk_full_error(out, exc) from None
         raise
-
-
-def _metadata(meta: dict[str, Any], config: dict[str, Any], checkpoint: Path, input_dtype: str) -> dict[str, str]:
-    """What a consumer needs beside the graph: classes, normalisation, sampling, input layout, provenance."""
-    from stadapt import __version__
-
-    classes = list(meta.get("classes") or [])
-    return {
-        "classes": json.dumps(classes),
-        "num_classes": str(len(classes)),
-        "mean": json.dumps(config["mean"]),
-        "std": json.dumps(config["std"]),
-        "image_size": str(config["size"]),
-        "num_frames": str(config["frames"]),
-        "interpolation": config["interpolation"],
-        "sampling": config["sampling"],
-        "stride": str(config["stride"]),
-        "views": config["views"],
-        "input_spec": json.dumps(config["spec"].to_dict()),
-        "backbone": str(meta["model"]["backbone"]),
-        "stadapt_version": __version__,
-        "checkpoint": str(checkpoint.resolve()),
-        "input_dtype": input_dtype,
-        "input_layout": UINT8_LAYOUT if input_dtype == "uint8" else INPUT_LAYOUT,
-    }
 
 
 def _write_onnx(model: torch.nn.Module, out: Path, config: dict[str, Any], metadata: dict[str, str], opset: int,
@@ -302,19 +277,12 @@ def _stage_graph(model: torch.nn.Module, example: torch.Tensor, stage: Path, sta
     not the dynamo one, included) and its weights inline or in one data file `OUT.data` beside it."""
     import onnx
 
-    from stadapt import __version__
-
     raw = stage / "raw" / staged.name
     raw.parent.mkdir()
     graph = export_graph(model, example, raw, opset, exporter)
-    metadata["exporter"] = graph.exporter
-    if graph.fallback_reason is not None:
-        metadata["exporter_fallback_reason"] = graph.fallback_reason
+    add_exporter(metadata, graph.exporter, graph.fallback_reason)
     proto = onnx.load(str(raw))  # with whatever external data the exporter wrote beside it
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
-    proto.producer_name, proto.producer_version = "stadapt", __version__
+    stamp(proto, metadata)
     onnx.save_model(proto, str(staged), save_as_external_data=external, all_tensors_to_one_file=True,
                     location=staged.name + DATA_SUFFIX)
     shutil.rmtree(raw.parent)

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-UINT8_LAYOUT = "B,T,H,W,3 uint8 RGB 0-255, H=W=image_size; normalised inside"
-
 
 class Uint8Frames(nn.Module):
     """`model` behind the conversion of (B, T, S, S, 3) uint8 RGB frames to its normalised (B, 3, T, S, S)
