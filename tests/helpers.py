@@ -90,7 +90,9 @@ _FRESH_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", Deprec
 
 def _run_in_process(args: list[str], cwd: Path | None) -> subprocess.CompletedProcess:
     """main() with sys.argv, __main__, the standard streams, the working directory, the umask, torch's thread
-    count, the warning filters and the plugin cache as a new process has them, all restored after."""
+    count, the warning filters, the `stadapt` logger and the plugin cache as a new process has them, all
+    restored after."""
+    import logging
     import traceback
     import types
     import warnings
@@ -99,6 +101,8 @@ def _run_in_process(args: list[str], cwd: Path | None) -> subprocess.CompletedPr
     from stadapt.cli import main
 
     out, err = _Captured(), _Captured()
+    logger = logging.getLogger("stadapt")
+    logging_state = (list(logger.handlers), logger.level)
     saved = (sys.argv, sys.stdout, sys.stderr, os.getcwd(), torch.get_num_threads(), sys.modules["__main__"])
     # a console script's __main__ belongs to no package: click names the program after argv[0] (`stadapt`),
     # as in a real process, not `python -m pytest` when the tests run under `python -m pytest`
@@ -130,6 +134,8 @@ def _run_in_process(args: list[str], cwd: Path | None) -> subprocess.CompletedPr
             torch.set_num_threads(saved[4])
             os.umask(umask)
             clear_cache()
+            logger.handlers[:] = logging_state[0]
+            logger.setLevel(logging_state[1])
     if isinstance(code, str):  # SystemExit("message"): printed, exit status 1
         err.write(code + "\n")
         code = 1

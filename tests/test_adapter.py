@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from stadapt.model.adapters import STAdapter
 from stadapt.backbones import TokenLayout
+from stadapt.model.adapters import STAdapter
 
 LAYOUT = TokenLayout(width=16, grid=(3, 2), prefix_tokens=1)
 T = 4

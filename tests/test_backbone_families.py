@@ -10,9 +10,9 @@ import pytest
 import torch
 from helpers import run_cli
 
+from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 from stadapt.model.adapters import AdapterConfig
 from stadapt.tools.bench.params import parameter_report
-from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 
 # tiny variant -> adapter settings (Swin's stages differ in width: bottleneck proportional to each)
 FAMILIES = {
@@ -63,8 +63,8 @@ def _recipe(backbone: str, adapter: dict, data: Path, out: Path):
 @pytest.mark.parametrize("backbone", list(FAMILIES))
 def test_tiny_variant_trains_reloads_and_exports(backbone: str, clips: Path, tmp_path: Path) -> None:
     from stadapt.api import load_model
-    from stadapt.training.loop import train
     from stadapt.tools.export.onnx import export_onnx
+    from stadapt.training.loop import train
 
     result = train(_recipe(backbone, FAMILIES[backbone], clips, tmp_path / "run"), progress=False)
     assert result.steps == 3 and result.final_val is not None

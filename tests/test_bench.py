@@ -6,11 +6,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from stadapt.model.adapters import AdapterConfig
-from stadapt.tools.bench.inference import bench_inference, build_pair, format_report
 from stadapt.cli.bench import bench
 from stadapt.errors import StadaptError
+from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import ModelConfig, build_model
+from stadapt.tools.bench.inference import bench_inference, build_pair, format_report
 
 
 def _reference_counts(adapter):

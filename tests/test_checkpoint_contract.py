@@ -75,8 +75,8 @@ def test_an_adapter_block_the_backbone_lacks_names_the_valid_range(recipe: Path,
 
 
 def test_build_model_refuses_a_missing_block_as_a_stadapt_error() -> None:
-    from stadapt.model.adapters import AdapterConfig
     from stadapt.errors import StadaptError
+    from stadapt.model.adapters import AdapterConfig
     from stadapt.model.classifier import ModelConfig, build_model
 
     with pytest.raises(StadaptError, match="adapter.blocks: blocks 4, 5 do not exist: clip:tiny has 4 blocks"):

@@ -16,8 +16,8 @@ import torch
 
 import stadapt
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
-from stadapt.training.loop import train
 from stadapt.recipe import load_recipe
+from stadapt.training.loop import train
 
 PACKAGE = Path(stadapt.__file__).parent
 # data loading (the clip stream shuffles with CPU tensors) and validation are not the step

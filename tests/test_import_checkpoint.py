@@ -9,8 +9,8 @@ from helpers import run_cli, tiny_visual, write_openai_archive
 from reference_impl import reference_logits
 
 import stadapt
-from stadapt.model.adapters import AdapterConfig
 from stadapt.errors import CheckpointError, WeightsError
+from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import ModelConfig, build_model
 
 FRAMES = 4

@@ -15,8 +15,8 @@ TOP = {"stadapt", "stadapt.cli", "stadapt.__main__"}
 
 # (layer, its parts): top-level modules or subpackages, lowest first
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base: errors, vocabulary, file writing, optional extras, PNG figures (and `stadapt.__version__`)",
-     ("stadapt.errors", "stadapt.vocabulary", "stadapt.fileio", "stadapt.extras", "stadapt.plots")),
+    ("base: errors, vocabulary, file writing, optional extras, PNG figures, logging (and `stadapt.__version__`)",
+     ("stadapt.errors", "stadapt.vocabulary", "stadapt.fileio", "stadapt.extras", "stadapt.plots", "stadapt.logs")),
     ("backbones: the plugin contract and entry-point discovery", ("stadapt.backbones",)),
     ("model: the video classifier, its adapters and block loop, the plugin conformance suite", ("stadapt.model",)),
     ("data: prepared layouts, decoding, sampling, transforms, datasets, the input contract", ("stadapt.data",)),
@@ -39,7 +39,7 @@ def module_name(path: Path) -> str:
 
 
 def part_of(module: str) -> str:
-    """stadapt.training.loop -> stadapt.training; stadapt.model.classifier -> stadapt.model.classifier; stadapt -> stadapt."""
+    """stadapt.training.loop -> stadapt.training; stadapt.errors -> stadapt.errors; stadapt -> stadapt."""
     return ".".join(module.split(".")[:2])
 
 

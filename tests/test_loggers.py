@@ -129,12 +129,14 @@ def test_train_log_holds_the_console_output_and_is_appended_on_resume(dataset: P
     text = log.read_text()
     assert "run started" in text and "parameters train" in text  # the opening line the console showed
     assert "step 2: val top-1" in text and "[step 1] train: loss" in text
+    assert "parameters train" in first.stderr and "step 2: val top-1" in first.stderr  # the library's log records
     assert not (tmp_path / "runs/tiny/tensorboard").exists()  # loggers: [] writes no event files
     second = run_cli("train", str(path), "--resume", "-q", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     again = log.read_text()
     assert again.startswith(text)  # appended, never rewritten
     assert "run resumed at step 2" in again and "[step 4] train: loss" in again
+    assert "step 4: val top-1" in again and "val top-1" not in second.stderr  # -q: the console shows warnings only
     assert "trained 4 steps" in again.splitlines()[-2]  # the command's closing summary, too
     assert "\r" not in again  # a redrawn progress bar leaves its final state, not every redraw
 

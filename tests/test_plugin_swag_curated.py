@@ -14,11 +14,11 @@ import torch
 from helpers import perturb_layer_norms
 from torch import nn
 
-from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones import installed_plugins, load_plugin, parse_backbone
-from stadapt.model.conformance import assert_conformant
 from stadapt.errors import WeightsError
+from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import ModelConfig, VideoClassifier, build_model, load_backbone_weights
+from stadapt.model.conformance import assert_conformant
 
 # the architecture of swag:tiny, in torchvision's VisionTransformer arguments
 TINY = dict(image_size=32, patch_size=8, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=256)

@@ -20,11 +20,11 @@ import torch
 from helpers import perturb_layer_norms
 from torch import nn
 
-from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones import installed_plugins, load_plugin
-from stadapt.model.conformance import assert_conformant
 from stadapt.errors import WeightsError
+from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import ModelConfig, VideoClassifier, build_model, load_backbone_weights
+from stadapt.model.conformance import assert_conformant
 
 # the tiny variants' architectures as their descriptions state them: timm model name + overrides
 ARCH = {

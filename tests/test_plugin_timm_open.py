@@ -16,11 +16,11 @@ import torch
 from helpers import perturb_layer_norms, run_cli
 from torch import nn
 
-from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones import load_plugin, parse_backbone
-from stadapt.model.conformance import assert_conformant
 from stadapt.errors import UnknownBackboneError, WeightsError
+from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import ModelConfig, build_model
+from stadapt.model.conformance import assert_conformant
 
 VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 FAMILIES = {  # timm name -> the small configuration's create_model arguments (= stadapt backbone options)

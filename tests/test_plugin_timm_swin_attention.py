@@ -13,8 +13,8 @@ import torch
 from helpers import perturb_layer_norms
 from torch import nn
 
-from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones import load_plugin
+from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import ModelConfig, build_model
 from stadapt.tools.visualize import attention_maps
 

@@ -6,8 +6,8 @@ import pytest
 from helpers import run_cli
 
 from stadapt.backbones import installed_plugins, load_plugin, parse_backbone
-from stadapt.model.conformance import assert_conformant, check_plugin
 from stadapt.errors import PluginError, UnknownBackboneError
+from stadapt.model.conformance import assert_conformant, check_plugin
 
 
 def _fake_distribution(root: Path, dist: str, version: str, entry: str, module: str = "", source: str = "") -> None:

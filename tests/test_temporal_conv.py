@@ -4,9 +4,9 @@ same parameters (so checkpoints do not change), and the per-device choice lives 
 import pytest
 import torch
 
+from stadapt.backbones import TokenLayout
 from stadapt.model.adapters import STAdapter
 from stadapt.model.adapters.module import TEMPORAL_CONV, TEMPORAL_FORMS
-from stadapt.backbones import TokenLayout
 from stadapt.tools.bench.temporal_conv import bench_temporal_conv, format_result
 
 T = 5

@@ -9,11 +9,11 @@ import pytest
 import torch
 from helpers import run_cli
 
-from stadapt.model.adapters import AdapterConfig
 from stadapt.backbones.attention import mha_query_attention
 from stadapt.backbones.base import FrameBackbone
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 from stadapt.errors import StadaptError
+from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import ModelConfig, build_model
 from stadapt.tools.visualize import attention_maps, figure_size
 from stadapt.tools.visualize.attention import _last_attention_input

@@ -7,10 +7,9 @@ User errors (StadaptError) print one line and exit non-zero without a traceback.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
-import warnings
-from typing import TextIO
 
 import typer
 
@@ -24,6 +23,7 @@ from stadapt.cli import (
     export,
     extract_features,
     import_checkpoint,
+    logs,
     predict,
     prepare_data,
     push,
@@ -33,6 +33,7 @@ from stadapt.cli import (
     transfer,
     visualize,
 )
+from stadapt.cli.logs import quiet_option
 from stadapt.errors import StadaptError
 
 app = typer.Typer(
@@ -55,8 +56,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages too."),
+    quiet: bool = quiet_option(help="Show warnings and errors only."),
 ) -> None:
     """Adapt frozen image foundation models to video with ST-Adapters."""
+    if verbose or quiet:
+        logs.set_level(logging.DEBUG if verbose else logging.WARNING)
 
 
 app.command("quickstart")(quickstart.quickstart)
@@ -78,12 +83,6 @@ app.command("push")(push.push)
 app.add_typer(recipe.app, name="recipe")
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
-    """warnings.showwarning: one line, no source location (the user cannot act on our file names)."""
-    print(f"stadapt: warning: {message}", file=sys.stderr)
-
-
 # what the OS says when a place cannot take a file: the user's to fix, so one line (a write stadapt knows of
 # says more, through stadapt.fileio; this catches the rest)
 _PLACE_ERRNOS = {errno.EACCES: "check the path, or choose one you may read and write",
@@ -95,7 +94,7 @@ _PLACE_ERRNOS = {errno.EACCES: "check the path, or choose one you may read and w
 
 def main() -> None:
     """Console-script entry point."""
-    warnings.showwarning = _show_warning
+    logs.install()
     try:
         app()
     except StadaptError as exc:

@@ -88,9 +88,9 @@ def _table(rows: list[dict]) -> None:
 
 
 def _params(spec: str, bottleneck: int, ratio: float | None, positions: str, classes: int, as_json: bool) -> None:
+    from stadapt.errors import StadaptError
     from stadapt.model.adapters import AdapterConfig
     from stadapt.tools.bench.params import format_parameter_report, parameter_report
-    from stadapt.errors import StadaptError
 
     try:
         adapter = AdapterConfig(bottleneck=bottleneck, bottleneck_ratio=ratio,
@@ -120,8 +120,8 @@ def _search(entries: list, pattern: str, as_json: bool) -> None:
 
 def _check(entries: list, which: str) -> None:
     from stadapt.backbones.registry import load_plugin, resolve_variant
-    from stadapt.model.conformance import check_plugin
     from stadapt.errors import StadaptError
+    from stadapt.model.conformance import check_plugin
 
     name, colon, variant = which.partition(":")
     if colon and not variant:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stadapt.cli.logs import quiet_option
+
 
 def bench(
     backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="plugin:variant (random weights: no download)."),
@@ -25,7 +27,7 @@ def bench(
                                      help="A backbone build option (repeatable), as backbone.options in a recipe, "
                                           "e.g. img_size=224 for a timm DINOv2."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
+    quiet: bool = quiet_option(help="Print the table only."),
 ) -> None:
     """Measure inference cost with and without ST-Adapters (the paper's Table 4): total parameters,
     GFLOPs per clip (and on CUDA the fraction of the GPU's bf16 peak reached), latency of one clip and
@@ -33,9 +35,9 @@ def bench(
     same backbone with adapters, in eval mode on random clips (400 classes). The runs of the two models
     alternate so machine noise hits both alike. On the CPU the defaults keep ViT-B/16 to a few minutes;
     --batch and --runs scale the work."""
-    from stadapt.tools.bench.inference import bench_inference, format_report
     from stadapt.cli.reports import show_report
     from stadapt.errors import StadaptError
+    from stadapt.tools.bench.inference import bench_inference, format_report
     from stadapt.vocabulary import PRECISIONS
 
     if precision not in PRECISIONS:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stadapt.cli.logs import quiet_option
+
 
 def bench_train(
     backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="plugin:variant (random weights: no download)."),
@@ -30,14 +32,14 @@ def bench_train(
                                      help="A backbone build option (repeatable), as backbone.options in a recipe, "
                                           "e.g. img_size=224 for a timm DINOv2."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
+    quiet: bool = quiet_option(help="Print the table only."),
 ) -> None:
     """Measure training memory and speed per tuning mode: the training loop's own step (forward, backward,
     accumulation, AdamW step) on random clips (autocast and backbone storage of train.precision=auto and
     train.backbone_storage=auto). On the CPU each mode runs in a fresh process and memory is the peak
     resident-set growth over the built model; on CUDA it is torch.cuda.max_memory_allocated."""
-    from stadapt.tools.bench.train_memory import bench_train_memory, format_report
     from stadapt.cli.reports import show_report
+    from stadapt.tools.bench.train_memory import bench_train_memory, format_report
 
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     from stadapt.errors import StadaptError

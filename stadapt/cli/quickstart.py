@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from stadapt.cli.logs import quiet_option
+
 
 def quickstart(
     out: Path = typer.Option(Path("."), "--out", help="Where the data (DIR/data/synthetic) and runs (DIR/runs) go."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data set and of training."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = quiet_option(help="No progress bars."),
 ) -> None:
     """Train a tiny frozen image model with ST-Adapters and as a linear probe on synthetic motion
     clips, evaluate both, and print them side by side (also written to ./quickstart.json).

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stadapt.cli.logs import quiet_option
+
 
 def train(
     recipe: Path = typer.Argument(..., help="A recipe YAML file, e.g. recipes/synthetic_tiny.yaml."),
@@ -22,7 +24,7 @@ def train(
     stop_after: int = typer.Option(None, "--stop-after", min=1, metavar="STEPS",
                                    help="Stop after this many steps (with a checkpoint), e.g. to fit a job's time "
                                         "limit; continue later with --resume."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = quiet_option(help="No progress bar."),
 ) -> None:
     """Train ST-Adapters (or a baseline) on a frozen image backbone, as the recipe says.
 

@@ -3,7 +3,7 @@ last checkpoint, `--which`), a checkpoint directory, an `hf-hub:ORG/NAME` id, or
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from stadapt.runs.errors import RunError
 from stadapt.runs.layout import RunDir
 
 WHICH = ("best", "last")
+logger = logging.getLogger(__name__)
 
 
 def latest_run(roots: Iterable[Path]) -> Path:
@@ -82,5 +83,5 @@ def resolve_target(target: Path | None, which: str | None = None, *, announce: b
         return checkpoint, parent if not is_hub_id(target) and RunDir(parent).is_run() else None
     chosen, why = pick_checkpoint(RunDir(run_path), which or prefer)
     if announce and checkpoint_step(RunDir(run_path).best) not in (None, checkpoint_step(RunDir(run_path).last)):
-        sys.stderr.write(f"{run_path}: using {why}\n")
+        logger.info("%s: using %s", run_path, why)
     return chosen, run_path

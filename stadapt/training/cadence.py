@@ -4,10 +4,9 @@ the training curves at the end."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
-
-from tqdm import tqdm
 
 from stadapt.checkpoints.format import model_meta
 from stadapt.inference.views import ValidationResult, validate
@@ -17,6 +16,8 @@ from stadapt.training.reporting import peak_memory_mb
 from stadapt.training.run import Run
 from stadapt.training.state import rng_state, state_files
 from stadapt.training.step import StepResult
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class BadVideoLog:
             if self.run.world.main and event["path"] not in self.warned:  # shown even without a progress bar
                 self.warned.add(event["path"])
                 action = "replaced by another video" if kind == "replaced" else "skipped"
-                tqdm.write(f"warning: {event['error']} ({action})")
+                logger.warning("%s (%s)", event["error"], action)
 
 
 def announce(run: Run, train_videos: int) -> None:
@@ -69,11 +70,11 @@ def announce(run: Run, train_videos: int) -> None:
                        "processes": run.world.size, "precision": run.precision.name, "train_videos": train_videos,
                        "val_videos": len(run.val_entries), "micro_batch": plan.micro_batch,
                        "accumulation": plan.accumulation, "tuning": recipe.tuning})
-    if run.progress:
-        tqdm.write(f"{recipe.name}: {counts['trainable']:,} of {counts['total']:,} parameters train "
-                   f"({100 * counts['trainable'] / max(counts['total'], 1):.1f}%); {run.world.size} process(es) x "
-                   f"{plan.accumulation} x {plan.micro_batch} clips = batch {plan.global_batch}; {run.device}, "
-                   f"{run.precision.name}")
+    if run.world.main:
+        logger.info(f"{recipe.name}: {counts['trainable']:,} of {counts['total']:,} parameters train "
+                 f"({100 * counts['trainable'] / max(counts['total'], 1):.1f}%); {run.world.size} process(es) x "
+                 f"{plan.accumulation} x {plan.micro_batch} clips = batch {plan.global_batch}; {run.device}, "
+                 f"{run.precision.name}")
 
 
 def log_train(run: Run, event: dict[str, Any], bar: Any) -> None:
@@ -88,9 +89,9 @@ def validate_run(run: Run, bar: Any) -> ValidationResult:
     val = validate(run.model, run.recipe, run.val_entries, run.classes, run.built.variant, device=run.device,
                    precision=run.precision, progress=run.progress, world=run.world)
     run.log.write({"step": state.step, "split": "val", **val.to_dict()})
-    if run.progress:
-        bar.write(f"step {state.step}: val top-1 {100 * (val.top1 or 0):.1f}% "
-                  f"({val.videos} videos, {val.skipped} skipped)")
+    if run.world.main:
+        logger.info(f"step {state.step}: val top-1 {100 * (val.top1 or 0):.1f}% "
+                 f"({val.videos} videos, {val.skipped} skipped)")
     if val.top1 is not None and val.top1 >= state.best.get("top1", -1.0):
         state.best = {"step": state.step, "top1": val.top1}
         if run.recipe.train.keep_best:

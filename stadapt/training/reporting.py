@@ -2,8 +2,9 @@
 peak memory.
 
 `train.loggers` picks the optional sinks; metrics.jsonl (the record every tool reads) and train.log
-(the run's console output, appended on resume, plus one text line per logged event) are always
-written. Only the main process of a distributed run writes; on the others `RunLog` does nothing.
+(the records of the `stadapt` loggers while the run trains, appended on resume, plus one text line per
+logged event) are always written. Only the main process of a distributed run writes; on the others
+`RunLog` does nothing.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
 from stadapt.fileio import atomic_write_text
+from stadapt.logs import RunFileLog
 from stadapt.runs.metrics import MetricsLog
 
 TENSORBOARD_DIR = "tensorboard"
@@ -45,71 +47,6 @@ def scalars(event: dict[str, Any]) -> dict[str, float]:
     split = str(event.get("split"))
     return {f"{split}/{key}": event[key] for key in _SCALARS.get(split, ())
             if isinstance(event.get(key), (int, float)) and not isinstance(event.get(key), bool)}
-
-
-class ConsoleLog:
-    """Copies what the process prints (stdout and stderr) into RUN/train.log, appending.
-
-    A progress bar redraws one line with carriage returns; the log keeps what the line finally showed.
-    Writing the log is best effort: a failing write (a full disk) stops the copy, never the run.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: IO[str] | None = path.open("a", encoding="utf-8")
-        self._streams = (sys.stdout, sys.stderr)
-        sys.stdout, sys.stderr = _Tee(sys.stdout, self), _Tee(sys.stderr, self)
-
-    def line(self, text: str) -> None:
-        if self._file is None:
-            return
-        try:
-            self._file.write(text + "\n")
-            self._file.flush()
-        except OSError:
-            self._file = None
-
-    def close(self) -> None:
-        for tee, original, name in ((sys.stdout, self._streams[0], "stdout"), (sys.stderr, self._streams[1], "stderr")):
-            if isinstance(tee, _Tee) and tee.log is self:
-                tee.flush_line()
-                setattr(sys, name, original)
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
-            self._file = None
-
-
-class _Tee:
-    """A text stream that writes through to `stream` and gives `log` each finished line."""
-
-    def __init__(self, stream: Any, log: ConsoleLog) -> None:
-        self.stream, self.log, self._pending = stream, log, ""
-
-    def write(self, text: str) -> int:
-        written = self.stream.write(text)
-        *done, self._pending = (self._pending + text).split("\n")
-        for line in done:
-            self._keep(line)
-        return written
-
-    def _keep(self, line: str) -> None:
-        shown = line.rsplit("\r", 1)[-1].rstrip()  # what a redrawn line finally shows
-        if shown:
-            self.log.line(shown)
-
-    def flush_line(self) -> None:
-        if self._pending:
-            self._keep(self._pending)
-            self._pending = ""
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, ... of the real stream
-        return getattr(self.stream, name)
 
 
 def append_train_log(run_path: Path, text: str) -> None:
@@ -271,7 +208,7 @@ class RunLog:
             return
         if tensorboard is not None:  # the older keyword: on or off beside the other loggers
             loggers = [x for x in loggers if x != "tensorboard"] + (["tensorboard"] if tensorboard else [])
-        self._console = ConsoleLog(run_path / TRAIN_LOG)
+        self._console = RunFileLog(run_path / TRAIN_LOG)
         how = f"resumed at step {resume_step}" if resume_step is not None else "started"
         self._console.line(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} run {how}; loggers: metrics.jsonl, "
                            f"train.log{''.join(', ' + x for x in loggers)}")

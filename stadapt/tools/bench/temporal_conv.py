@@ -28,8 +28,8 @@ def bench_temporal_conv(*, device: str = "cpu", dtype: str = "float32", clips: i
     `frames` x grid x grid tokens, in `dtype` (autocast off: the tensors are of that dtype)."""
     import torch
 
-    from stadapt.model.adapters import STAdapter
     from stadapt.backbones.layout import TokenLayout
+    from stadapt.model.adapters import STAdapter
 
     dev = torch.device(device)
     kind = getattr(torch, dtype)
@@ -86,7 +86,8 @@ def format_result(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stadapt.tools.bench.temporal_conv", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m stadapt.tools.bench.temporal_conv",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="float32 on the CPU, bfloat16 on CUDA unless given")
     parser.add_argument("--clips", type=int, default=None, help="4 on the CPU, 32 on CUDA unless given")

@@ -75,9 +75,9 @@ def run_quickstart(
     `spec` (a SyntheticSpec) and `steps` shrink it further, for tests.
     """
     from stadapt.data.synthetic import SyntheticSpec
-    from stadapt.training.loop import train
-    from stadapt.inference.evaluate import run_eval
     from stadapt.fileio import atomic_write_text
+    from stadapt.inference.evaluate import run_eval
+    from stadapt.training.loop import train
 
     out = Path(out)
     data_root = out / "data" / "synthetic"
