@@ -21,12 +21,10 @@ import torch
 
 from stadapt.checkpoints.format import Contract, load_trainable, read_checkpoint
 from stadapt.data.input_spec import InputSpec
-from stadapt.errors import CheckpointError, StadaptError, WeightsError
+from stadapt.errors import CheckpointError, WeightsError
 from stadapt.model.classifier import BuiltModel, ModelConfig, VideoClassifier, build_model, check_weights_fingerprint
+from stadapt.model.precision import backbone_storage_dtype, precision_named
 from stadapt.vocabulary import weights_is_path
-
-# the precisions a loaded model runs in, and the autocast dtype of each (None: no autocast)
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -74,10 +72,7 @@ class LoadedModel(VideoClassifier):
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of `loaded_from.precision` on the model's device (none for fp32): what
         `forward` runs under, for callers of its other methods (`frame_features`, `forward_features`)."""
-        dtype = AUTOCAST_DTYPES[self.loaded_from.precision]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return precision_named(self.loaded_from.precision).autocast(self.device)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """Logits of normalised clips (B, 3, T, S, S), in the precision it was loaded in (the output dtype
@@ -126,15 +121,13 @@ def build_loaded(opened: OpenedCheckpoint, *, backbone_weights: str | Path | Non
     rebuilt and checked against the same fingerprint. `precision` "bf16" or "fp16" runs the model under
     autocast and, on CUDA and with the backbone frozen, keeps the backbone in that dtype, as training does.
     """
-    if precision not in AUTOCAST_DTYPES:
-        raise StadaptError(f"a loaded model runs in fp32, bf16 or fp16, not {precision!r}",
-                           "choose one of them (stadapt.load_model and the commands also take 'auto')")
+    chosen = precision_named(precision)
     torch_device = torch.device(device)
     built = _rebuild(opened.contract, backbone_weights, opened.path)
     load_trainable(built.model, opened.tensors, str(opened.path))
     model = built.model.to(torch_device).eval()
-    dtype = AUTOCAST_DTYPES[precision]
-    if dtype is not None and torch_device.type == "cuda" and not model.backbone_trains:
+    dtype = backbone_storage_dtype("auto", model, chosen, torch_device)  # as training keeps it
+    if dtype is not None:
         model.store_backbone_as(dtype)
     return LoadedModel.adopt(model, opened.contract, LoadedFrom(path=opened.path, precision=precision))
 

@@ -11,11 +11,11 @@ import torch
 
 from stadapt.errors import StadaptError
 from stadapt.model.classifier import BuiltModel, VideoClassifier
+from stadapt.model.precision import Precision
 from stadapt.recipe import Recipe
 from stadapt.runs.layout import RunDir
 from stadapt.runs.lock import RunLock
 from stadapt.runtime.distributed import World
-from stadapt.runtime.precision import Precision
 from stadapt.training.distributed import BatchPlan
 from stadapt.training.reporting import RunLog
 from stadapt.training.state import RunCounters

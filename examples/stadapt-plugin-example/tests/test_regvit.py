@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from stadapt.backbones import load_plugin
-from stadapt.model.conformance import assert_conformant
 from stadapt.model.classifier import ModelConfig, build_model
+from stadapt.model.conformance import assert_conformant
 
 
 @pytest.mark.parametrize("variant", ["tiny", "small"])

@@ -165,8 +165,9 @@ def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, prec
 
     from stadapt.model.adapters import AdapterConfig
     from stadapt.model.classifier import ModelConfig, build_model
+    from stadapt.model.precision import half_storage_fits
     from stadapt.runtime.device import resolve_device
-    from stadapt.runtime.precision import apply_memory_options, half_storage_fits, resolve_precision
+    from stadapt.runtime.precision import apply_memory_options, resolve_precision
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
