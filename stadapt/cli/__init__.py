@@ -33,7 +33,6 @@ from stadapt.cli import (
     transfer,
     visualize,
 )
-from stadapt.cli.logs import quiet_option
 from stadapt.errors import StadaptError
 
 app = typer.Typer(
@@ -57,7 +56,7 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages too."),
-    quiet: bool = quiet_option(help="Show warnings and errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Show warnings and errors only."),
 ) -> None:
     """Adapt frozen image foundation models to video with ST-Adapters."""
     if verbose or quiet:

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from stadapt.cli.logs import quiet_option
-
 
 def bench(
     backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="plugin:variant (random weights: no download)."),
@@ -27,7 +25,7 @@ def bench(
                                      help="A backbone build option (repeatable), as backbone.options in a recipe, "
                                           "e.g. img_size=224 for a timm DINOv2."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
-    quiet: bool = quiet_option(help="Print the table only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
 ) -> None:
     """Measure inference cost with and without ST-Adapters (the paper's Table 4): total parameters,
     GFLOPs per clip (and on CUDA the fraction of the GPU's bf16 peak reached), latency of one clip and

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from stadapt.cli.logs import quiet_option
-
 
 def bench_data(
     data: Path = typer.Argument(None, help="A prepared data directory (from `stadapt prepare-data`)."),
@@ -22,7 +20,7 @@ def bench_data(
     sampling: str = typer.Option("stride", "--sampling", help="stride (K400) or segment (SSv2)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the clip positions."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
-    quiet: bool = quiet_option(help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Measure data loading: one process decodes the same clips with stadapt's seeking decoder and with
     the reference implementation's whole-video decode, interleaved, and checks the frames are identical."""
@@ -68,7 +66,7 @@ def bench_pipeline(
                                     help="Training steps timed on an in-memory batch (0: skip the model)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]: where the model runs."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
-    quiet: bool = quiet_option(help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Is training data-bound? Side by side in one run: worker ms per clip, timed in a DataLoader worker as
     training runs it (decode alone, the uint8 worker pipeline, the float one it replaced; wall clock and

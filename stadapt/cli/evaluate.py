@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from stadapt.cli.logs import quiet_option
-
 WHICH_HELP = ("Of a run: best (its best validation top-1) or last (the newest); default: best when the run "
               "keeps one, else last (the choice is printed).")
 
@@ -34,7 +32,7 @@ def evaluate(
                                                  "OUT.confusion.png); default: RUN/eval.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a report stadapt wrote at --out (the default "
                                                               "RUN/eval.json is always replaced)."),
-    quiet: bool = quiet_option(help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
                                        "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),

@@ -9,7 +9,6 @@ from typing import Any
 import typer
 
 from stadapt.cli.evaluate import WHICH_HELP
-from stadapt.cli.logs import quiet_option
 
 DEFAULT_OPSET = 18  # stadapt.tools.export.graph.DEFAULT_OPSET, kept here so `--help` imports no torch
 
@@ -39,7 +38,7 @@ def export(
     backbone_weights: str = typer.Option(None, "--backbone-weights",
                                          help="Where the backbone weights are now, if they moved."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file (and its .data)."),
-    quiet: bool = quiet_option(help="Print only the result."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the result."),
     which: str = typer.Option(None, "--which", help=WHICH_HELP),
 ) -> None:
     """Export a trained model to ONNX: input `video` (batch dynamic; float32 normalised, or uint8 frames with

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from stadapt.cli.evaluate import WHICH_HELP
-from stadapt.cli.logs import quiet_option
 
 
 def extract_features(
@@ -29,7 +28,7 @@ def extract_features(
     precision: str = typer.Option("auto", "--precision", help="auto (the run's; float32 on the CPU), fp32, bf16, "
                                                               "fp16 (CUDA)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a features file stadapt wrote at --out."),
-    quiet: bool = quiet_option(help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """One pooled feature vector per video (the model's features before the head, averaged over the test
     views), rows in input order. A video that cannot be decoded gets no row: it is listed on stderr and in

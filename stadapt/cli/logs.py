@@ -56,8 +56,8 @@ def _quiet(value: bool) -> bool:
 
 
 def quiet_option(help: str) -> Any:
-    """A command's `--quiet/-q`: its own meaning (no progress bar, no table header, ...) and warnings only
-    on the console."""
+    """A training command's `--quiet/-q`: no progress bar, and warnings only on the console (its progress
+    lines are records). Other commands' `-q` hides their progress bar; `stadapt -q` quiets the records."""
     return typer.Option(False, "--quiet", "-q", help=help, callback=_quiet)
 
 

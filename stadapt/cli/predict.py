@@ -9,7 +9,6 @@ import typer
 
 from stadapt.cli.evaluate import WHICH_HELP
 from stadapt.cli.interrupt import interrupt_says
-from stadapt.cli.logs import quiet_option
 
 
 def predict(
@@ -32,7 +31,7 @@ def predict(
     workers: int = typer.Option(None, "--workers", min=0, help="DataLoader workers decoding videos; default: "
                                                                "none for one video, else up to 4."),
     max_clips: int = typer.Option(None, "--max-clips", min=1, help="At most this many clips per forward pass."),
-    quiet: bool = quiet_option(help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
                                        "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA); checkpoints only."),

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from stadapt.cli.logs import quiet_option
-
 app = typer.Typer(
     help="Write a data set in the prepared layout: classes.txt, 'path label' lists, manifest.json.",
     no_args_is_help=True,
@@ -27,7 +25,7 @@ def synthetic(
     size: int = typer.Option(48, "--size", min=16, help="Frame width and height in pixels (even)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same clips."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out."),
-    quiet: bool = quiet_option(help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Small mp4 clips of objects moving over clutter, in time-reversal class pairs (moving left /
     right, up / down, growing / shrinking, rotating): a model that averages frames over time is at
@@ -55,7 +53,7 @@ _CHECK = typer.Option(False, "--check", help="Also decode the first and last fra
                                              "the ones that fail go to quarantine.txt.")
 _WORKERS = typer.Option(None, "--workers", min=1, help="Processes for --check (default: cores, at most 8).")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace a data set stadapt prepared in --out before.")
-_QUIET = quiet_option(help="No progress bar.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 _SPLIT = typer.Option(1, "--split", min=1, max=3, help="The official train/test split to write (1, 2 or 3).")
 
 

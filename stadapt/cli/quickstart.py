@@ -12,7 +12,7 @@ from stadapt.cli.logs import quiet_option
 def quickstart(
     out: Path = typer.Option(Path("."), "--out", help="Where the data (DIR/data/synthetic) and runs (DIR/runs) go."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data set and of training."),
-    quiet: bool = quiet_option(help="No progress bars."),
+    quiet: bool = quiet_option(help="No progress bars; the console shows warnings only."),
 ) -> None:
     """Train a tiny frozen image model with ST-Adapters and as a linear probe on synthetic motion
     clips, evaluate both, and print them side by side (also written to ./quickstart.json).

@@ -24,7 +24,7 @@ def train(
     stop_after: int = typer.Option(None, "--stop-after", min=1, metavar="STEPS",
                                    help="Stop after this many steps (with a checkpoint), e.g. to fit a job's time "
                                         "limit; continue later with --resume."),
-    quiet: bool = quiet_option(help="No progress bar."),
+    quiet: bool = quiet_option(help="No progress bar; the console shows warnings only."),
 ) -> None:
     """Train ST-Adapters (or a baseline) on a frozen image backbone, as the recipe says.
 

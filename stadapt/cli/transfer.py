@@ -24,7 +24,7 @@ def finetune_transfer(
     check: bool = typer.Option(False, "--check", help="Decode-check every video while preparing (quarantine)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Train every split again, replacing the split runs "
                                                               "that exist (without it, a re-run continues)."),
-    quiet: bool = quiet_option(help="No progress bars."),
+    quiet: bool = quiet_option(help="No progress bars; the console shows warnings only."),
 ) -> None:
     """Transfer a Kinetics-400 ST-Adapter model to UCF-101 or HMDB-51 as the paper does: new head,
     backbone fixed, adapters at 1/10 learning rate and weight decay, 500 steps at batch 128, stride 8,

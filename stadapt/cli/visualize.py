@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from stadapt.cli.evaluate import WHICH_HELP
-from stadapt.cli.logs import quiet_option
 
 
 def visualize(
@@ -20,7 +19,7 @@ def visualize(
                                          help="Where the backbone weights are now, if they moved."),
     device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda, cuda:N."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the PNG if it exists."),
-    quiet: bool = quiet_option(help="Print nothing on success."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
                                        "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),
