@@ -40,9 +40,11 @@ READER_FILES = (META_FILE, TENSORS_FILE, *OLD_TENSORS_FILES)
 DIGESTS = "file_xxh3_128"
 # every file stadapt writes in a checkpoint directory: the checkpoint itself, the trainer state beside it
 # (stadapt.training.state), and what eval and export put next to a checkpoint that is not inside a run
-CHECKPOINT_FILES = frozenset({TENSORS_FILE, *OLD_TENSORS_FILES, META_FILE, "trainer_state.safetensors",
-                              "trainer_state.json", "eval.json", "eval.predictions.csv", "eval.confusion.png",
-                              "model.onnx", "model.onnx.data"})
+STATE_TENSORS = "trainer_state.safetensors"  # a training checkpoint's optimizer tensors and RNG states
+STATE_META = "trainer_state.json"  # its step, counters, optimizer param groups and scaler state
+CHECKPOINT_FILES = frozenset({TENSORS_FILE, *OLD_TENSORS_FILES, META_FILE, STATE_TENSORS, STATE_META,
+                              "eval.json", "eval.predictions.csv", "eval.confusion.png", "model.onnx",
+                              "model.onnx.data"})
 
 
 def write_dir_atomically(out: Path, files: Mapping[str, bytes], keep_replaced_as: Path | None) -> None:

@@ -14,15 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-STATE_TENSORS = "trainer_state.safetensors"
-STATE_META = "trainer_state.json"
+from stadapt.checkpoints.files import META_FILE, STATE_META, STATE_TENSORS, safetensors_intact, tensors_path
 
 
 def checkpoint_meta(checkpoint: Path) -> dict[str, Any] | None:
     """stadapt.json of checkpoint directory `checkpoint` as written (no format check, no upgrade), or None where
     it is missing, unreadable or not a JSON object."""
-    from stadapt.checkpoints.files import META_FILE
-
     try:
         meta = json.loads((checkpoint / META_FILE).read_text())
     except (OSError, ValueError):
@@ -55,8 +52,6 @@ def _recorded_step(checkpoint: Path) -> int | None:
 def complete_step(checkpoint: Path) -> int | None:
     """The step of a complete training checkpoint directory (metadata, tensors and trainer state all
     there and whole), else None."""
-    from stadapt.checkpoints.files import safetensors_intact, tensors_path
-
     step = _recorded_step(checkpoint)
     try:
         json.loads((checkpoint / STATE_META).read_text())
@@ -70,7 +65,5 @@ def complete_step(checkpoint: Path) -> int | None:
 
 def complete_best_step(checkpoint: Path) -> int | None:
     """The step of a complete best checkpoint directory (metadata and tensors whole), else None."""
-    from stadapt.checkpoints.files import safetensors_intact, tensors_path
-
     step = _recorded_step(checkpoint)
     return step if step is not None and safetensors_intact(tensors_path(checkpoint)) else None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stadapt.checkpoints.files import META_FILE
+from stadapt.checkpoints.meta import checkpoint_step
 from stadapt.errors import StadaptError
 
 DATASETS = ("ucf101", "hmdb51")
@@ -79,13 +79,6 @@ def transfer_setting(recipe: Any) -> dict[str, Any]:
     return setting
 
 
-def _checkpoint_step(checkpoint: Path) -> int:
-    try:
-        return int(json.loads((checkpoint / META_FILE).read_text()).get("step", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return -1
-
-
 def split_state(recipe: Any) -> str:
     """"new", "finished" or "unfinished" for the split run `recipe` describes. A run started with
     another setting is refused: reusing or continuing it would mix two settings in one result."""
@@ -106,7 +99,8 @@ def split_state(recipe: Any) -> str:
             "with this setting, or choose another --out",
         ) from None
     checkpoint = run.resume_checkpoint()
-    done = checkpoint is not None and _checkpoint_step(checkpoint) >= recipe.optim.steps
+    step = checkpoint_step(checkpoint)
+    done = step is not None and step >= recipe.optim.steps
     return "finished" if done else "unfinished"
 
 

@@ -99,7 +99,7 @@ def validate_run(run: Run, bar: Any) -> ValidationResult:
     return val
 
 
-def _checkpoint_meta(run: Run, **extra: Any) -> dict[str, Any]:
+def _meta_for_save(run: Run, **extra: Any) -> dict[str, Any]:
     """The stadapt.json of a checkpoint of this run at its current step."""
     recipe = run.recipe
     return model_meta(run.built, run.classes, recipe=recipe.to_dict(), step=run.state.step, tuning=recipe.tuning,
@@ -109,7 +109,7 @@ def _checkpoint_meta(run: Run, **extra: Any) -> dict[str, Any]:
 def _save_best(run: Run, val: ValidationResult) -> None:
     """checkpoints/best: the weights that just scored the best validation top-1, with that score."""
     if run.world.main:
-        run.dir.save_best(run.model.trainable_state_dict(), _checkpoint_meta(run, validation=val.to_dict()))
+        run.dir.save_best(run.model.trainable_state_dict(), _meta_for_save(run, validation=val.to_dict()))
     run.world.barrier()
 
 
@@ -118,7 +118,7 @@ def save(run: Run) -> None:
     rngs = run.world.gather(rng_state())
     if run.world.main:
         recipe, state = run.recipe, run.state
-        meta = _checkpoint_meta(run)
+        meta = _meta_for_save(run)
         run.dir.save_checkpoint(state.step, run.model.trainable_state_dict(), meta,
                                 state_files(run.optimizer, run.scaler, state, rngs), keep=recipe.train.keep_checkpoints)
     run.world.barrier()

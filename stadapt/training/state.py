@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from stadapt.checkpoints.meta import STATE_META, STATE_TENSORS  # named there: the run folders check them too
+from stadapt.checkpoints.files import STATE_META, STATE_TENSORS  # the file names of a checkpoint, defined once
 from stadapt.errors import CheckpointError
 
 
