@@ -238,3 +238,20 @@ def test_architecture_page_names_every_folder() -> None:
     missing = [folder for folder in _package_folders()
                if not any(re.search(rf"(?<![\w/]){re.escape(folder)}/", line) for line in lines)]
     assert not missing, f"{ARCHITECTURE.relative_to(ROOT)} does not name: {', '.join(missing)}"
+
+
+def test_every_module_the_architecture_page_names_exists() -> None:
+    """Each line of the package tables is true as far as a reader can check: the modules a folder's row
+    names (`name.py`) are in that folder, and the top-level modules the second table names exist."""
+    package = ROOT / "stadapt"
+    wrong = []
+    for line in ARCHITECTURE.read_text(encoding="utf-8").splitlines():
+        row = re.match(r"\|\s*`([\w/]+)/`\s*\|(.*)\|\s*$", line)
+        where = package / row.group(1) if row else package
+        if row is None and not re.match(r"\|\s*`[\w.]+\.py`", line):
+            continue
+        text = row.group(2) if row else line.split("|")[1]
+        for name in re.findall(r"`(?:[\w/]+/)?(\w+\.py)`", text):
+            if not (where / name).is_file() and not (package / name).is_file() and "/" not in name:
+                wrong.append(f"{where.relative_to(ROOT)}/{name}")
+    assert not wrong, f"{ARCHITECTURE.relative_to(ROOT)} names modules that do not exist: {', '.join(wrong)}"
