@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from stadapt.checkpoints.load import LoadedFrom, LoadedModel
-from stadapt.model.adapters import AdapterConfig
 from stadapt.model.classifier import VideoClassifier
 
 __all__ = ["LoadedFrom", "LoadedModel", "create_model", "list_backbones", "load_model"]
@@ -76,23 +75,25 @@ def create_model(
     tuning: str = "st_adapter",
     num_frames: int = 8,
     weights: str | Path | None = None,
-    adapter: AdapterConfig | None = None,
+    adapter: Any = None,
     dropout: float = 0.5,
     **backbone_options: Any,
 ) -> VideoClassifier:
     """A fresh VideoClassifier (in train mode, as timm's `create_model` gives): `backbone` as
     `list_backbones` names it ("clip:ViT-B-16"), a head of `num_classes` outputs, clips of `num_frames`.
 
-    `tuning` says what trains (st_adapter, linear, full_finetune, partial_finetune); `adapter` sizes and
-    places the adapters of st_adapter (default: `AdapterConfig()`, one 384-wide adapter before each MLP).
+    `tuning` names the tuning method, any installed one (`stadapt methods`: st_adapter, linear,
+    full_finetune, partial_finetune, ...); `adapter` holds its settings (default: the method's own, e.g.
+    for st_adapter `AdapterConfig()`, one 384-wide adapter before each MLP).
     `weights`: the backbone's pretrained weights, a local file or a tag the plugin knows (None: random).
     Other keywords are the backbone's build options (e.g. timm's `img_size`). The same as
     `build_model(ModelConfig(...), weights).model`.
     """
     from stadapt.model.classifier import ModelConfig, build_model
+    from stadapt.tuners import load_tuner
 
-    if adapter is None and tuning == "st_adapter":
-        adapter = AdapterConfig()
+    if adapter is None:
+        adapter = load_tuner(tuning).read_settings(None)
     config = ModelConfig(backbone=backbone, num_classes=num_classes, num_frames=num_frames, adapter=adapter,
                          dropout=dropout, backbone_options=backbone_options, tuning=tuning)
     return build_model(config, weights=weights).model

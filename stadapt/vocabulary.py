@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
-# What trains: adapters + head, the head alone, everything, or the last block + head (the paper's baselines).
+# The built-in tuning methods (plugins/stadapt_tuners), for the documentation: adapters + head, the head alone,
+# everything, or the last block + head (the paper's baselines). A recipe takes any installed method.
 TuningMode = Literal["st_adapter", "linear", "full_finetune", "partial_finetune"]
 TUNING_MODES: tuple[str, ...] = get_args(TuningMode)
 

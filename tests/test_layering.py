@@ -18,6 +18,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base: errors, vocabulary, file writing, optional extras, PNG figures, logging (and `stadapt.__version__`)",
      ("stadapt.errors", "stadapt.vocabulary", "stadapt.fileio", "stadapt.extras", "stadapt.plots", "stadapt.logs")),
     ("backbones: the plugin contract and entry-point discovery", ("stadapt.backbones",)),
+    ("tuners: the tuning-method contract, the block loop's hook contract, entry-point discovery",
+     ("stadapt.tuners",)),
     ("model: the video classifier, its adapters and block loop, the plugin conformance suite", ("stadapt.model",)),
     ("data: prepared layouts, decoding, sampling, transforms, datasets, the input contract", ("stadapt.data",)),
     ("recipes and checkpoints", ("stadapt.recipe", "stadapt.checkpoints")),

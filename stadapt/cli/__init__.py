@@ -24,6 +24,7 @@ from stadapt.cli import (
     extract_features,
     import_checkpoint,
     logs,
+    methods,
     predict,
     prepare_data,
     push,
@@ -77,6 +78,7 @@ app.command("extract-features")(extract_features.extract_features)
 app.command("visualize")(visualize.visualize)
 app.command("finetune-transfer", context_settings={"allow_interspersed_args": True})(transfer.finetune_transfer)
 app.command("backbones")(backbones.backbones)
+app.command("methods")(methods.methods)
 app.command("import-checkpoint")(import_checkpoint.import_checkpoint)
 app.command("push")(push.push)
 app.add_typer(recipe.app, name="recipe")

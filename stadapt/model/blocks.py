@@ -4,41 +4,24 @@ hook points where a tuning method changes the tokens.
 The video model, `stadapt visualize` and the plugin conformance suite all run blocks through here, so what
 they run is what the model runs: the same order of operations, the same residual sums.
 
-Hook points of block `index` (each a `Hook`, `(index, tokens) -> tokens`):
-
-- `pre_attn`: the tokens entering the attention branch (after the block's transition);
-- `pre_mlp`: the tokens entering the MLP branch (after the attention branch's residual sum).
-
-`observe` sees each branch's input and output, `(index, "attn" | "mlp", input, output) -> output`: checks
-and probes, not changes.
+The hook points and what runs there (`BlockHooks`, `HOOK_POINTS`, `NO_HOOKS`) are the tuners' contract,
+defined in stadapt.tuners.hooks and re-exported here: `pre_attn` (the tokens entering the attention branch),
+`pre_mlp` (those entering the MLP branch), `observe` (each branch's input and output, to check or probe).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from stadapt.backbones.base import FrameBackbone
+from stadapt.tuners.hooks import HOOK_POINTS, NO_HOOKS, BlockHooks, Hook, Observer
 
-Hook = Callable[[int, torch.Tensor], torch.Tensor]
-Observer = Callable[[int, str, torch.Tensor, torch.Tensor], torch.Tensor]
-HOOK_POINTS = ("pre_attn", "pre_mlp")
+__all__ = ["HOOK_POINTS", "NO_HOOKS", "RECOMPUTE", "BlockHooks", "Hook", "Observer", "run_block", "run_blocks"]
+
 RECOMPUTE = (None, "mlp", "block")  # what the backward pass recomputes instead of keeping
-
-
-@dataclass(frozen=True)
-class BlockHooks:
-    """What runs at the hook points of every block; None runs nothing there."""
-
-    pre_attn: Hook | None = None
-    pre_mlp: Hook | None = None
-    observe: Observer | None = None
-
-
-NO_HOOKS = BlockHooks()
 
 
 def run_block(backbone: FrameBackbone, index: int, x: torch.Tensor, hooks: BlockHooks = NO_HOOKS, *,

@@ -1,11 +1,8 @@
-"""VideoClassifier: a frozen image backbone + ST-Adapters + temporal pooling + a linear head.
+"""VideoClassifier: a frozen image backbone + the modules of a tuning method + temporal pooling + a linear head.
 
-`tuning` says what trains (the paper's method and its baselines):
-
-    st_adapter        adapters + head; the backbone is frozen (the method)
-    linear            head only (a linear probe of the frozen backbone's features)
-    full_finetune     every backbone parameter + head; the backbone runs in train mode
-    partial_finetune  the backbone's last block + head (its final norm stays frozen)
+`tuning` names the method (a plugin of the `stadapt.tuners` group: `stadapt methods` lists them); the model
+asks it what to attach, what runs at the block loop's hook points and which parameters train, and never
+tests a method's name. The built-ins are the paper's method and its baselines (plugins/stadapt_tuners).
 """
 
 from __future__ import annotations
@@ -14,42 +11,48 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from stadapt.backbones.base import FrameBackbone
-from stadapt.backbones.layout import TokenLayout
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
-from stadapt.errors import PluginError, StadaptError, WeightsError
-from stadapt.model.adapters import AdapterConfig, STAdapter
-from stadapt.model.blocks import NO_HOOKS, BlockHooks, Hook, run_blocks
-from stadapt.vocabulary import TUNING_MODES, weights_is_path
+from stadapt.errors import WeightsError
+from stadapt.model.adapters import AdapterConfig
+from stadapt.model.blocks import NO_HOOKS, BlockHooks, run_blocks
+from stadapt.tuners import ModelConfigError, Tuner, load_tuner, require_hooks
+from stadapt.tuners.registry import methods_without_needs
+from stadapt.vocabulary import weights_is_path
 
+__all__ = ["BuiltModel", "ClassifierHead", "ModelConfig", "ModelConfigError", "VideoClassifier", "build_model"]
 
-class ModelConfigError(StadaptError, ValueError):
-    """A model description that does not fit its backbone (e.g. an adapter block the backbone lacks); a
-    ValueError too, as the library raised before it became a user-facing error."""
+# What a checkpoint from before `tuning` was recorded trained: adapters + head, or the head alone.
+LEGACY_TUNING = {True: "st_adapter", False: "linear"}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model's architecture (not its weights)."""
+    """Everything needed to rebuild a model's architecture (not its weights). `adapter` holds the tuning
+    method's settings (an AdapterConfig for st_adapter; None for a method without settings), recorded
+    under the key `adapter` of a checkpoint's model config as formats 1 and 2 did."""
 
     backbone: str
     num_classes: int
     num_frames: int = 8
-    adapter: AdapterConfig | None = field(default_factory=AdapterConfig)  # None: linear probe
+    adapter: Any = field(default_factory=AdapterConfig)  # the tuning method's settings; None: it has none
     dropout: float = 0.5
     backbone_options: Mapping[str, Any] = field(default_factory=dict)
-    tuning: str = "st_adapter"  # what trains: one of TUNING_MODES
+    tuning: str = "st_adapter"  # what trains: an installed tuning method
 
     def __post_init__(self) -> None:
-        _check_tuning(self.tuning, has_adapters=self.adapter is not None)
+        _check_tuning(self.tuning, has_settings=self.adapter is not None)
+
+    @property
+    def tuner(self) -> Tuner:
+        return load_tuner(self.tuning)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,48 +60,32 @@ class ModelConfig:
             "backbone_options": dict(self.backbone_options),
             "num_classes": self.num_classes,
             "num_frames": self.num_frames,
-            "adapter": None if self.adapter is None else self.adapter.to_dict(),
+            "adapter": self.tuner.settings_dict(self.adapter),
             "dropout": self.dropout,
             "tuning": self.tuning,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        adapter = data.get("adapter")
+        settings = data.get("adapter")
+        tuning = str(data.get("tuning") or LEGACY_TUNING[settings is not None])
         return cls(
             backbone=str(data["backbone"]),
             backbone_options=dict(data.get("backbone_options") or {}),
             num_classes=int(data["num_classes"]),
             num_frames=int(data.get("num_frames", 8)),
-            adapter=None if adapter is None else AdapterConfig.from_dict(adapter),
+            adapter=None if settings is None else load_tuner(tuning).read_settings(settings),
             dropout=float(data.get("dropout", 0.5)),
-            # checkpoints from before `tuning` was recorded trained adapters + head, or the head alone
-            tuning=str(data.get("tuning") or ("linear" if adapter is None else "st_adapter")),
+            tuning=tuning,
         )
 
 
-def _check_tuning(tuning: str, *, has_adapters: bool) -> None:
-    if tuning not in TUNING_MODES:
-        raise ValueError(f"tuning must be one of {', '.join(TUNING_MODES)}, got {tuning!r}")
-    if has_adapters and tuning != "st_adapter":
-        raise ValueError(f"tuning={tuning} trains no adapters: build the model without adapters (adapter=None)")
-
-
-class BlockAdapters(nn.Module):
-    """The adapters of one block, at the positions the config names."""
-
-    pre_attn: STAdapter | None
-    pre_mlp: STAdapter | None
-
-    def __init__(self, layout: TokenLayout, num_frames: int, config: AdapterConfig) -> None:
-        super().__init__()
-        for position in ("pre_attn", "pre_mlp"):
-            adapter = (
-                STAdapter(layout, num_frames, config.bottleneck_for(layout.width), config.kernel)
-                if position in config.positions
-                else None
-            )
-            setattr(self, position, adapter)
+def _check_tuning(tuning: str, *, has_settings: bool) -> Tuner:
+    tuner = load_tuner(tuning)
+    if has_settings and tuner.settings is None:
+        raise ValueError(f"tuning={tuning} takes no settings (it trains no adapters): build the model without "
+                         "adapters (adapter=None)")
+    return tuner
 
 
 class ClassifierHead(nn.Module):
@@ -118,10 +105,10 @@ class ClassifierHead(nn.Module):
 class VideoClassifier(nn.Module):
     """(B, 3, T, H, W) normalised video -> (B, num_classes) logits.
 
-    Frames run through the backbone as a batch of B*T images (frames of one clip contiguous);
-    adapters mix information across time inside the blocks; per-frame features are averaged over T,
-    then the backbone's final norm and the head are applied. `tuning` (see the module docstring)
-    decides which parameters train. `checkpointing` trades time for memory by recomputing activations
+    Frames run through the backbone as a batch of B*T images (frames of one clip contiguous); the tuning
+    method's modules (`adapters`) run at the block loop's hook points; per-frame features are averaged over
+    T, then the backbone's final norm and the head are applied. The method `tuning` (its `Tuner`) decides
+    which parameters train. `checkpointing` trades time for memory by recomputing activations
     in the backward pass instead of keeping them, in growing steps:
 
     - "adapters" (the default): each adapter keeps only its input (instead of a copy of its patch tokens and
@@ -137,52 +124,47 @@ class VideoClassifier(nn.Module):
         backbone: FrameBackbone,
         num_classes: int,
         num_frames: int,
-        adapter: AdapterConfig | None = None,
+        adapter: Any = None,
         dropout: float = 0.5,
         tuning: str = "st_adapter",
+        *,
+        backbone_name: str | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.num_frames = num_frames
-        layouts = backbone.block_layouts()
-        self.num_blocks = len(layouts)
-        self.adapters = nn.ModuleDict()
-        if adapter is not None:
-            for index in adapter.block_indices(self.num_blocks):
-                self.adapters[str(index)] = BlockAdapters(layouts[index], num_frames, adapter)
+        self.num_blocks = len(backbone.block_layouts())
+        self.backbone_name = backbone_name or type(backbone).__name__
+        tuner = _check_tuning(tuning, has_settings=adapter is not None)
+        require_hooks(tuner, backbone, self.backbone_name, methods_without_needs)
+        modules = tuner.attach(backbone, num_frames, adapter)
+        self.adapters: nn.Module = modules if modules is not None else nn.ModuleDict()  # the method's modules
         self.head = ClassifierHead(backbone.feature_width, num_classes, dropout)
         self.checkpointing: bool | str = "adapters"  # False, "adapters", "mlp" or True (whole blocks)
         self.backbone_dtype = torch.float32  # see store_backbone_as
         self.set_tuning(tuning)
 
-    def set_tuning(self, mode: str) -> None:
-        """Make exactly the parameters of `mode` trainable (see the module docstring).
+    def parts(self) -> dict[str, nn.Module]:
+        """The model's parts as a tuner and the optimizer see them: backbone, adapters (the method's
+        modules) and head."""
+        return {"backbone": self.backbone, "adapters": self.adapters, "head": self.head}
 
-        Only full fine-tuning runs the backbone in train mode; otherwise it keeps its inference
-        behaviour (dropout, drop-path off) even while its last block trains (partial fine-tuning).
+    def set_tuning(self, mode: str) -> None:
+        """Make exactly the parameters of the method `mode` trainable (the head always trains).
+
+        Only a method with `backbone_train_mode` (full fine-tuning) runs the backbone in train mode;
+        otherwise it keeps its inference behaviour (dropout, drop-path off) even while part of it trains.
         """
-        _check_tuning(mode, has_adapters=len(self.adapters) > 0)
+        tuner = _check_tuning(mode, has_settings=any(True for _ in self.adapters.children()))
+        require_hooks(tuner, self.backbone, self.backbone_name, methods_without_needs)
         self.requires_grad_(False)
         self.head.requires_grad_(True)
-        if mode == "st_adapter":
-            self.adapters.requires_grad_(True)
-        elif mode == "full_finetune":
-            self.backbone.requires_grad_(True)
-        elif mode == "partial_finetune":
-            for module in self._last_block_modules():
-                module.requires_grad_(True)
+        for module in tuner.trainable(self.parts()):
+            module.requires_grad_(True)
+        self.tuner = tuner
         self.tuning = mode
-        self.backbone_frozen = mode != "full_finetune"
+        self.backbone_frozen = not tuner.backbone_train_mode
         self.train(self.training)
-
-    def _last_block_modules(self) -> list[nn.Module]:
-        try:
-            return self.backbone.block_modules(self.num_blocks - 1)
-        except NotImplementedError as exc:
-            raise PluginError(
-                f"tuning=partial_finetune needs the backbone to name the modules of its blocks ({exc})",
-                "use tuning=st_adapter, linear or full_finetune with this backbone",
-            ) from exc
 
     @property
     def backbone_trains(self) -> bool:
@@ -197,26 +179,14 @@ class VideoClassifier(nn.Module):
         self.backbone.to(dtype)
         self.backbone_dtype = dtype
 
-    def _block_adapters(self, index: int) -> tuple[STAdapter | None, STAdapter | None]:
-        slot = cast("BlockAdapters | None", self.adapters[str(index)] if str(index) in self.adapters else None)
-        return (slot.pre_attn, slot.pre_mlp) if slot is not None else (None, None)
-
     def block_hooks(self, adapted: bool = True) -> BlockHooks:
-        """The adapters at the block loop's hook points (none with `adapted=False`: the plain image model).
-        In training, the levels of `checkpointing` that name them keep only each adapter's input."""
-        if not adapted or not len(self.adapters):
+        """What the tuning method runs at the block loop's hook points (nothing with `adapted=False`: the
+        plain image model). In training, the levels of `checkpointing` that name its modules keep only
+        their inputs."""
+        if not adapted:
             return NO_HOOKS
         level = self.checkpointing if self.training and torch.is_grad_enabled() else False
-
-        def hook(position: int, recompute: bool) -> Hook:
-            def run(index: int, x: torch.Tensor) -> torch.Tensor:
-                adapter = self._block_adapters(index)[position]
-                if adapter is None:
-                    return x
-                return checkpoint(adapter, x, use_reentrant=False) if recompute else adapter(x)
-            return run
-
-        return BlockHooks(pre_attn=hook(0, level in ("adapters", "mlp")), pre_mlp=hook(1, level == "adapters"))
+        return self.tuner.hooks(self.adapters, level)
 
     def _recompute(self) -> str | None:
         """What the block loop recomputes in the backward pass (see `checkpointing`)."""
@@ -315,30 +285,15 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
         }
     elif seed is not None:
         weights_info = random_init_record(backbone, seed)
-    check_adapter_blocks(config, len(backbone.block_layouts()))
-    model = VideoClassifier(
-        backbone, config.num_classes, config.num_frames, config.adapter, config.dropout, tuning=config.tuning
-    )
+    config.tuner.check_fits(config.adapter, backbone, config.backbone)
+    model = VideoClassifier(backbone, config.num_classes, config.num_frames, config.adapter, config.dropout,
+                            tuning=config.tuning, backbone_name=config.backbone)
     return BuiltModel(model, config, variant, plugin, weights_info, report)
 
 
 def random_init_record(backbone: FrameBackbone, seed: int) -> dict[str, Any]:
     """What a checkpoint records of a backbone without pretrained weights: enough to rebuild and verify it."""
     return {"source": None, "random_init": True, "seed": int(seed), "fingerprint": fingerprint(backbone)}
-
-
-def check_adapter_blocks(config: ModelConfig, num_blocks: int) -> None:
-    """Every index in adapter.blocks must name one of the backbone's blocks (only the plugin knows how many)."""
-    if config.adapter is None or config.adapter.blocks is None:
-        return
-    outside = [b for b in config.adapter.blocks if not -num_blocks <= b < num_blocks]
-    if outside:
-        which = f"block {outside[0]} does" if len(outside) == 1 else f"blocks {', '.join(map(str, outside))} do"
-        raise ModelConfigError(
-            f"adapter.blocks: {which} not exist: {config.backbone} has {num_blocks} blocks, "
-            f"valid indices are 0 to {num_blocks - 1} (or -{num_blocks} to -1, counting from the end)",
-            "list blocks in that range, or leave adapter.blocks unset to adapt every block",
-        )
 
 
 def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, variant: str, path: Path) -> LoadReport:

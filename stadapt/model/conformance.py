@@ -243,7 +243,7 @@ def _check_time_mixing(s: _Subject) -> None:
     with torch.no_grad():
         for p in model.adapters.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
-        adapter = next(iter(model.adapters.values())).pre_attn
+        adapter = next(iter(model.adapters.children())).pre_attn
         assert isinstance(adapter, STAdapter)
         x = torch.randn(adapter.layout.shape(s.frames), generator=generator)
         y = adapter(x)

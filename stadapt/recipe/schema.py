@@ -15,16 +15,16 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from stadapt.recipe.data_section import DataSection
 from stadapt.recipe.fields import Float, Int, PositiveFloat, PositiveInt, Section, raise_rules
 from stadapt.vocabulary import (
+    TUNING_MODES,
     BackboneStorage,
     CheckpointingLevel,
     Precision,
-    TuningMode,
     checkpointing_level,
     kernel_is_odd,
 )
@@ -286,10 +286,14 @@ class Recipe(Section):
     """The frozen image model."""
     adapter: AdapterSection = Field(default_factory=AdapterSection)
     """The ST-Adapters' size and placement (read with `tuning: st_adapter` only)."""
-    tuning: TuningMode = "st_adapter"
-    """What trains: `st_adapter` (the adapters and the head; the backbone frozen) or the paper's baselines
-    `linear` (the head only), `full_finetune` (the whole backbone and the head), `partial_finetune` (the
-    backbone's last block and the head)."""
+    tuning: str = Field("st_adapter", json_schema_extra={"examples": list(TUNING_MODES)})
+    """What trains: the tuning method, any installed one (`stadapt methods` lists them). Built in:
+    `st_adapter` (the adapters and the head; the backbone frozen) and the paper's baselines `linear` (the
+    head only), `full_finetune` (the whole backbone and the head), `partial_finetune` (the backbone's last
+    block and the head). A method's settings come from its own section (st_adapter's: `adapter`)."""
+    method: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude=True)
+    """A method's settings from a recipe section this schema does not name (a third party's method), by
+    section; written back under that section."""
     model: ModelSection = Field(default_factory=ModelSection)
     """The classifier head's dropout, and a checkpoint to start the adapters from."""
     data: DataSection
@@ -301,14 +305,53 @@ class Recipe(Section):
     output: OutputSection = Field(default_factory=OutputSection)
     """Where the run folder goes."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_section(cls, data: Any) -> Any:
+        """A third party's method reads a section this schema does not name: keep it under `method`."""
+        if isinstance(data, dict):
+            section = _section_of(data.get("tuning", "st_adapter"))
+            if section and section not in cls.model_fields and section in data:
+                data = {k: v for k, v in data.items() if k != section} | {"method": {section: data[section] or {}}}
+        return data
+
+    @field_validator("tuning")
+    @classmethod
+    def _installed_method(cls, value: str) -> str:
+        from stadapt.tuners import load_tuner
+
+        try:
+            load_tuner(value)
+        except Exception as exc:
+            raise PydanticCustomError("tuning", "{message}", {"message": getattr(exc, "message", str(exc))}) from exc
+        return value
+
     @model_validator(mode="after")
-    def _adapters_to_train(self) -> Recipe:
-        """`tuning: st_adapter` with `adapter.blocks: []` would silently train the head alone."""
-        if self.tuning == "st_adapter" and self.adapter.blocks is not None and not self.adapter.blocks:
-            raise_rules([("adapter.blocks", "is empty, so tuning: st_adapter would train no adapters (a linear probe); "
-                                       "list the blocks to adapt (or leave it unset for every block), or set "
-                                       "tuning: linear for a head-only model")])
+    def _method_settings(self) -> Recipe:
+        """The method's own rules on its settings (e.g. st_adapter's `adapter.blocks: []` would train the
+        head alone)."""
+        from stadapt.tuners import load_tuner
+
+        tuner = load_tuner(self.tuning)
+        if tuner.section is None:
+            return self
+        settings = self.tuner_section()
+        if tuner.section not in type(self).model_fields and tuner.settings is not None:
+            try:
+                tuner.settings.model_validate(settings)
+            except ValidationError as exc:
+                raise_rules([(".".join(map(str, (tuner.section, *e["loc"]))), e["msg"]) for e in exc.errors()])
+        raise_rules([(f"{tuner.section}.{key}", message)
+                     for key, message in tuner.recipe_problems(settings)])
         return self
+
+    def tuner_section(self) -> dict[str, Any] | None:
+        """The settings section of this recipe's method, as plain data (None when it has none)."""
+        section = _section_of(self.tuning)
+        if section is None:
+            return None
+        value = getattr(self, section, None) if section in type(self).model_fields else self.method.get(section)
+        return value.model_dump(mode="json") if isinstance(value, Section) else dict(value or {})
 
     @field_validator("name")
     @classmethod
@@ -327,5 +370,16 @@ class Recipe(Section):
         return self.optim.resolved_micro_batch
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-able data, every field included (tuples become lists)."""
-        return self.model_dump(mode="json")
+        """Plain YAML-able data, every field included (tuples become lists); a third party's method
+        section under its own name."""
+        return {**self.model_dump(mode="json"), **self.method}
+
+
+def _section_of(tuning: Any) -> str | None:
+    """The recipe section of the method `tuning`, None for an unknown one (the field's check names it)."""
+    from stadapt.tuners import load_tuner
+
+    try:
+        return load_tuner(str(tuning)).section
+    except Exception:
+        return None

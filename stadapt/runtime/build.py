@@ -10,17 +10,18 @@ from typing import Any
 import torch
 
 from stadapt.backbones.plugin import VariantInfo
-from stadapt.model.adapters.config import AdapterConfig
 from stadapt.model.classifier import BuiltModel, ModelConfig, build_model
 from stadapt.recipe import Recipe
 from stadapt.runtime.device import resolve_device
 from stadapt.runtime.precision import apply_memory_options, resolve_precision
+from stadapt.tuners import load_tuner
 
 
 def model_config(recipe: Recipe, num_classes: int) -> ModelConfig:
-    """The architecture a recipe describes; the adapter section is read by AdapterConfig's own reader (the
-    one a checkpoint's stadapt.json goes through), so the two cannot drift apart."""
-    adapter = AdapterConfig.from_dict(recipe.adapter.model_dump()) if recipe.tuning == "st_adapter" else None
+    """The architecture a recipe describes; the tuning method reads its settings from its recipe section
+    with its own reader (the one a checkpoint's stadapt.json goes through), so the two cannot drift apart."""
+    tuner = load_tuner(recipe.tuning)
+    adapter = None if tuner.settings is None else tuner.read_settings(recipe.tuner_section())
     return ModelConfig(
         backbone=recipe.backbone.name,
         num_classes=num_classes,

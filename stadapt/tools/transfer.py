@@ -34,6 +34,17 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[last] = value
 
 
+def _check_transferable(tuning: str) -> None:
+    """Transfer trains the source's own modules on a fixed backbone: a method with settings (modules of
+    its own) that keeps the backbone frozen."""
+    from stadapt.tuners import load_tuner
+
+    tuner = load_tuner(tuning)
+    if tuner.settings is None or tuner.backbone_train_mode or tuner.needs:
+        raise StadaptError(f"the source run trained with tuning={tuning}, which has no adapters on a frozen "
+                           "backbone to transfer", "transfer starts from an adapter run (e.g. tuning=st_adapter)")
+
+
 def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, init_from: Path, out: Path,
                     overrides: Sequence[str] = (), check_files: bool = True) -> Any:
     """The recipe of one split: the source run's recipe with the transfer setting and `overrides`
@@ -41,9 +52,7 @@ def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, init_
     from stadapt.recipe import recipe_from_dict
 
     recipe = json.loads(json.dumps(source))  # a deep copy of plain data
-    if recipe.get("tuning", "st_adapter") != "st_adapter":
-        raise StadaptError(f"the source run trained with tuning={recipe.get('tuning')}, not st_adapter",
-                           "transfer starts from an ST-Adapter run")
+    _check_transferable(str(recipe.get("tuning") or "st_adapter"))
     for key, value in TRANSFER.items():
         _set(recipe, key, value)
     steps = TRANSFER["optim.steps"]

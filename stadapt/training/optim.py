@@ -41,7 +41,7 @@ def model_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
     inner = _unwrap(model)
     if isinstance(inner, VideoClassifier):
-        return [("backbone", inner.backbone), ("adapters", inner.adapters), ("head", inner.head)]
+        return list(inner.parts().items())
     return [("model", inner)]
 
 

@@ -24,14 +24,14 @@ def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int 
     config = ModelConfig(backbone, num_classes, frames, adapter, dropout=0.0, tuning="st_adapter")
     built, parts, with_adapters = model_parameter_counts(config)
     model = built.model
-    bottlenecks = sorted({a.bottleneck for slot in model.adapters.values() for a in slot.children()
-                          if isinstance(a, STAdapter)})
+    slots = list(model.adapters.children())  # st_adapter's: one BlockAdapters per adapted block
+    bottlenecks = sorted({a.bottleneck for slot in slots for a in slot.children() if isinstance(a, STAdapter)})
     return {
         "backbone": f"{built.plugin.name}:{built.variant.name}",
         "image_size": built.variant.image_size,
         "num_classes": num_classes,
         "frames": frames,
-        "adapter": {**adapter.to_dict(), "adapted_blocks": len(model.adapters), "bottlenecks": bottlenecks},
+        "adapter": {**adapter.to_dict(), "adapted_blocks": len(slots), "bottlenecks": bottlenecks},
         "parts": parts,
         "with_adapters": with_adapters,
         "without_adapters": {"total": with_adapters["total"] - parts["adapters"], "trainable": parts["head"]},

@@ -163,16 +163,16 @@ def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, prec
     (the loop refuses it for a backbone that trains): such a mode keeps fp32, and the report says so."""
     import torch
 
-    from stadapt.model.adapters import AdapterConfig
     from stadapt.model.classifier import ModelConfig, build_model
     from stadapt.model.precision import half_storage_fits
     from stadapt.runtime.device import resolve_device
     from stadapt.runtime.precision import apply_memory_options, resolve_precision
+    from stadapt.tuners import load_tuner
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     torch.manual_seed(seed)
-    adapter = AdapterConfig() if mode == "st_adapter" else None
+    adapter = load_tuner(mode).read_settings(None)  # the method's defaults
     built = build_model(ModelConfig(backbone, num_classes, frames, adapter, tuning=mode,
                                     backbone_options=dict(options or {})))
     if backbone_storage == "half" and not half_storage_fits(built.model):
@@ -254,13 +254,13 @@ def bench_train_memory(
     from stadapt.backbones.registry import parse_backbone
     from stadapt.runtime.device import resolve_device
     from stadapt.runtime.precision import resolve_precision
-    from stadapt.vocabulary import TUNING_MODES
+    from stadapt.tuners import installed_tuners
 
     modes = list(dict.fromkeys(modes))
-    unknown = [m for m in modes if m not in TUNING_MODES]
+    unknown = [m for m in modes if m not in installed_tuners()]
     if unknown or not modes:
         raise StadaptError(f"unknown tuning mode(s) {', '.join(unknown) or '(none given)'}",
-                           f"choose from {', '.join(TUNING_MODES)}")
+                           f"choose from {', '.join(installed_tuners())}")
     for name, value in (("frames", frames), ("micro_batch", micro_batch), ("accumulation", accumulation),
                         ("steps", steps)):
         if value < 1:
@@ -300,13 +300,14 @@ def bench_train_memory(
         "torch": torch.__version__,
         "modes": results,
     }
-    if "st_adapter" in results and "full_finetune" in results:
-        a, f = results["st_adapter"], results["full_finetune"]
+    top, base = DEFAULT_MODES  # the paper's comparison: the method over full fine-tuning
+    if top in results and base in results:
+        a, f = results[top], results[base]
 
         def ratio(key: str) -> float | None:
             return a[key] / f[key] if a[key] is not None and f[key] else None
 
-        report["ratio"] = {"of": "st_adapter / full_finetune", "peak_increase": ratio("peak_increase_bytes"),
+        report["ratio"] = {"of": f"{top} / {base}", "peak_increase": ratio("peak_increase_bytes"),
                            "peak": ratio("peak_bytes"), "step_seconds": ratio("step_seconds")}
     return report
 
@@ -345,7 +346,7 @@ def format_report(report: dict[str, Any]) -> str:
         parts = [f"{label} {ratio[key]:.2f}x" for label, key in
                  (("peak increase", "peak_increase"), ("peak", "peak"), ("step time", "step_seconds"))
                  if ratio[key] is not None]
-        lines.append(f"st_adapter / full_finetune: {', '.join(parts)}")
+        lines.append(f"{ratio['of']}: {', '.join(parts)}")
     kept = {mode: r["backbone_storage"] for mode, r in report["modes"].items()
             if r.get("backbone_storage") not in (None, report["backbone_storage"])}
     if kept:

@@ -16,8 +16,6 @@ from typing import Any
 
 from stadapt.errors import DataError
 
-RUN_NAMES = {"st_adapter": "quickstart_st_adapter", "linear": "quickstart_linear"}
-
 # The quickstart recipe: tuned by measurement on a 2-core CPU (the measured table: README.md, docs/getting-started.md).
 RECIPE: dict[str, Any] = {
     "backbone": {"name": "clip:tiny", "weights": "synthetic"},
@@ -29,18 +27,20 @@ RECIPE: dict[str, Any] = {
     "train": {"seed": 0, "device": "cpu", "precision": "fp32", "log_every": 10, "val_every": 0, "save_every": 0},
 }
 LINEAR_STEPS = 300  # the probe converges long before: more steps would only cost time
+# (tuning method, its steps): the adapters, then the probe, on the same data and backbone
+METHODS: tuple[tuple[str, int], ...] = (("st_adapter", RECIPE["optim"]["steps"]), ("linear", LINEAR_STEPS))
 
 
 def quickstart_recipe(tuning: str, data_root: Path, runs: Path, *, seed: int = 0, steps: int | None = None) -> Any:
     from stadapt.recipe import recipe_from_dict
 
     raw = json.loads(json.dumps(RECIPE))
-    raw["name"] = RUN_NAMES[tuning]
+    raw["name"] = f"quickstart_{tuning}"
     raw["tuning"] = tuning
     raw["data"]["root"] = str(data_root)
-    raw["output"] = {"dir": str(runs / RUN_NAMES[tuning])}
+    raw["output"] = {"dir": str(runs / raw["name"])}
     raw["train"]["seed"] = seed
-    raw["optim"]["steps"] = steps or (RECIPE["optim"]["steps"] if tuning == "st_adapter" else LINEAR_STEPS)
+    raw["optim"]["steps"] = steps or dict(METHODS).get(tuning, RECIPE["optim"]["steps"])
     raw["optim"]["warmup_steps"] = min(raw["optim"]["warmup_steps"], raw["optim"]["steps"] // 10)
     return recipe_from_dict(raw, source="stadapt quickstart")
 
@@ -86,7 +86,7 @@ def run_quickstart(
     spec = spec if spec is not None else SyntheticSpec(seed=seed)
     data_state = ensure_data(data_root, spec, progress)
     rows = []
-    for tuning in ("st_adapter", "linear"):
+    for tuning, _ in METHODS:
         recipe = quickstart_recipe(tuning, data_root, runs, seed=seed, steps=steps)
         began = time.perf_counter()
         result = train(recipe, source="stadapt quickstart", overwrite=True, progress=progress)

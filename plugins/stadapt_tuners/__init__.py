@@ -1,0 +1,13 @@
+"""stadapt's built-in tuning methods, registered under `stadapt.tuners` exactly as a third party's are:
+`st_adapter` (the paper's method) and its baselines `linear`, `full_finetune` and `partial_finetune`."""
+
+from stadapt_tuners.baselines import FullFinetune, LinearProbe, PartialFinetune
+from stadapt_tuners.st_adapter import StAdapterTuner
+
+st_adapter = StAdapterTuner()
+linear = LinearProbe()
+full_finetune = FullFinetune()
+partial_finetune = PartialFinetune()
+
+__all__ = ["FullFinetune", "LinearProbe", "PartialFinetune", "StAdapterTuner", "full_finetune", "linear",
+           "partial_finetune", "st_adapter"]
