@@ -3,11 +3,15 @@ had written (each write is atomic, so those are whole) or that nothing was writt
 
 from __future__ import annotations
 
+import _thread
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -24,7 +28,8 @@ def interrupt_says(outputs: Sequence[Path], when: str) -> Iterator[None]:
     outputs it had written (each write is atomic), or that nothing was written and `when` it would have been."""
     before = {path: _stamp(path) for path in outputs}
     try:
-        yield
+        with _insisting_ctrl_c():
+            yield
     except KeyboardInterrupt:
         written = [str(path) for path in outputs if _stamp(path) != before[path]]
         kept = f"wrote {', '.join(written)} before it stopped" if written else f"nothing was written ({when})"
@@ -33,3 +38,32 @@ def interrupt_says(outputs: Sequence[Path], when: str) -> Iterator[None]:
         # traceback from its __del__ ("Exception ignored in ...") after that one line
         sys.unraisablehook = lambda _: None
         raise SystemExit(130) from None
+
+
+@contextmanager
+def _insisting_ctrl_c() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, and raises it again every second until the block ends: Python loses
+    one raised inside a finalizer (a decoder or DataLoader being freed prints "Exception ignored"), and
+    the command would otherwise run to its end. Outside the main thread, the default behaviour stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed, done = threading.Event(), threading.Event()
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    def insist() -> None:
+        while not done.wait(1.0):
+            if pressed.is_set():
+                _thread.interrupt_main(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    watcher = threading.Thread(target=insist, name="stadapt-ctrl-c", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        signal.signal(signal.SIGINT, previous)
