@@ -98,7 +98,9 @@ def test_the_card_states_the_numbers_of_the_eval_json_it_came_from(run: Path, pu
     assert report["views"] == "1x2" and "| views | 1x2 " in body
     assert f'stadapt.load_model("hf-hub:{REPO}")' in body and f"--checkpoint hf-hub:{REPO}" in body
     assert "`clip:tiny`" in body and "`synthetic` (the backbone plugin's weights tag" in body
-    assert "bottleneck 32, kernel [3, 1, 1]" in body and "0. moving right\n1. moving left" in body
+    assert "tuned with the method `st_adapter`" in body and "| tuning method | `st_adapter` (settings below) |" in body
+    assert "| bottleneck | `32` |" in body and "| kernel | `[3, 1, 1]` |" in body  # the recorded settings
+    assert "0. moving right\n1. moving left" in body
     assert "steps: 2" in body  # the recipe
 
 

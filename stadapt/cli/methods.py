@@ -23,4 +23,4 @@ def methods(
 
     rows = method_rows(backbone, num_classes=classes, frames=frames)
     typer.echo(json.dumps({"backbone": backbone, "methods": rows}, indent=2) if as_json
-               else format_methods(rows, backbone))
+               else format_methods(rows, backbone, classes))

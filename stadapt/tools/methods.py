@@ -40,9 +40,11 @@ def method_rows(backbone: str = DEFAULT_BACKBONE, *, num_classes: int = 400, fra
     return rows
 
 
-def format_methods(rows: list[dict[str, Any]], backbone: str) -> str:
-    """The rows as a table, one line per method."""
-    lines = [f"tuning methods (trainable parameters on {backbone}, default settings):",
+def format_methods(rows: list[dict[str, Any]], backbone: str, num_classes: int | None = None) -> str:
+    """The rows as a table, one line per method; the header names the head's classes, which every count
+    includes (a linear probe's is the head alone)."""
+    head = f" with a {num_classes}-class head" if num_classes is not None else ""
+    lines = [f"tuning methods (trainable parameters on {backbone}{head}, default settings):",
              f"{'method':<18} {'trainable':>12} {'merges':>6}  summary"]
     for r in rows:
         count = f"{r['trainable']:,}" if r["trainable"] is not None else "-"

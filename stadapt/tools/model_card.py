@@ -3,8 +3,9 @@ the eval.json of that checkpoint.
 
 The YAML front matter is huggingface_hub's own (`ModelCardData`), so the hub reads the library, the tags,
 the data set and the results (`model-index`, the exact numbers of eval.json). The body says what a user
-needs before loading it: the backbone and where its weights come from, the adapter layout, the classes,
-the evaluation with its views and data fingerprint, the recipe, and how to load it.
+needs before loading it: the backbone and where its weights come from, the tuning method (the checkpoint's
+`tuning`, described by the installed method's summary) with its recorded settings, what trains of how many
+parameters, the classes, the evaluation with its views and data fingerprint, the recipe, and how to load it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from pathlib import PurePath
 from typing import Any
 
 from stadapt.checkpoints.files import META_FILE, TENSORS_FILE
+from stadapt.errors import StadaptError
 
 
 def model_card(meta: Mapping[str, Any], report: Mapping[str, Any] | None, repo: str, dataset: str | None) -> str:
     """The README.md text: front matter, then one section per topic."""
+    method = _method(meta)
+    what = f": {method.summary}" if method.summary else ""
     sections = [
-        (f"# {repo}\n\nA video classifier made with stadapt (ST-Adapter, Pan et al., NeurIPS "
-         "2022): a frozen image backbone with small spatio-temporal adapters and a linear head; this repository "
-         f"holds only the trained tensors (`{TENSORS_FILE}`: adapters and head) and their description "
-         f"(`{META_FILE}`)."),
+        (f"# {repo}\n\nA video classifier made with stadapt from the image backbone "
+         f"`{(meta.get('model') or {}).get('backbone')}`, tuned with the method `{method.name}`{what}. This "
+         f"repository holds only the trained tensors (`{TENSORS_FILE}`) and their description (`{META_FILE}`)."),
         _usage(meta, repo),
-        _model(meta, repo),
+        _model(meta, repo, method),
+        _tuning(meta, method),
         _evaluation(report, dataset),
         _classes(meta),
         _recipe(meta),
@@ -53,7 +57,8 @@ def _front_matter(meta: Mapping[str, Any], report: Mapping[str, Any] | None, rep
             results.append(accuracy(f"top-{report.get('top5_k', 5)}", report["top5"]))
     data = ModelCardData(
         library_name="stadapt", pipeline_tag="video-classification",
-        tags=["stadapt", "st-adapter", "video-classification", "action-recognition", *([plugin] if plugin else [])],
+        tags=["stadapt", _method(meta).name.replace("_", "-"), "video-classification", "action-recognition",
+              *([plugin] if plugin else [])],
         datasets=[dataset] if dataset else None, model_name=repo.split("/")[-1], eval_results=results,
     )
     return data.to_yaml()
@@ -76,21 +81,67 @@ def _weights_source(meta: Mapping[str, Any], repo: str) -> str:
     return f"`{source}` (the backbone plugin's weights tag; fetched by the plugin).{check}"
 
 
-def _model(meta: Mapping[str, Any], repo: str) -> str:
+class _Method:
+    """The checkpoint's tuning method: its recorded name and settings, and what the installed method of that
+    name says of itself (None where it is not installed here)."""
+
+    def __init__(self, name: str, settings: Mapping[str, Any] | None) -> None:
+        self.name, self.settings = name, settings
+        self.summary: str | None = None
+        self.section: str | None = None
+        self.distribution: str | None = None
+        from stadapt.tuners import load_tuner
+        from stadapt.tuners.registry import tuner_distribution
+
+        try:
+            tuner = load_tuner(name)
+            self.summary, self.section, self.distribution = tuner.summary, tuner.section, tuner_distribution(name)
+        except StadaptError:  # not installed here (or broken): the card still names it
+            pass
+
+
+def _method(meta: Mapping[str, Any]) -> _Method:
+    """The method a checkpoint records; one written before `tuning` was recorded trained adapters + head
+    (st_adapter) or the head alone (linear), as ModelConfig.from_dict reads it."""
+    from stadapt.model.classifier import LEGACY_TUNING
+
     model = meta.get("model") or {}
-    adapter = model.get("adapter") or {}
+    settings = model.get("adapter")
+    name = model.get("tuning") or meta.get("tuning") or LEGACY_TUNING[settings is not None]
+    return _Method(str(name), settings if isinstance(settings, Mapping) else None)
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return f"`{text}`".replace("|", "\\|")
+
+
+def _tuning(meta: Mapping[str, Any], method: _Method) -> str:
+    """The method with its summary and where it comes from, and its recorded settings, one row each."""
+    from_ = f" (from {method.distribution})" if method.distribution else \
+        " (not installed where this card was written: install the package that provides it to load this model)"
+    text = f"## Tuning method\n\n`{method.name}`{from_}" + (f": {method.summary}." if method.summary else ".")
+    params = meta.get("parameters") or {}
+    if params.get("total"):
+        trainable, total = int(params.get("trainable", 0)), int(params["total"])
+        text += f" It trains {trainable:,} of the model's {total:,} parameters ({100 * trainable / total:.2f}%)."
+    if not method.settings:
+        return text + "\n\nIt takes no settings."
+    section = f" (the recipe's `{method.section}:` section)" if method.section else ""
+    rows = "\n".join(f"| {key} | {_cell(value)} |" for key, value in method.settings.items())
+    return f"{text}\n\nIts settings{section}, as recorded in `{META_FILE}`:\n\n| setting | value |\n|---|---|\n{rows}"
+
+
+def _model(meta: Mapping[str, Any], repo: str, method: _Method) -> str:
+    model = meta.get("model") or {}
     plugin = meta.get("backbone_plugin") or {}
     params = meta.get("parameters") or {}
-    blocks = adapter.get("blocks")
     rows = [
         ("backbone", f"`{model.get('backbone')}`" + (f" with options `{json.dumps(model.get('backbone_options'))}`"
                                                      if model.get("backbone_options") else "")),
         ("backbone plugin", f"{plugin.get('name')} ({plugin.get('distribution')})"),
         ("backbone weights", _weights_source(meta, repo)),
-        ("tuning", str(model.get("tuning", meta.get("tuning")))),
-        ("adapters", (f"bottleneck {adapter.get('bottleneck')}, kernel {adapter.get('kernel')} (T, H, W), at "
-                      f"{', '.join(adapter.get('positions') or [])}, in "
-                      f"{'every block' if blocks is None else 'blocks ' + str(blocks)}")),
+        ("tuning method", f"`{method.name}` (settings below)" if method.settings else f"`{method.name}`"),
         ("frames per clip", str(model.get("num_frames"))),
         ("parameters", f"{params.get('total', 0):,} in all, {params.get('trainable', 0):,} trained"
                        if params else "not recorded"),
