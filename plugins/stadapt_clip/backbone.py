@@ -9,8 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stadapt.backbones.attention import is_plain_self_attention, mha_query_attention, self_attention
-from stadapt.backbones.base import ForeignModule, FrameBackbone
+from stadapt.backbones.attention import (
+    AttentionProjections,
+    is_plain_self_attention,
+    mha_projections,
+    mha_query_attention,
+    self_attention,
+)
+from stadapt.backbones.base import ForeignModule, FrameBackbone, linear_names
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError
 
@@ -130,17 +136,48 @@ class ClipBackbone(FrameBackbone):
         return [self._layout] * len(self._blocks)
 
     def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.attn_body(index, self.attn_norm(index, x))
+
+    def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp_body(index, self.mlp_norm(index, x))
+
+    def attn_norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self._blocks[index].ln_1(x)
+
+    def attn_body(self, index: int, y: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
-        y = block.ln_1(x)
         if self._plain_attention[index]:
             return block.ls_1(self_attention(block.attn, y))
         if hasattr(block, "ln_attn"):  # open_clip's CustomResidualAttentionBlock (qk-norm, scaled cosine, ...)
             return block.ls_1(block.ln_attn(block.attn(y)))
         return block.ls_1(block.attention(y))
 
-    def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+    def mlp_norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self._blocks[index].ln_2(x)
+
+    def mlp_body(self, index: int, y: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
-        return block.ls_2(block.mlp(block.ln_2(x)))
+        return block.ls_2(block.mlp(y))
+
+    def attention_projections(self, index: int) -> AttentionProjections:
+        """CLIP's nn.MultiheadAttention: its packed in_proj and out_proj (and open_clip's layer scale);
+        custom blocks (qk-norm, scaled cosine attention) are not plain softmax attention and are refused."""
+        block = self._blocks[index]
+        if not self._plain_attention[index]:
+            raise NotImplementedError(f"block {index} of this open_clip tower is not plain nn.MultiheadAttention "
+                                      "(attention_projections)")
+        return mha_projections(block.attn, getattr(block.ls_1, "gamma", None))
+
+    def peft_target_modules(self, index: int) -> list[str]:
+        """The attention's `out_proj` and the MLP's `c_fc` and `c_proj`. CLIP's q/k/v projection is the
+        packed `in_proj_weight` parameter of nn.MultiheadAttention, not an nn.Linear, so it is not among
+        them: a method reaches it through `attention_projections`."""
+        block = self._blocks[index]
+        return linear_names(self, block.attn, block.mlp)
+
+    def attend_sequence(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """CLIP's attention is global and position-free (positions enter at `embed`): any (N, L, C) works."""
+        return self.attn_body(index, self.attn_norm(index, tokens))
 
     def block_attention(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]

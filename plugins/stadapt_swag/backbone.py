@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stadapt.backbones.attention import is_plain_self_attention, mha_query_attention, self_attention
-from stadapt.backbones.base import ForeignModule, FrameBackbone
+from stadapt.backbones.attention import (
+    AttentionProjections,
+    is_plain_self_attention,
+    mha_projections,
+    mha_query_attention,
+    self_attention,
+)
+from stadapt.backbones.base import ForeignModule, FrameBackbone, linear_names
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError
 
@@ -66,17 +72,41 @@ class SwagBackbone(FrameBackbone):
         return [self._layout] * len(self._blocks)
 
     def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.attn_body(index, self.attn_norm(index, x))
+
+    def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp_body(index, self.mlp_norm(index, x))
+
+    def attn_norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self._blocks[index].ln_1(x)
+
+    def attn_body(self, index: int, y: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
-        y = block.ln_1(x)
         if self._plain_attention[index]:
             return block.dropout(self_attention(block.self_attention, y))
         y = y.transpose(0, 1)  # the module is sequence-first
         y, _ = block.self_attention(query=y, key=y, value=y, need_weights=False)
         return block.dropout(y.transpose(0, 1))
 
-    def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
+    def mlp_norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self._blocks[index].ln_2(x)
+
+    def mlp_body(self, index: int, y: torch.Tensor) -> torch.Tensor:
+        return self._blocks[index].mlp(y)
+
+    def attention_projections(self, index: int) -> AttentionProjections:
+        """The block's nn.MultiheadAttention: packed in_proj and out_proj; SWAG has no layer scale."""
+        return mha_projections(self._blocks[index].self_attention)
+
+    def peft_target_modules(self, index: int) -> list[str]:
+        """The attention's `out_proj` and the MLP's two linear layers. The q/k/v projection is the packed
+        `in_proj_weight` of nn.MultiheadAttention, not an nn.Linear: reach it through `attention_projections`."""
         block = self._blocks[index]
-        return block.mlp(block.ln_2(x))
+        return linear_names(self, block.self_attention, block.mlp)
+
+    def attend_sequence(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """SWAG's attention is global and position-free (positions enter at `embed`): any (N, L, C) works."""
+        return self.attn_body(index, self.attn_norm(index, tokens))
 
     def block_attention(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]

@@ -19,6 +19,7 @@ from stadapt.backbones.attention import query_attention
 from stadapt.backbones.base import ForeignModule, FrameBackbone
 from stadapt.backbones.layout import TokenLayout
 from stadapt.errors import PluginError, WeightsError, first_line
+from stadapt_timm.hooks import SwinHooks, ViTHooks, scaled
 
 _POST_NORM_BLOCKS = ("ResPostBlock", "EvaBlockPostNorm", "SwinTransformerV2Block")
 
@@ -61,7 +62,7 @@ def _resample_notice(model: ForeignModule, key: str, found: tuple[int, ...], own
             "bicubic)")
 
 
-class TimmSwinBackbone(FrameBackbone):
+class TimmSwinBackbone(SwinHooks):
     """Tokens (N, H, W, C) per block; the stage's patch merging is the transition before its first block.
 
     Swin (pre-norm blocks) and SwinV2 (post-norm blocks: the norm after attention / MLP, inside the branch).
@@ -158,7 +159,7 @@ class TimmSwinBackbone(FrameBackbone):
                                      ("patch_embed.proj.weight", "relative_position_bias_table"))
 
 
-class TimmViTBackbone(FrameBackbone):
+class TimmViTBackbone(ViTHooks):
     """Tokens (N, P + H*W, C), P = CLS + register tokens (timm's VisionTransformer; Eva below).
 
     Features per head type: class-token pooling -> the CLS token before the final norm, `video_norm` =
@@ -195,30 +196,17 @@ class TimmViTBackbone(FrameBackbone):
     def block_layouts(self) -> list[TokenLayout]:
         return [self._layout] * len(self._blocks)
 
-    def _attend(self, index: int, h: torch.Tensor) -> torch.Tensor:
-        """The block's attention module on its (normed) input."""
-        return self._blocks[index].attn(h)
-
     def attn_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
         if self._post_norm[index]:
             return block.drop_path1(block.norm1(self._attend(index, x)))
-        return block.drop_path1(self._scale(block, 1, self._attend(index, block.norm1(x))))
+        return block.drop_path1(scaled(block, 1, self._attend(index, block.norm1(x))))
 
     def mlp_branch(self, index: int, x: torch.Tensor) -> torch.Tensor:
         block = self._blocks[index]
         if self._post_norm[index]:
             return block.drop_path2(block.norm2(block.mlp(x)))
-        return block.drop_path2(self._scale(block, 2, block.mlp(block.norm2(x))))
-
-    @staticmethod
-    def _scale(block: ForeignModule, which: int, x: torch.Tensor) -> torch.Tensor:
-        """Layer scale: timm's ViT `ls1`/`ls2` modules, Eva's `gamma_1`/`gamma_2` parameters (or None)."""
-        scale = getattr(block, f"ls{which}", None)
-        if scale is not None:
-            return scale(x)
-        gamma = getattr(block, f"gamma_{which}", None)
-        return x if gamma is None else gamma * x
+        return block.drop_path2(scaled(block, 2, block.mlp(block.norm2(x))))
 
     def block_modules(self, index: int) -> list[nn.Module]:
         return [self._blocks[index]]
@@ -239,9 +227,6 @@ class TimmViTBackbone(FrameBackbone):
 
     def native_state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
-
-    def _rope(self, index: int) -> torch.Tensor | None:
-        return None
 
     def block_attention(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """The [CLS] query's attention (the mean query's without a class token; registers are prefix

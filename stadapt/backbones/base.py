@@ -10,12 +10,15 @@ so the core places adapters on each block's residual stream without matching mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from stadapt.backbones.layout import TokenLayout
+
+if TYPE_CHECKING:
+    from stadapt.backbones.attention import AttentionProjections
 
 #: A module of the third-party model a plugin wraps (timm, open_clip, classy_vision): its members differ by
 #: architecture and version, so plugins read them duck-typed (nn.Module's typed `__getattr__` would call
@@ -84,6 +87,47 @@ class FrameBackbone(nn.Module):
             "backbone plugin contract (stadapt.backbones.base) that `stadapt visualize` reads attention through"
         )
 
+    # The optional hooks tuning methods need (issue 25): each raises NotImplementedError naming itself where a
+    # plugin does not provide it, and a method that needs one is refused naming hook and backbone
+    # (stadapt.tuners.contract.BACKBONE_HOOKS); the conformance suite checks those provided.
+
+    def attn_norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The norm opening block `index`'s attention branch, so that a method can work between the norm and
+        the attention (AIM, ZeroI2V): attn_branch(i, x) == attn_body(i, attn_norm(i, x)). Optional."""
+        raise _missing(self, "attn_norm(index, x)", "splits the attention branch into its norm and its body")
+
+    def attn_body(self, index: int, y: torch.Tensor) -> torch.Tensor:
+        """The attention branch after its norm: attention, output projection, layer scale, drop-path. Optional."""
+        raise _missing(self, "attn_body(index, y)", "splits the attention branch into its norm and its body")
+
+    def mlp_norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The norm opening block `index`'s MLP branch: mlp_branch(i, x) == mlp_body(i, mlp_norm(i, x)). Optional."""
+        raise _missing(self, "mlp_norm(index, x)", "splits the MLP branch into its norm and its body")
+
+    def mlp_body(self, index: int, y: torch.Tensor) -> torch.Tensor:
+        """The MLP branch after its norm: MLP, layer scale, drop-path. Optional."""
+        raise _missing(self, "mlp_body(index, y)", "splits the MLP branch into its norm and its body")
+
+    def attention_projections(self, index: int) -> AttentionProjections:
+        """Block `index`'s attention as its packed q/k/v projection, output projection, head count and layer
+        scale, such that `attention_projections(i)(attn_norm(i, x)) == attn_body(i, attn_norm(i, x))` in eval
+        mode: a method re-runs the attention with modified keys/values (ZeroI2V's STDHA) or folds weights into
+        it (merge). Optional; only where the attention is plain softmax attention over those projections (no
+        q/k norms, rotary embeddings or relative position biases)."""
+        raise _missing(self, "attention_projections(index)", "exposes the attention's q/k/v and output projections")
+
+    def peft_target_modules(self, index: int) -> list[str]:
+        """Names, relative to this backbone module (as PEFT's `target_modules` takes them), of the nn.Linear
+        layers of block `index` that LoRA-style methods adapt: the attention's q/k/v and output projections
+        and the MLP's layers, wherever they are nn.Linear modules. Optional."""
+        raise _missing(self, "peft_target_modules(index)", "names the linear layers PEFT targets")
+
+    def attend_sequence(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Block `index`'s attention branch without the residual, attn_body(attn_norm(tokens)), over ANY
+        (N, L, C) token sequence, with no assumption on what the L tokens are (no position embedding, window
+        or class token): AIM runs it along time over (L*B, T, C). Optional; only for global attention."""
+        raise _missing(self, "attend_sequence(index, tokens)", "runs a block's attention over any token sequence")
+
     def fit_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A weights file's tensors, already converted to this backbone's keys, fitted to the backbone as
         built with its options (e.g. position embeddings of another image size resampled, with a printed
@@ -93,3 +137,16 @@ class FrameBackbone(nn.Module):
     def native_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the plugin's native file layout (what `convert_state_dict` reads)."""
         return self.state_dict()
+
+
+def _missing(backbone: FrameBackbone, hook: str, what: str) -> NotImplementedError:
+    """The error of an optional hook a plugin does not provide: one line naming the hook and the class."""
+    return NotImplementedError(f"{type(backbone).__name__} does not implement FrameBackbone.{hook}, the optional "
+                               f"hook of the backbone plugin contract (stadapt.backbones.base) that {what}")
+
+
+def linear_names(root: nn.Module, *modules: nn.Module) -> list[str]:
+    """The names, relative to `root`, of the nn.Linear layers among `modules` and their submodules, in
+    `root`'s order: what `peft_target_modules` returns, built from the modules rather than guessed names."""
+    wanted = {id(m) for module in modules for m in module.modules() if isinstance(m, nn.Linear)}
+    return [name for name, m in root.named_modules() if id(m) in wanted]

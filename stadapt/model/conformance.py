@@ -7,7 +7,9 @@ or `stadapt backbones --check NAME`. It builds the plugin's small test variant a
 core relies on: the declared token layouts, that the branch decomposition reproduces the model's own
 forward pass, that adapters start as the identity yet learn and mix time without touching prefix
 tokens, that only adapters and head train, that `block_modules` (optional) names each block's
-parameters, and that weights round-trip with loud errors on bad files.
+parameters, that weights round-trip with loud errors on bad files, and that the optional hooks tuning
+methods need (branch split, attention projections, PEFT targets, attention over any sequence) hold where
+the plugin provides them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import resolve_variant
 from stadapt.errors import StadaptError
 from stadapt.model.blocks import BlockHooks, run_block, run_blocks
+from stadapt.model.hook_conformance import HOOK_CHECKS, block_inputs
 
 if TYPE_CHECKING:
     from stadapt.model.adapters import AdapterConfig
@@ -287,6 +290,11 @@ def _check_weights_round_trip(s: _Subject) -> None:
             raise _Failed("a weights file missing a tensor loaded without an error")
 
 
+def _check_hook(check: Callable[[FrameBackbone, list[torch.Tensor]], str], s: _Subject) -> str:
+    """One optional hook's check (stadapt.model.hook_conformance) on the tokens entering each block."""
+    return check(s.backbone, block_inputs(s.backbone, s.images, s.frames))
+
+
 _SUBJECT_CHECKS: list[tuple[str, Callable[[_Subject], str | None]]] = [
     ("decomposition matches the model's own forward", _check_decomposition),
     ("block_modules name each block's parameters (partial fine-tuning)", _check_block_modules),
@@ -294,7 +302,9 @@ _SUBJECT_CHECKS: list[tuple[str, Callable[[_Subject], str | None]]] = [
     ("only adapters and head train; adapters learn", _check_what_trains),
     ("adapters mix time within a clip, never across clips, and leave prefix tokens alone", _check_time_mixing),
     ("weights round trip; missing keys are errors", _check_weights_round_trip),
+    *[(name, partial(_check_hook, check)) for name, check in HOOK_CHECKS],
 ]
+
 
 
 def assert_conformant(plugin: BackbonePlugin, variant: str | None = None) -> list[CheckResult]:

@@ -39,8 +39,43 @@ def _last_block_modules(backbone: FrameBackbone) -> object:
     return backbone.block_modules(len(backbone.block_layouts()) - 1)
 
 
-# The optional backbone hooks a method may need: each probe raises NotImplementedError when it is missing.
-BACKBONE_HOOKS: dict[str, Callable[[FrameBackbone], object]] = {"block_modules": _last_block_modules}
+def _last_block_tokens(backbone: FrameBackbone) -> tuple[int, Any]:
+    """The last block's index and one frame of zero tokens in its layout, on the backbone's device and in
+    its dtype (the meta device too): what a probe runs a hook on."""
+    import torch
+
+    layouts = backbone.block_layouts()
+    param = next(backbone.parameters(), None)
+    tokens = torch.zeros(layouts[-1].shape(1))
+    return len(layouts) - 1, tokens if param is None else tokens.to(param.device, param.dtype)
+
+
+def _branch_split(backbone: FrameBackbone) -> object:
+    import torch
+
+    index, x = _last_block_tokens(backbone)
+    with torch.no_grad():
+        return backbone.attn_body(index, backbone.attn_norm(index, x)), backbone.mlp_body(
+            index, backbone.mlp_norm(index, x))
+
+
+def _attend_sequence(backbone: FrameBackbone) -> object:
+    import torch
+
+    index, x = _last_block_tokens(backbone)
+    with torch.no_grad():  # two tokens of the block's width, standing for any sequence (e.g. along time)
+        return backbone.attend_sequence(index, x.reshape(-1, x.shape[-1])[None, :2])
+
+
+# The optional backbone hooks a method may need (a Tuner's `needs` names them; FrameBackbone documents each):
+# each probe raises NotImplementedError when the backbone lacks it, and runs on the last block only.
+BACKBONE_HOOKS: dict[str, Callable[[FrameBackbone], object]] = {
+    "block_modules": _last_block_modules,
+    "branch_split": _branch_split,  # attn_norm / attn_body, mlp_norm / mlp_body
+    "attention_projections": lambda b: b.attention_projections(len(b.block_layouts()) - 1),
+    "peft_target_modules": lambda b: b.peft_target_modules(len(b.block_layouts()) - 1),
+    "attend_sequence": _attend_sequence,
+}
 
 
 class Tuner(ABC):
