@@ -47,6 +47,40 @@ def test_swin_provides_the_split_and_peft_targets_but_not_global_attention() -> 
         backbone.attend_sequence(0, torch.zeros(1, 4, 16))
 
 
+VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
+SWIN = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [2, 2], "num_heads": [1, 2]}
+TIMM_FAMILIES = {  # timm name -> (small configuration, the hooks provided: split, projections, peft, sequence)
+    "vit_small_patch14_reg4_dinov2": (VIT, (1, 1, 1, 1)),  # registers, layer scale
+    "vit_base_patch16_siglip_224": (VIT, (1, 1, 1, 1)),  # no class token
+    "eva_giant_patch14_224": (VIT, (1, 1, 1, 1)),  # Eva without rotary embeddings: q/k/v biases apart
+    "eva02_tiny_patch14_224": (VIT, (1, 0, 1, 0)),  # rotary embeddings tie attention to the patch grid
+    "vit_base_patch16_rpn_224": (VIT, (0, 0, 1, 1)),  # post-norm blocks: no norm opens a branch
+    "swinv2_tiny_window8_256": (SWIN, (0, 0, 1, 0)),  # post-norm, windowed attention
+}
+
+
+def _sized(plugin: object, options: dict) -> object:
+    """The timm plugin building (and resolving) every variant with the small configuration's options."""
+    class Sized(type(plugin)):  # type: ignore[misc]
+        def build(self, variant: str, **more: object) -> FrameBackbone:
+            return super().build(variant, **{**options, **more})
+
+        def resolve_variant(self, wanted: str) -> object:
+            info = super().resolve_variant(wanted)
+            return self.configure(info, options) if info is not None else None
+
+    return Sized()
+
+
+@pytest.mark.parametrize("name", list(TIMM_FAMILIES))
+def test_timm_families_provide_the_hooks_their_architecture_allows(name: str) -> None:
+    options, provided = TIMM_FAMILIES[name]
+    results = check_plugin(_sized(load_plugin("timm"), options), name)  # type: ignore[arg-type]
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+    details = [r.detail for r in results if r.name in HOOK_NAMES]
+    assert tuple(int("not provided" not in d) for d in details) == provided, details
+
+
 def test_a_third_partys_plugin_without_the_hooks_still_conforms(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(EXAMPLE))
     from stadapt_regvit import plugin
