@@ -125,12 +125,24 @@ class ClipBackbone(FrameBackbone):
                               "use a tower with pool_type tok or avg, or an attentional pooler")
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed_norm(self.embed_tokens(images))
+
+    def embed_tokens(self, images: torch.Tensor) -> torch.Tensor:
         v = self.visual
         x = v.conv1(images)
         x = x.flatten(2).transpose(1, 2)  # (N, H*W, C)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        return torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+
+    def embed_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch dropout (training only; it drops whole tokens, so it commutes with a per-frame embedding
+        added before it) and ln_pre."""
+        v = self.visual
         return v.ln_pre(v.patch_dropout(x))
+
+    def final_norm_modules(self) -> list[nn.Module]:
+        """ln_post: the final norm wherever this tower applies it (video_norm, or open_clip's own pooling)."""
+        return [self.visual.ln_post]
 
     def block_layouts(self) -> list[TokenLayout]:
         return [self._layout] * len(self._blocks)

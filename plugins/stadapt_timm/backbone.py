@@ -193,6 +193,19 @@ class TimmViTBackbone(ViTHooks):
         x = m.patch_drop(x)
         return m.norm_pre(x)
 
+    def embed_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        return m._pos_embed(m.patch_embed(images))
+
+    def embed_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch dropout (whole tokens, training only) and timm's `norm_pre` (often the identity)."""
+        return self.model.norm_pre(self.model.patch_drop(x))
+
+    def final_norm_modules(self) -> list[nn.Module]:
+        """timm's `norm` and `fc_norm` (either may be the identity): what `frame_features` and `video_norm`
+        apply after the blocks."""
+        return [self.model.norm, self.model.fc_norm]
+
     def block_layouts(self) -> list[TokenLayout]:
         return [self._layout] * len(self._blocks)
 
@@ -261,6 +274,12 @@ class TimmEvaBackbone(TimmViTBackbone):
         m = self.model
         x, _ = m._pos_embed(m.patch_embed(images))  # the rotary embedding is recomputed per block: `_rope`
         return m.norm_pre(x)
+
+    def embed_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model._pos_embed(self.model.patch_embed(images))[0]
+
+    def embed_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.norm_pre(x)
 
     def _rope(self, index: int) -> torch.Tensor | None:
         rope = self.model.rope

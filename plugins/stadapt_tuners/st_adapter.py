@@ -70,7 +70,8 @@ class StAdapterTuner(Tuner):
                 modules[str(index)] = BlockAdapters(layouts[index], num_frames, settings)
         return modules
 
-    def hooks(self, modules: nn.Module, checkpointing: bool | str) -> BlockHooks:
+    def hooks(self, modules: nn.Module, checkpointing: bool | str,
+              backbone: FrameBackbone | None = None) -> BlockHooks:
         """The adapters at pre_attn / pre_mlp; the checkpointing levels that name them keep only each
         adapter's input (pre_mlp's is recomputed with the MLP branch under "mlp")."""
         from torch.utils.checkpoint import checkpoint

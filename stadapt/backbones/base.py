@@ -128,6 +128,20 @@ class FrameBackbone(nn.Module):
         or class token): AIM runs it along time over (L*B, T, C). Optional; only for global attention."""
         raise _missing(self, "attend_sequence(index, tokens)", "runs a block's attention over any token sequence")
 
+    def embed_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """`embed` up to its pre-blocks norm: the tokens with their position embedding, where AIM and ZeroI2V
+        add a temporal embedding before CLIP's ln_pre; embed(x) == embed_norm(embed_tokens(x)). Optional."""
+        raise _missing(self, "embed_tokens(images)", "splits the embedding before its pre-blocks norm")
+
+    def embed_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of `embed` after `embed_tokens` (CLIP's ln_pre; the identity without one). Optional."""
+        raise _missing(self, "embed_norm(x)", "splits the embedding before its pre-blocks norm")
+
+    def final_norm_modules(self) -> list[nn.Module]:
+        """The modules holding the final norm's parameters (what `video_norm` applies), which AIM trains
+        (its ln_post). Optional."""
+        raise _missing(self, "final_norm_modules()", "names the final norm's modules")
+
     def fit_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A weights file's tensors, already converted to this backbone's keys, fitted to the backbone as
         built with its options (e.g. position embeddings of another image size resampled, with a printed

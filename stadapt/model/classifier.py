@@ -22,8 +22,8 @@ from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_state_dict
 from stadapt.errors import WeightsError
 from stadapt.model.adapters import AdapterConfig
-from stadapt.model.blocks import NO_HOOKS, BlockHooks, run_blocks
-from stadapt.tuners import ModelConfigError, Tuner, load_tuner, require_hooks
+from stadapt.model.blocks import NO_HOOKS, BlockHooks, embed, run_blocks
+from stadapt.tuners import POOLINGS, ModelConfigError, Tuner, load_tuner, require_hooks, tuner_hooks
 from stadapt.tuners.registry import methods_without_needs
 from stadapt.vocabulary import weights_is_path
 
@@ -186,7 +186,7 @@ class VideoClassifier(nn.Module):
         if not adapted:
             return NO_HOOKS
         level = self.checkpointing if self.training and torch.is_grad_enabled() else False
-        return self.tuner.hooks(self.adapters, level)
+        return tuner_hooks(self.tuner, self.adapters, level, self.backbone)
 
     def _recompute(self) -> str | None:
         """What the block loop recomputes in the backward pass (see `checkpointing`)."""
@@ -200,7 +200,13 @@ class VideoClassifier(nn.Module):
 
     def pool(self, frame_features: torch.Tensor) -> torch.Tensor:
         """(B, T, feature_width) per-frame features -> (B, feature_width) video features: the mean over
-        time, then the backbone's final norm (what `forward_features` applies, for callers that keep both)."""
+        time, then the backbone's final norm (what `forward_features` applies, for callers that keep both);
+        or, for a method whose `pooling` is `norm_then_mean` (AIM), the final norm per frame, then the mean."""
+        pooling = self.tuner.pooling
+        if pooling == "norm_then_mean":
+            return self.backbone.video_norm(frame_features).mean(dim=1)
+        if pooling != "mean_then_norm":
+            raise ValueError(f"tuning={self.tuning} pools with {pooling!r}, not one of {POOLINGS}")
         return self.backbone.video_norm(frame_features.mean(dim=1))
 
     def frame_features(self, video: torch.Tensor) -> torch.Tensor:
@@ -213,7 +219,8 @@ class VideoClassifier(nn.Module):
             raise RuntimeError(f"the backbone is stored in {self.backbone_dtype} (train.backbone_storage): run the "
                                f"model under torch.autocast({video.device.type!r}, dtype={self.backbone_dtype})")
         x = video.transpose(1, 2).reshape(batch * frames, channels, height, width)
-        x = run_blocks(self.backbone, self.backbone.embed(x), self.block_hooks(), recompute=self._recompute())
+        hooks = self.block_hooks()
+        x = run_blocks(self.backbone, embed(self.backbone, x, hooks), hooks, recompute=self._recompute())
         return self.backbone.frame_features(x).reshape(batch, frames, -1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:

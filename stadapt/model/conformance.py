@@ -29,7 +29,7 @@ from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
 from stadapt.backbones.registry import resolve_variant
 from stadapt.errors import StadaptError
 from stadapt.model.blocks import BlockHooks, run_block, run_blocks
-from stadapt.model.hook_conformance import HOOK_CHECKS, block_inputs
+from stadapt.model.hook_conformance import EMBED_CHECKS, HOOK_CHECKS, block_inputs
 
 if TYPE_CHECKING:
     from stadapt.model.adapters import AdapterConfig
@@ -295,6 +295,11 @@ def _check_hook(check: Callable[[FrameBackbone, list[torch.Tensor]], str], s: _S
     return check(s.backbone, block_inputs(s.backbone, s.images, s.frames))
 
 
+def _check_embed_hook(check: Callable[[FrameBackbone, torch.Tensor], str], s: _Subject) -> str:
+    """One optional hook's check (stadapt.model.hook_conformance) on the clip's frames."""
+    return check(s.backbone, s.images)
+
+
 _SUBJECT_CHECKS: list[tuple[str, Callable[[_Subject], str | None]]] = [
     ("decomposition matches the model's own forward", _check_decomposition),
     ("block_modules name each block's parameters (partial fine-tuning)", _check_block_modules),
@@ -303,6 +308,7 @@ _SUBJECT_CHECKS: list[tuple[str, Callable[[_Subject], str | None]]] = [
     ("adapters mix time within a clip, never across clips, and leave prefix tokens alone", _check_time_mixing),
     ("weights round trip; missing keys are errors", _check_weights_round_trip),
     *[(name, partial(_check_hook, check)) for name, check in HOOK_CHECKS],
+    *[(name, partial(_check_embed_hook, check)) for name, check in EMBED_CHECKS],
 ]
 
 

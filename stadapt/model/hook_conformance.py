@@ -1,7 +1,8 @@
 """The conformance checks of the optional backbone hooks tuning methods need (FrameBackbone.attn_norm ...
-attend_sequence, issue 25): each hook is either "not provided (optional)" or checked against the branches
-the decomposition check has already tied to the model's own forward, so a method built on a hook computes
-what the backbone computes. Part of the backbone suite (stadapt.model.conformance), kept apart for size.
+attend_sequence, embed_tokens/embed_norm and final_norm_modules, issue 25): each hook is either "not provided
+(optional)" or checked against the branches (or the embedding and features) the decomposition check has already
+tied to the model's own forward, so a method built on a hook computes what the backbone computes. Part of the
+backbone suite (stadapt.model.conformance), kept apart for size.
 """
 
 from __future__ import annotations
@@ -132,4 +133,50 @@ HOOK_CHECKS: list[tuple[str, Callable[[FrameBackbone, list[torch.Tensor]], str]]
     ("attention_projections recompute the attention", check_attention_projections),
     ("peft_target_modules name nn.Linear layers of each block", check_peft_targets),
     ("attend_sequence runs a block's attention over any sequence", check_attend_sequence),
+]
+
+
+def check_embed_split(backbone: FrameBackbone, images: torch.Tensor) -> str:
+    """embed_norm(embed_tokens(images)) == embed(images) (<= 1e-6): the post_embed hook point changes nothing
+    when nothing runs there."""
+    with torch.no_grad():
+        try:
+            tokens = backbone.embed_tokens(images)
+        except NotImplementedError:
+            return NOT_PROVIDED.format(hook="embed_split (embed_tokens/embed_norm)")
+        error = _diff(backbone.embed_norm(tokens), backbone.embed(images))
+    assert error <= 1e-6, f"embed_norm(embed_tokens(x)) differs from embed(x) by {error:.3g}"
+    return f"tokens {tuple(tokens.shape)} before the pre-blocks norm"
+
+
+def check_final_norm_modules(backbone: FrameBackbone, images: torch.Tensor) -> str:
+    """The modules named hold backbone parameters, and each of them takes part in the video features."""
+    try:
+        modules = backbone.final_norm_modules()
+    except NotImplementedError:
+        return NOT_PROVIDED.format(hook="final_norm_modules")
+    params = [p for module in modules for p in module.parameters()]
+    own = {id(p) for p in backbone.parameters()}
+    assert params, "final_norm_modules() holds no parameters"
+    assert all(id(p) in own for p in params), "final_norm_modules() holds parameters that are not the backbone's"
+    with torch.no_grad():
+        tokens = run_blocks(backbone, backbone.embed(images))
+    flags = [p.requires_grad for p in params]
+    try:
+        with torch.enable_grad():
+            for p in params:
+                p.requires_grad_(True)
+            features = backbone.video_norm(backbone.frame_features(tokens))
+            grads = torch.autograd.grad(features.square().sum(), params, allow_unused=True)
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+    unused = sum(g is None for g in grads)
+    assert not unused, f"{unused} parameters of final_norm_modules() do not take part in the video features"
+    return f"{sum(p.numel() for p in params):,} parameters"
+
+
+EMBED_CHECKS: list[tuple[str, Callable[[FrameBackbone, torch.Tensor], str]]] = [
+    ("embed_split: embed_tokens then embed_norm is embed", check_embed_split),
+    ("final_norm_modules hold the final norm's parameters", check_final_norm_modules),
 ]

@@ -22,6 +22,9 @@ from stadapt.model.conformance import CheckResult
 from stadapt.tuners import BACKBONE_HOOKS, Tuner, load_tuner
 
 BACKBONE = "clip:tiny"
+# the FrameBackbone methods behind a hook whose name is not a method's
+HOOK_METHODS = {"branch_split": ("attn_norm", "attn_body", "mlp_norm", "mlp_body"),
+                "embed_split": ("embed_tokens", "embed_norm")}
 MERGE_TOLERANCE = 1e-4
 
 
@@ -69,7 +72,8 @@ def _check_needs(s: _Subject) -> str:
     assert not unknown, f"needs unknown backbone hooks {unknown}"
     for hook in s.tuner.needs:
         model = s.model()
-        lacking = type("Lacking", (type(model.backbone),), {hook: getattr(FrameBackbone, hook)})
+        lacking = type("Lacking", (type(model.backbone),),
+                       {name: getattr(FrameBackbone, name) for name in HOOK_METHODS.get(hook, (hook,))})
         model.backbone.__class__ = lacking
         try:
             VideoClassifier(model.backbone, s.num_classes, s.frames, s.tuner.read_settings(None),

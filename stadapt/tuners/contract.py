@@ -67,6 +67,18 @@ def _attend_sequence(backbone: FrameBackbone) -> object:
         return backbone.attend_sequence(index, x.reshape(-1, x.shape[-1])[None, :2])
 
 
+def _embed_split(backbone: FrameBackbone) -> object:
+    import torch
+
+    from stadapt.backbones.base import FrameBackbone
+
+    if type(backbone).embed_tokens is FrameBackbone.embed_tokens:
+        return backbone.embed_tokens(torch.zeros(0))  # raises the NotImplementedError naming the hook
+    _, x = _last_block_tokens(backbone)
+    with torch.no_grad():  # the norm on tokens of the blocks' width: the probe knows no image size
+        return backbone.embed_norm(x)
+
+
 # The optional backbone hooks a method may need (a Tuner's `needs` names them; FrameBackbone documents each):
 # each probe raises NotImplementedError when the backbone lacks it, and runs on the last block only.
 BACKBONE_HOOKS: dict[str, Callable[[FrameBackbone], object]] = {
@@ -75,6 +87,8 @@ BACKBONE_HOOKS: dict[str, Callable[[FrameBackbone], object]] = {
     "attention_projections": lambda b: b.attention_projections(len(b.block_layouts()) - 1),
     "peft_target_modules": lambda b: b.peft_target_modules(len(b.block_layouts()) - 1),
     "attend_sequence": _attend_sequence,
+    "embed_split": _embed_split,  # embed_tokens / embed_norm: where the post_embed hook point runs
+    "final_norm_modules": lambda b: b.final_norm_modules(),
 }
 
 
@@ -92,6 +106,9 @@ class Tuner(ABC):
     """Its typed settings with the paper's defaults (a pydantic model), or None."""
     needs: ClassVar[tuple[str, ...]] = ()
     """The optional backbone hooks it requires (names of BACKBONE_HOOKS)."""
+    pooling: ClassVar[str] = "mean_then_norm"
+    """How per-frame features become a video's (stadapt.tuners.hooks.POOLINGS): the mean over time then the
+    final norm, or `norm_then_mean`, the final norm per frame (AIM's and ZeroI2V's)."""
     backbone_train_mode: ClassVar[bool] = False
     """Whether the backbone runs in train mode (dropout, drop-path on): full fine-tuning only; a frozen or
     partly trained backbone keeps its inference behaviour."""
@@ -120,10 +137,13 @@ class Tuner(ABC):
         """The modules the method inserts, initialised (stored as `model.adapters`); None: it inserts none."""
         return None
 
-    def hooks(self, modules: nn.Module, checkpointing: bool | str) -> BlockHooks:
+    def hooks(self, modules: nn.Module, checkpointing: bool | str,
+              backbone: FrameBackbone | None = None) -> BlockHooks:
         """What runs at the block loop's hook points. `checkpointing` is the model's activation-checkpointing
         level while training with gradients (False otherwise): "adapters" and "mlp" ask the method to keep
-        only its modules' inputs."""
+        only its modules' inputs. `backbone` is there for hooks that call the backbone (AIM runs a block's
+        attention along time): passed here, not registered in `modules`, so that its parameters are not
+        keyed twice in a state dict. A method that does not take it may leave it out of its signature."""
         return NO_HOOKS
 
     @abstractmethod
@@ -146,6 +166,16 @@ class Tuner(ABC):
         """Fold the method's modules into the backbone's weights, keeping the logits."""
         raise StadaptError(f"tuning={self.name} does not merge into the backbone",
                            "`stadapt methods` says which methods merge")
+
+
+def tuner_hooks(tuner: Tuner, modules: nn.Module, checkpointing: bool | str, backbone: FrameBackbone) -> BlockHooks:
+    """`tuner.hooks(...)`, with the backbone where the method's signature takes it (methods written before
+    it was passed take two arguments, and keep working)."""
+    import inspect
+
+    if "backbone" in inspect.signature(tuner.hooks).parameters:
+        return tuner.hooks(modules, checkpointing, backbone=backbone)
+    return tuner.hooks(modules, checkpointing)
 
 
 def require_hooks(tuner: Tuner, backbone: FrameBackbone, backbone_name: str,

@@ -19,7 +19,7 @@ from torch import nn
 from stadapt.backbones.base import FrameBackbone
 from stadapt.data.input_spec import InputSpec
 from stadapt.errors import StadaptError
-from stadapt.model.blocks import run_blocks
+from stadapt.model.blocks import embed, run_blocks
 
 if TYPE_CHECKING:
     from stadapt.model.classifier import VideoClassifier
@@ -51,8 +51,9 @@ def _check_attention(model: VideoClassifier) -> None:
 def _last_attention_input(model: VideoClassifier, images: torch.Tensor, adapted: bool) -> torch.Tensor:
     """Tokens entering the last block's attention branch (before its ln_1), (N, L, C) or channels-last
     (N, H, W, C) as the layout says, with or without the adapters: the model's own block loop, stopped there."""
-    tokens = model.backbone.embed(images)
-    return run_blocks(model.backbone, tokens, model.block_hooks(adapted), stop_before_attn_of=model.num_blocks - 1)
+    hooks = model.block_hooks(adapted)
+    tokens = embed(model.backbone, images, hooks)
+    return run_blocks(model.backbone, tokens, hooks, stop_before_attn_of=model.num_blocks - 1)
 
 
 @torch.no_grad()
