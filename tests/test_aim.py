@@ -175,3 +175,19 @@ def test_hook_points_that_do_nothing_change_nothing():
     torch.testing.assert_close(hooked, plain, rtol=0, atol=1e-6)
     assert seen == {point: 3 for point in ("attn_in", "attn_out", "mlp_in", "mlp_out")}
     assert (ones - plain).abs().max() > 0.5
+
+
+def test_vit_b_16_counts_are_aims():
+    """On clip:ViT-B-16 (meta device) with 8 frames and 400 classes, `stadapt methods` counts AIM's own trainable
+    parameters (tools/train.py's names in the port at the released shape): 10,966,672, the README's 11M; and the
+    total is the port's (CLIP without `proj`, the adapters, the temporal embedding, the head)."""
+    from reference_aim import VIT_B16, build_aim
+
+    from stadapt.tools.methods import method_rows
+
+    rows = {r["name"]: r for r in method_rows("clip:ViT-B-16", num_classes=400, frames=8)}
+    with torch.device("meta"):
+        port = build_aim(num_classes=400, num_frames=8, **VIT_B16)
+    params = dict(port.named_parameters())
+    assert rows["aim"]["trainable"] == sum(params[n].numel() for n in trainable_names(port)) == 10_966_672
+    assert rows["aim"]["total"] == sum(p.numel() for p in port.parameters())

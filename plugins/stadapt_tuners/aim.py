@@ -62,7 +62,9 @@ class AimTuner(Tuner):
     def hooks(self, modules: nn.Module, checkpointing: bool | str,
               backbone: FrameBackbone | None = None) -> BlockHooks:
         """The temporal path at pre_attn (it calls the backbone's attention along time), S_Adapter at attn_out,
-        the MLP adapter at mlp_parallel and the temporal embedding at post_embed."""
+        the MLP adapter at mlp_parallel and the temporal embedding at post_embed. The "adapters" checkpointing
+        level keeps their activations (the temporal path is mostly the backbone's attention, which "block"
+        recomputes); under "mlp" the MLP adapter is recomputed with the MLP branch."""
         from stadapt_tuners.aim_modules import AimModules
 
         if backbone is None:
