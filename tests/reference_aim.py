@@ -437,7 +437,7 @@ def aim_optimizer(model: nn.Module, lr: float = 3e-4, weight_decay: float = 0.05
 
 def save_aim_checkpoint(model: Recognizer3D, path: str | Path, *, epoch: int = 30, iters: int = 1000,
                         optimizer: torch.optim.Optimizer | None = None, amp: bool = True,
-                        config_name: str = "vitclip_base_k400.py") -> Path:
+                        config_name: str = "vitclip_base_k400.py", config: str | None = None) -> Path:
     """`epoch_{N}.pth` as AIM's training writes it: mmcv_custom/runner/checkpoint.py `save_checkpoint`,
     `{"meta", "state_dict", "optimizer"}` plus `"amp"` (apex's loss-scaler state: the released configs train
     with apex O1, use_fp16=True), written with torch.save.
@@ -446,11 +446,13 @@ def save_aim_checkpoint(model: Recognizer3D, path: str | Path, *, epoch: int = 3
     config = the config's pretty text), the runner's epoch/iter (epoch_based_runner.py 60-63), the runner's own
     meta (tools/train.py 131-152: env_info text, seed, config_name, work_dir), then mmcv_version and time
     (checkpoint.py 30). All plain types, as in the real files, so `torch.load(weights_only=True)` reads it.
+    `config` replaces the stand-in config text (the real one is the whole config, `adapter_scale=` included).
     state_dict: an OrderedDict of CPU fp32 tensors (apex O1 keeps fp32 weights) with the module `_metadata`
     (mmcv's weights_to_cpu keeps it); no `module.` prefix (mmcv unwraps DDP)."""
     path = Path(path)
     meta: dict = dict(mmaction_version="0.15.0+b3580d2",
-                      config="model = dict(type='Recognizer3D', backbone=dict(type='ViT_CLIP', ...))\n")
+                      config=config if config is not None else
+                      "model = dict(type='Recognizer3D', backbone=dict(type='ViT_CLIP', ...))\n")
     meta.update(epoch=epoch, iter=iters)
     meta.update(env_info="sys.platform: linux\nPython: 3.7.13\nPyTorch: 1.10.0\nMMCV: 1.3.1\nMMAction2: 0.15.0",
                 seed=None, config_name=config_name, work_dir=config_name.removesuffix(".py"))

@@ -14,15 +14,15 @@ import torch
 from helpers import run_cli, train_synthetic_run
 from reference_aim import Recognizer3D, tiny_aim, trainable_names
 
+from stadapt.checkpoints.format import load_trainable
 from stadapt.model.blocks import BlockHooks, run_blocks
 from stadapt.model.classifier import VideoClassifier
 from stadapt.model.tuner_conformance import assert_tuner_conformant
+from stadapt.tools.interop.aim import aim_to_stadapt
 from stadapt_clip.backbone import ClipBackbone, build_open_clip_tower
 from stadapt_tuners.aim import AimSettings
 
 B, T, SIZE, CLASSES = 2, 4, 32, 5
-ADAPTERS = {"T_Adapter_in": "t_adapter_in", "T_Adapter": "t_adapter", "S_Adapter": "s_adapter",
-            "MLP_Adapter": "mlp_adapter"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,35 +34,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def aim_to_stadapt(state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """An AIM state dict (`backbone.*`, `cls_head.fc_cls.*`) as stadapt's parts: the CLIP tower's tensors
-    (`visual.` names of the CLIP plugin's backbone), AIM's modules (`adapters`) and the head."""
-    parts: dict[str, dict[str, torch.Tensor]] = {"backbone": {}, "adapters": {}, "head": {}}
-    for key, value in state_dict.items():
-        if key.startswith("cls_head.fc_cls."):
-            parts["head"]["fc." + key.removeprefix("cls_head.fc_cls.")] = value
-            continue
-        name = key.removeprefix("backbone.")
-        found = re.fullmatch(r"transformer\.resblocks\.(\d+)\.(\w+)\.D_(fc[12])\.(weight|bias)", name)
-        if found and found.group(2) in ADAPTERS:
-            index, adapter, layer, kind = found.groups()
-            parts["adapters"][f"blocks.{index}.{ADAPTERS[adapter]}.{layer}.{kind}"] = value
-        elif name == "temporal_embedding":
-            parts["adapters"]["temporal_embedding"] = value
-        else:
-            parts["backbone"][f"visual.{name}"] = value
-    return parts
-
-
 def stadapt_aim(port: Recognizer3D, num_tadapter: int, adapter_scale: float = 0.5) -> VideoClassifier:
     """stadapt's AIM on the CLIP plugin (open_clip's tower of the port's shape, QuickGELU) with the port's weights."""
     visual = build_open_clip_tower(32, dict(image_size=SIZE, patch_size=16, width=64, layers=3, head_width=16,
                                             mlp_ratio=4.0), quick_gelu=True)
     settings = AimSettings(num_tadapter=num_tadapter, adapter_scale=adapter_scale)
     model = VideoClassifier(ClipBackbone(visual), CLASSES, T, settings, dropout=0.5, tuning="aim")
-    parts = aim_to_stadapt(port.state_dict())
-    for part, tensors in parts.items():
-        getattr(model, part).load_state_dict(tensors, strict=True)
+    tower, trainable = aim_to_stadapt(port.state_dict())
+    model.backbone.load_state_dict(tower, strict=True)
+    load_trainable(model, trainable, "the port")
     return model.eval()
 
 
@@ -87,8 +67,7 @@ def test_trainable_set_is_aims():
     port = tiny_aim(num_tadapter=2)
     ours = stadapt_aim(port, 2)
     theirs = {k: v for k, v in port.state_dict().items() if k in set(trainable_names(port))}
-    mapped = aim_to_stadapt(theirs)
-    want = sorted(f"{part}.{name}" for part, tensors in mapped.items() for name in tensors)
+    want = sorted(aim_to_stadapt(theirs)[1])
     assert sorted(ours.trainable_state_dict()) == want
     assert "backbone.visual.ln_post.weight" in want
     assert ours.tuner.checkpoint_keys(ours.parts()) == want

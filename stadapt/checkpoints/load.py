@@ -144,7 +144,7 @@ def _rebuild(contract: Contract, backbone_weights: str | Path | None, path: str 
     config, recorded = contract.model, contract.backbone_weights
     if backbone_weights is None and recorded.get("random_init"):
         return _rebuild_random_backbone(config, recorded, path)
-    source = backbone_weights if backbone_weights is not None else recorded.get("source")
+    source = backbone_weights if backbone_weights is not None else _recorded_source(recorded.get("source"), path)
     if source is None:
         raise WeightsError(
             f"{path} records neither a backbone weights file nor the seed of its randomly initialised backbone "
@@ -160,6 +160,15 @@ def _rebuild(contract: Contract, backbone_weights: str | Path | None, path: str 
     built = build_model(config, weights=source)
     check_weights_fingerprint(built.model, recorded.get("fingerprint"), str(source))
     return built
+
+
+def _recorded_source(source: Any, path: str | Path) -> Any:
+    """A recorded weights source as a file to read: a relative path names a file inside the checkpoint
+    directory (an imported AIM checkpoint carries its tower, so the directory loads alone and can move);
+    an absolute path and a hub tag stand as written."""
+    if source is None or not weights_is_path(source) or Path(str(source)).is_absolute():
+        return source
+    return str(Path(path) / str(source))
 
 
 def _rebuild_random_backbone(config: ModelConfig, recorded: dict, path: str | Path) -> BuiltModel:

@@ -1,4 +1,5 @@
-"""`stadapt import-checkpoint`: convert a reference ST-Adapter checkpoint into a stadapt checkpoint."""
+"""`stadapt import-checkpoint`: convert a checkpoint of another implementation (the reference ST-Adapter's,
+AIM's) into a stadapt checkpoint."""
 
 from __future__ import annotations
 
@@ -8,14 +9,22 @@ import typer
 
 
 def import_checkpoint(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="The checkpoint file, e.g. checkpoint-11.pth."),
-    backbone_weights: str = typer.Option(..., "--backbone-weights",
-                                         help="The backbone it was trained on: a local file (e.g. OpenAI's "
-                                              "ViT-B-16.pt) or a pretrained tag where a network exists."),
-    backbone: str = typer.Option("clip:ViT-B-16", "--backbone", help="PLUGIN:VARIANT, see `stadapt backbones`."),
+    checkpoint_arg: Path = typer.Argument(None, metavar="CHECKPOINT", show_default=False,
+                                          help="The checkpoint file (or --checkpoint)."),
+    checkpoint_opt: Path = typer.Option(None, "--checkpoint", help="The checkpoint file, e.g. checkpoint-11.pth."),
+    backbone_weights: str = typer.Option(None, "--backbone-weights",
+                                         help="official: the backbone it was trained on, a local file (e.g. "
+                                              "OpenAI's ViT-B-16.pt) or a pretrained tag where a network exists. "
+                                              "aim: not taken (the checkpoint holds its CLIP tower)."),
+    backbone: str = typer.Option(None, "--backbone", help="PLUGIN:VARIANT, see `stadapt backbones`. official: "
+                                                          "clip:ViT-B-16 unless given; aim: from the tensors' shapes."),
     out: Path = typer.Option(..., "--out", help="The stadapt checkpoint directory to write."),
-    fmt: str = typer.Option("official", "--format", help="Checkpoint format: official (linziyi96/st-adapter)."),
-    num_frames: int = typer.Option(8, "--num-frames", min=1, help="Frames per clip the model was trained on."),
+    fmt: str = typer.Option("official", "--format",
+                            help="Checkpoint format: official (linziyi96/st-adapter) or aim "
+                                 "(taoyang1122/adapt-image-models)."),
+    num_frames: int = typer.Option(None, "--num-frames", "--frames", min=1,
+                                   help="Frames per clip the model was trained on (official: 8 unless given; "
+                                        "aim: its temporal embedding's)."),
     classes: Path = typer.Option(None, "--classes", help="classes.txt: one class name a line, index = line."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dataset: str = typer.Option("k400", "--dataset",
@@ -26,40 +35,84 @@ def import_checkpoint(
     views: str = typer.Option(None, "--views", help="TxS test views, instead of the data set's (e.g. 3x1)."),
     option: list[str] = typer.Option(None, "--option", metavar="KEY=VALUE",
                                      help="A backbone build option (repeatable), as backbone.options in a recipe, "
-                                          "e.g. quick_gelu=false. Without it the official format's activation, "
-                                          "QuickGELU (OpenAI CLIP's), is used where the weights do not say it."),
+                                          "e.g. quick_gelu=false. Without it the formats' activation, "
+                                          "QuickGELU (OpenAI CLIP's), is used where the weights do not say it. "
+                                          "aim also takes adapter_scale=VALUE where its config does not say it."),
 ) -> None:
     """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it. The input
     settings (frame sampling, stride, test views) are recorded in it: eval and predict use them."""
     from stadapt.errors import StadaptError
     from stadapt.runtime.views import parse_views
 
-    if fmt != "official":
-        raise StadaptError(f"unknown checkpoint format '{fmt}'", "the supported format is: official")
+    if fmt not in FORMATS:
+        raise StadaptError(f"unknown checkpoint format '{fmt}'", f"the supported formats are: {', '.join(FORMATS)}")
+    checkpoint = _one_checkpoint(checkpoint_arg, checkpoint_opt)
     names = _read_classes(classes) if classes is not None else None
     from stadapt.recipe.overrides import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
 
     from stadapt.checkpoints.files import refuse_unless_replaceable
-    from stadapt.checkpoints.format import read_checkpoint
-    from stadapt.tools.interop.official import import_official
 
     refuse_unless_replaceable(out)  # a user's folder or file at --out: refused before any work, --overwrite or not
+    test_views = parse_views(views) if views else None
 
-    written = import_official(checkpoint, backbone=backbone, backbone_weights=backbone_weights, out=out,
-                              num_frames=num_frames, classes=names, overwrite=overwrite, dataset=dataset,
-                              sampling=sampling, stride=stride, views=parse_views(views) if views else None,
-                              backbone_options=options, notify=lambda line: typer.echo(line, err=True))
+    def notify(line: str) -> None:
+        typer.echo(line, err=True)
+
+    if fmt == "aim":
+        from stadapt.tools.interop.aim import import_aim
+
+        if backbone_weights is not None:
+            raise StadaptError("--backbone-weights is not taken with --format aim",
+                               "leave it out: an AIM checkpoint holds its whole CLIP tower")
+        written = import_aim(checkpoint, out=out, backbone=backbone, num_frames=num_frames, classes=names,
+                             overwrite=overwrite, dataset=dataset, sampling=sampling, stride=stride, views=test_views,
+                             options=options, notify=notify)
+    else:
+        from stadapt.tools.interop.official import import_official
+
+        if backbone_weights is None:
+            raise StadaptError("--format official needs --backbone-weights",
+                               "pass the backbone it was trained on, e.g. --backbone-weights ViT-B-16.pt")
+        written = import_official(checkpoint, backbone=backbone or "clip:ViT-B-16",
+                                  backbone_weights=backbone_weights, out=out, num_frames=num_frames or 8,
+                                  classes=names, overwrite=overwrite, dataset=dataset, sampling=sampling,
+                                  stride=stride, views=test_views, backbone_options=options, notify=notify)
+    typer.echo(_summary(checkpoint, written))
+
+
+FORMATS = ("official", "aim")
+
+
+def _one_checkpoint(positional: Path | None, option: Path | None) -> Path:
+    """The checkpoint file, given as the argument or as --checkpoint (not both)."""
+    from stadapt.errors import StadaptError
+
+    if positional is not None and option is not None:
+        raise StadaptError("the checkpoint is given twice (argument and --checkpoint)", "give it once")
+    if positional is None and option is None:
+        raise StadaptError("no checkpoint given", "pass the checkpoint file: stadapt import-checkpoint FILE --out DIR")
+    return positional if positional is not None else option  # type: ignore[return-value]
+
+
+def _summary(checkpoint: Path, written: Path) -> str:
+    """What was imported, from the written checkpoint: the adapters (ST-Adapter's layout, or the method and its
+    settings), classes, input settings and parameter counts."""
+    from stadapt.checkpoints.format import read_checkpoint
+
     meta, _ = read_checkpoint(written)
     model, counts, spec = meta["model"], meta["parameters"], meta["input"]
     adapter = model["adapter"]
-    blocks = adapter["blocks"]
-    typer.echo(
+    if model.get("tuning", "st_adapter") == "st_adapter":
+        adapters = (f"{'+'.join(adapter['positions'])} in {len(adapter['blocks'])} blocks, bottleneck "
+                    f"{adapter['bottleneck']}, kernel {'x'.join(map(str, adapter['kernel']))}")
+    else:
+        adapters = f"{model['tuning']}: " + ", ".join(f"{k} {v}" for k, v in adapter.items())
+    return (
         f"imported {checkpoint} -> {written}\n"
         f"  backbone   {model['backbone']} {model['backbone_options']}\n"
-        f"  adapters   {'+'.join(adapter['positions'])} in {len(blocks)} blocks, bottleneck {adapter['bottleneck']}, "
-        f"kernel {'x'.join(map(str, adapter['kernel']))}\n"
+        f"  adapters   {adapters}\n"
         f"  classes    {model['num_classes']}\n"
         f"  input      {spec['frames']} frames, {spec['sampling']} sampling"
         f"{'' if spec['sampling'] == 'segment' else ' stride ' + str(spec['stride'])}, "

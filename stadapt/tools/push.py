@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stadapt.checkpoints.files import META_FILE, tensors_path
+from stadapt.checkpoints.files import BACKBONE_FILE, META_FILE, tensors_path
 from stadapt.checkpoints.format import read_checkpoint
 from stadapt.checkpoints.hub import PREFIX, parse_hub_id
 from stadapt.errors import StadaptError, first_line, preview
@@ -71,6 +71,8 @@ def bundle(target: Path | None, repo: str,
     tensor_file = tensors_path(checkpoint)  # under its own name: an older checkpoint's adapters.safetensors too
     tensors = tensor_file.read_bytes()
     files = {META_FILE: public_json((checkpoint / META_FILE).read_bytes(), places), tensor_file.name: tensors}
+    if (meta.get("backbone_weights") or {}).get("source") == BACKBONE_FILE:  # it carries its backbone: so does the copy
+        files[BACKBONE_FILE] = (checkpoint / BACKBONE_FILE).read_bytes()
     eval_path = (run if run is not None else checkpoint) / EVAL_FILE
     report = None
     if eval_path.is_file():
