@@ -133,5 +133,26 @@ def test_push_publishes_the_folder_without_a_local_path(tmp_path: Path):
     for file in published.iterdir():
         assert str(tmp_path).encode() not in file.read_bytes(), file.name
     assert (published / "backbone.safetensors").is_file()
+    assert "`backbone.safetensors` in this repository" in (published / "README.md").read_text()
     with torch.no_grad():
         torch.testing.assert_close(load_model(published)(_video()), port(_video()), rtol=0, atol=1e-4)
+
+
+def test_predict_and_eval_read_the_folder(tmp_path: Path):
+    """`stadapt predict` and `stadapt eval` through the console script on the imported folder alone."""
+    from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+
+    root = tmp_path / "data"
+    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=1, val_per_class=1, frames=10,
+                                        size=32, clutter=2))
+    classes = root / "classes.txt"
+    port = tiny_aim(num_tadapter=2, num_classes=len(classes.read_text().splitlines()))
+    path = save_aim_checkpoint(port, tmp_path / "epoch_30.pth", config=K400_CONFIG.format(scale=0.5))
+    out = tmp_path / "imported"
+    done = _import(path, out, "--classes", str(classes), "--views", "1x1", "--stride", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    video = next(root.rglob("*.mp4"))
+    predicted = run_cli("predict", str(video), "--checkpoint", str(out), "--json", "--device", "cpu")
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    evaluated = run_cli("eval", str(out), "--root", str(root), "--list", "val.txt", "--device", "cpu")
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr

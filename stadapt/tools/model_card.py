@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-from stadapt.checkpoints.files import META_FILE, TENSORS_FILE
+from stadapt.checkpoints.files import BACKBONE_FILE, META_FILE, TENSORS_FILE
 from stadapt.errors import StadaptError
 
 
@@ -73,6 +73,8 @@ def _weights_source(meta: Mapping[str, Any], repo: str) -> str:
         return (f"randomly initialised (no pretrained weights) with seed {recorded.get('seed')}; loading rebuilds "
                 f"it and checks it.{check}")
     source = str(recorded.get("source"))
+    if source == BACKBONE_FILE:  # an imported AIM checkpoint carries its tower: pushed with it
+        return f"the file `{BACKBONE_FILE}` in this repository, read from there on load.{check}"
     if _weights_are_a_file(meta):
         name = re.split(r"[\\/]", source)[-1]
         return (f"the file `{name}`, which is not in this repository: pass your copy when loading, "
