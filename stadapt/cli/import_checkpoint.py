@@ -97,22 +97,18 @@ def _one_checkpoint(positional: Path | None, option: Path | None) -> Path:
 
 
 def _summary(checkpoint: Path, written: Path) -> str:
-    """What was imported, from the written checkpoint: the adapters (ST-Adapter's layout, or the method and its
-    settings), classes, input settings and parameter counts."""
+    """What was imported, from the written checkpoint: the method and its settings, classes, input settings and
+    parameter counts."""
     from stadapt.checkpoints.format import read_checkpoint
 
     meta, _ = read_checkpoint(written)
     model, counts, spec = meta["model"], meta["parameters"], meta["input"]
-    adapter = model["adapter"]
-    if model.get("tuning", "st_adapter") == "st_adapter":
-        adapters = (f"{'+'.join(adapter['positions'])} in {len(adapter['blocks'])} blocks, bottleneck "
-                    f"{adapter['bottleneck']}, kernel {'x'.join(map(str, adapter['kernel']))}")
-    else:
-        adapters = f"{model['tuning']}: " + ", ".join(f"{k} {v}" for k, v in adapter.items())
+    settings = model.get("adapter") or {}
+    adapters = f"{model.get('tuning')}: " + (", ".join(f"{k} {v}" for k, v in settings.items()) or "no settings")
     return (
         f"imported {checkpoint} -> {written}\n"
         f"  backbone   {model['backbone']} {model['backbone_options']}\n"
-        f"  adapters   {adapters}\n"
+        f"  method     {adapters}\n"
         f"  classes    {model['num_classes']}\n"
         f"  input      {spec['frames']} frames, {spec['sampling']} sampling"
         f"{'' if spec['sampling'] == 'segment' else ' stride ' + str(spec['stride'])}, "
