@@ -47,7 +47,7 @@ class TokenScale(Tuner):
         return nn.ParameterList([nn.Parameter(torch.full((layout.width,), settings.init))
                                  for layout in backbone.block_layouts()])
 
-    def hooks(self, modules, checkpointing):
+    def hooks(self, modules, checkpointing, backbone=None):
         return BlockHooks(pre_mlp=lambda index, x: x * (1 + modules[index]))
 
     def trainable(self, parts):

@@ -23,7 +23,7 @@ from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_s
 from stadapt.errors import WeightsError
 from stadapt.model.adapters import AdapterConfig
 from stadapt.model.blocks import NO_HOOKS, BlockHooks, embed, run_blocks
-from stadapt.tuners import POOLINGS, ModelConfigError, Tuner, load_tuner, require_hooks, tuner_hooks
+from stadapt.tuners import POOLINGS, ModelConfigError, Tuner, load_tuner, require_hooks
 from stadapt.tuners.registry import methods_without_needs
 from stadapt.vocabulary import weights_is_path
 
@@ -186,7 +186,7 @@ class VideoClassifier(nn.Module):
         if not adapted:
             return NO_HOOKS
         level = self.checkpointing if self.training and torch.is_grad_enabled() else False
-        return tuner_hooks(self.tuner, self.adapters, level, self.backbone)
+        return self.tuner.hooks(self.adapters, level, backbone=self.backbone)
 
     def _recompute(self) -> str | None:
         """What the block loop recomputes in the backward pass (see `checkpointing`)."""

@@ -143,7 +143,7 @@ class Tuner(ABC):
         level while training with gradients (False otherwise): "adapters" and "mlp" ask the method to keep
         only its modules' inputs. `backbone` is there for hooks that call the backbone (AIM runs a block's
         attention along time): passed here, not registered in `modules`, so that its parameters are not
-        keyed twice in a state dict. A method that does not take it may leave it out of its signature."""
+        keyed twice in a state dict."""
         return NO_HOOKS
 
     @abstractmethod
@@ -166,16 +166,6 @@ class Tuner(ABC):
         """Fold the method's modules into the backbone's weights, keeping the logits."""
         raise StadaptError(f"tuning={self.name} does not merge into the backbone",
                            "`stadapt methods` says which methods merge")
-
-
-def tuner_hooks(tuner: Tuner, modules: nn.Module, checkpointing: bool | str, backbone: FrameBackbone) -> BlockHooks:
-    """`tuner.hooks(...)`, with the backbone where the method's signature takes it (methods written before
-    it was passed take two arguments, and keep working)."""
-    import inspect
-
-    if "backbone" in inspect.signature(tuner.hooks).parameters:
-        return tuner.hooks(modules, checkpointing, backbone=backbone)
-    return tuner.hooks(modules, checkpointing)
 
 
 def require_hooks(tuner: Tuner, backbone: FrameBackbone, backbone_name: str,
