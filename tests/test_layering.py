@@ -15,8 +15,9 @@ TOP = {"stadapt", "stadapt.cli", "stadapt.__main__"}
 
 # (layer, its parts): top-level modules or subpackages, lowest first
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base: errors, vocabulary, file writing, optional extras, PNG figures, logging (and `stadapt.__version__`)",
-     ("stadapt.errors", "stadapt.vocabulary", "stadapt.fileio", "stadapt.extras", "stadapt.plots", "stadapt.logs")),
+    ("base: errors, vocabulary, file writing, extras, PNG figures, logging, entry points (and `__version__`)",
+     ("stadapt.errors", "stadapt.vocabulary", "stadapt.fileio", "stadapt.extras", "stadapt.plots", "stadapt.logs",
+      "stadapt.entrypoints")),
     ("backbones: the plugin contract and entry-point discovery", ("stadapt.backbones",)),
     ("tuners: the tuning-method contract, the block loop's hook contract, entry-point discovery",
      ("stadapt.tuners",)),

@@ -7,49 +7,21 @@ name. Loading is lazy: listing the installed plugins imports only their small pl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
 from stadapt.backbones.plugin import BackbonePlugin, VariantInfo
+from stadapt.entrypoints import PluginEntry, discover, import_entry
 from stadapt.errors import PluginError, UnknownBackboneError
 from stadapt.vocabulary import did_you_mean
 
 GROUP = "stadapt.backbones"
 
 
-@dataclass(frozen=True)
-class PluginEntry:
-    """An installed plugin as its package metadata declares it."""
-
-    name: str
-    target: str
-    distribution: str
-
-    @classmethod
-    def from_entry_point(cls, ep: EntryPoint) -> PluginEntry:
-        dist = ep.dist
-        label = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "an unknown distribution"
-        return cls(name=ep.name, target=ep.value, distribution=label)
-
-
 @lru_cache(maxsize=None)
 def _entry_points() -> dict[str, tuple[EntryPoint, PluginEntry]]:
-    found: dict[str, tuple[EntryPoint, PluginEntry]] = {}
-    for ep in entry_points(group=GROUP):
-        entry = PluginEntry.from_entry_point(ep)
-        if ep.name in found:
-            other = found[ep.name][1]
-            if (other.target, other.distribution) == (entry.target, entry.distribution):
-                continue  # the same distribution seen twice on sys.path
-            raise PluginError(
-                f"two backbone plugins are named '{ep.name}': {other.target} from {other.distribution} "
-                f"and {entry.target} from {entry.distribution}",
-                "uninstall one of the two distributions",
-            )
-        found[ep.name] = (ep, entry)
-    return found
+    return discover(GROUP, "backbone plugin")
 
 
 def installed_plugins() -> list[PluginEntry]:
@@ -69,14 +41,7 @@ def load_plugin(name: str) -> BackbonePlugin:
             "a plugin from another package must be pip-installed first",
         )
     ep, entry = eps[name]
-    try:
-        plugin = ep.load()
-    except Exception as exc:  # any import failure inside a third party's code
-        raise PluginError(
-            f"backbone plugin '{name}' ({entry.target}) from {entry.distribution} failed to import: "
-            f"{type(exc).__name__}: {exc}",
-            f"reinstall or upgrade {entry.distribution.split()[0]}",
-        ) from exc
+    plugin: Any = import_entry(ep, entry, "backbone plugin")
     missing = [attr for attr in ("variants", "build") if not callable(getattr(plugin, attr, None))]
     if missing:
         raise PluginError(

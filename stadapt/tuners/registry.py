@@ -7,8 +7,9 @@ imports a method by name. Listing reads package metadata only; loading imports t
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
+from stadapt.entrypoints import PluginEntry, discover, import_entry
 from stadapt.errors import PluginError, StadaptError
 from stadapt.tuners.contract import Tuner
 from stadapt.vocabulary import did_you_mean
@@ -20,21 +21,9 @@ class UnknownTunerError(StadaptError, ValueError):
     """A tuning method that is not installed; a ValueError too, as the model config raised before."""
 
 
-def _label(ep: EntryPoint) -> str:
-    dist = ep.dist
-    return f"{dist.metadata['Name']} {dist.version}" if dist is not None else "an unknown distribution"
-
-
 @lru_cache(maxsize=None)
-def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        other = found.get(ep.name)
-        if other is not None and (other.value, _label(other)) != (ep.value, _label(ep)):
-            raise PluginError(f"two tuning methods are named '{ep.name}': {other.value} from {_label(other)} "
-                              f"and {ep.value} from {_label(ep)}", "uninstall one of the two distributions")
-        found[ep.name] = ep
-    return found
+def _entry_points() -> dict[str, tuple[EntryPoint, PluginEntry]]:
+    return discover(GROUP, "tuning method")
 
 
 def installed_tuners() -> list[str]:
@@ -52,24 +41,20 @@ def load_tuner(name: str) -> Tuner:
             f"tuning must be one of the installed methods ({', '.join(names) or 'none'}), got {name!r}",
             f"{did_you_mean(name, names)}`stadapt methods` lists them; a method from another package must be "
             "pip-installed first")
-    ep = eps[name]
-    try:
-        tuner = ep.load()
-    except Exception as exc:  # any import failure inside a third party's code
-        raise PluginError(f"tuning method '{name}' ({ep.value}) from {_label(ep)} failed to import: "
-                          f"{type(exc).__name__}: {exc}", f"reinstall or upgrade {_label(ep).split()[0]}") from exc
+    ep, entry = eps[name]
+    tuner = import_entry(ep, entry, "tuning method")
     if not isinstance(tuner, Tuner):
-        raise PluginError(f"tuning method '{name}' from {_label(ep)} is a {type(tuner).__name__}, not a Tuner",
+        raise PluginError(f"tuning method '{name}' from {entry.distribution} is a {type(tuner).__name__}, not a Tuner",
                           "register an instance of a stadapt.tuners.Tuner subclass")
     if tuner.name != name:
-        raise PluginError(f"tuning method registered as '{name}' from {_label(ep)} calls itself '{tuner.name}'",
+        raise PluginError(f"tuning method registered as '{name}' from {entry.distribution} calls itself '{tuner.name}'",
                           "make the entry-point name and the tuner's `name` agree")
     return tuner
 
 
 def tuner_distribution(name: str) -> str:
     """The distribution that provides method `name` (e.g. 'stadapt 0.1.0')."""
-    return _label(_entry_points()[name])
+    return _entry_points()[name][1].distribution
 
 
 def methods_without_needs() -> list[str]:
