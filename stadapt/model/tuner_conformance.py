@@ -16,16 +16,17 @@ from dataclasses import dataclass
 import torch
 
 from stadapt.backbones.base import FrameBackbone
+from stadapt.backbones.registry import parse_backbone
 from stadapt.errors import PluginError
 from stadapt.model.classifier import ModelConfig, VideoClassifier, build_model
 from stadapt.model.conformance import CheckResult
+from stadapt.model.merge import MERGE_TOLERANCE, merge_model
 from stadapt.tuners import BACKBONE_HOOKS, Tuner, load_tuner
 
 BACKBONE = "clip:tiny"
 # the FrameBackbone methods behind a hook whose name is not a method's
 HOOK_METHODS = {"branch_split": ("attn_norm", "attn_body", "mlp_norm", "mlp_body"),
                 "embed_split": ("embed_tokens", "embed_norm")}
-MERGE_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -130,7 +131,8 @@ def _check_round_trip(s: _Subject) -> str:
 
 
 def _check_merge(s: _Subject) -> str:
-    """`merge`, when the method has one, keeps the logits."""
+    """`merge`, when the method has one, keeps the logits (<= 1e-4), and the merged model holds only the
+    backbone's parameters, what does not fold and the head."""
     if not s.tuner.merges:
         return "does not merge"
     model = s.model().eval()
@@ -140,9 +142,13 @@ def _check_merge(s: _Subject) -> str:
                 p.add_(torch.randn_like(p) * 0.05)
         clip = s.clip(model)
         before = model(clip)
-        merged = s.tuner.merge(model).eval()
+        plugin, variant = parse_backbone(s.backbone)
+        native = set(plugin.build(variant.name).state_dict())  # the bare backbone's keys
+        merged, _ = merge_model(model, s.config())
         diff = (merged(clip) - before).abs().max().item()
     assert diff <= MERGE_TOLERANCE, f"merging changes the logits by {diff:.2e}"
+    extra = sorted(set(merged.backbone.state_dict()) - native)
+    assert not extra, f"the merged backbone has tensors the bare one lacks: {extra[:3]}"
     return f"max |diff| {diff:.1e}"
 
 

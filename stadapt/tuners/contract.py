@@ -162,8 +162,11 @@ class Tuner(ABC):
         """Whether the method folds into the backbone's weights (it overrides `merge`)."""
         return type(self).merge is not Tuner.merge
 
-    def merge(self, model: nn.Module) -> nn.Module:
-        """Fold the method's modules into the backbone's weights, keeping the logits."""
+    def merge(self, backbone: FrameBackbone, modules: nn.Module, settings: Any) -> Any:
+        """Fold the method's modules into the backbone's weights, in place, keeping the logits, and return
+        the merged model's settings: what `attach` builds from them holds only what does not fold (e.g.
+        ZeroI2V's temporal embedding, under the same keys), and the backbone's keys are its native ones
+        again. stadapt.model.merge builds the merged model around the same backbone from them."""
         raise StadaptError(f"tuning={self.name} does not merge into the backbone",
                            "`stadapt methods` says which methods merge")
 
