@@ -24,6 +24,7 @@ from stadapt.cli import (
     extract_features,
     import_checkpoint,
     logs,
+    merge,
     methods,
     predict,
     prepare_data,
@@ -73,6 +74,7 @@ app.command("bench-data")(bench_data.bench_data)
 app.command("bench-pipeline")(bench_data.bench_pipeline)
 app.command("bench-train")(bench_train.bench_train)
 app.command("export")(export.export)
+app.command("merge")(merge.merge)
 app.command("predict")(predict.predict)
 app.command("extract-features")(extract_features.extract_features)
 app.command("visualize")(visualize.visualize)
