@@ -275,3 +275,17 @@ def test_checkpointing_takes_false_adapters_mlp_or_true(workdir: Path, value: st
     assert load_recipe(write(workdir / "default.yaml", MINIMAL)).train.checkpointing == "adapters"
     with pytest.raises(RecipeError, match="train.checkpointing: expected false, adapters, mlp or true, got 'blocks'"):
         load_recipe(write(workdir / "bad.yaml", MINIMAL + "train:\n  checkpointing: blocks\n"))
+
+
+def test_a_methods_section_is_resolved_with_its_defaults_and_kept_when_another_method_runs(workdir: Path) -> None:
+    text = MINIMAL + "tuning: aim\naim:\n  adapter_scale: 1.0\n"
+    recipe = load_recipe(write(workdir / "r.yaml", text))
+    assert recipe.to_dict()["aim"] == {"mlp_ratio": 0.25, "adapter_scale": 1.0, "num_tadapter": 1,
+                                       "temporal_embedding": True}  # what the run is built with, defaults included
+    out = workdir / "run" / "recipe.yaml"
+    dump_recipe(recipe, out)
+    assert load_recipe(out) == recipe
+    baseline = load_recipe(workdir / "r.yaml", ["tuning=linear"])  # the baseline on the AIM recipe
+    assert baseline.tuning == "linear" and baseline.to_dict()["aim"] == {"adapter_scale": 1.0}
+    with pytest.raises(RecipeError, match="aimm: unknown key"):
+        load_recipe(workdir / "r.yaml", ["aimm.x=1"])

@@ -98,9 +98,10 @@ class ModelSection(Section):
     """Dropout probability on the video feature, in training, before the linear classifier head."""
     init_from: str | None = None
     """A stadapt checkpoint folder (one with a `stadapt.json`, e.g. `runs/k400_vitb/checkpoints/last`)
-    whose adapters initialise this run's: every adapter tensor must be there with the same shape; its
-    head is not used (the classes differ). Not applied on `--resume`. How finetune-transfer starts;
-    null = adapters start from their own initialisation."""
+    whose trained tensors initialise this run's: every tensor this run trains besides the head (the
+    method's modules, and the backbone parameters it trains) must be there with the same shape; its head is
+    not used (the classes differ). Not applied on `--resume`. How finetune-transfer starts;
+    null = the method's modules start from their own initialisation."""
 
 
 class ScaleSection(Section):
@@ -308,11 +309,18 @@ class Recipe(Section):
     @model_validator(mode="before")
     @classmethod
     def _method_section(cls, data: Any) -> Any:
-        """A third party's method reads a section this schema does not name: keep it under `method`."""
+        """Sections this schema does not name that are an installed method's (a third party's, AIM's...):
+        kept under `method`, the selected method's and the others' alike, so that `tuning=linear` on an AIM
+        recipe runs the baseline instead of refusing its `aim:` section. Any other unknown key is refused."""
         if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            sections = _installed_sections() if unknown else {}
+            moved = {k: data[k] or {} for k in unknown if k in sections}
             section = _section_of(data.get("tuning", "st_adapter"))
-            if section and section not in cls.model_fields and section in data:
-                data = {k: v for k, v in data.items() if k != section} | {"method": {section: data[section] or {}}}
+            if section is not None and section not in cls.model_fields:
+                moved[section] = _resolved(str(data.get("tuning")), moved.get(section) or {})
+            if moved:
+                data = {k: v for k, v in data.items() if k not in moved} | {"method": moved}
         return data
 
     @field_validator("tuning")
@@ -370,8 +378,9 @@ class Recipe(Section):
         return self.optim.resolved_micro_batch
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-able data, every field included (tuples become lists); a third party's method
-        section under its own name."""
+        """Plain YAML-able data, every field included (tuples become lists); a method's section under its
+        own name (the selected method's resolved with its defaults: what the run is built with, even if a
+        later version changes a paper default)."""
         return {**self.model_dump(mode="json"), **self.method}
 
 
@@ -383,3 +392,30 @@ def _section_of(tuning: Any) -> str | None:
         return load_tuner(str(tuning)).section
     except Exception:
         return None
+
+
+def _installed_sections() -> dict[str, str]:
+    """{recipe section: method} of the installed methods that load (a broken one is named when selected)."""
+    from stadapt.tuners import installed_tuners, load_tuner
+
+    found: dict[str, str] = {}
+    for name in installed_tuners():
+        try:
+            section = load_tuner(name).section
+        except Exception:
+            continue
+        if section is not None:
+            found.setdefault(section, name)
+    return found
+
+
+def _resolved(tuning: str, section: Any) -> Any:
+    """The selected method's section with its defaults filled in, or as given when it does not validate (the
+    after-validator then names each problem by its key)."""
+    from stadapt.tuners import load_tuner
+
+    tuner = load_tuner(tuning)
+    try:
+        return tuner.settings_dict(tuner.read_settings(section)) or {}
+    except Exception:
+        return section
