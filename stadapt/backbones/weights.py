@@ -1,8 +1,9 @@
 """Reading backbone weights files safely and loading them into a backbone with loud reports.
 
-Nothing here unpickles code: PyTorch pickles are read with `weights_only=True`, safetensors need no
-pickle, and OpenAI's TorchScript archives are opened with `torch.jit.load`, which restores TorchScript
-modules and tensors but never runs Python code from the file.
+Nothing here unpickles code: PyTorch pickles are read with `weights_only=True` (a training framework's
+checkpoint, which pickles its own objects too, with every foreign global made an inert placeholder: see
+`torch_load_inert`), safetensors need no pickle, and OpenAI's TorchScript archives are opened with
+`torch.jit.load`, which restores TorchScript modules and tensors but never runs Python code from the file.
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def torch_load_safely(path: Path, what: str, error: type[StadaptError] = Weights
         raise error(f"could not read {what} {path}: it is truncated, corrupt or not a PyTorch file",
                     "download it again") from exc
     except Exception as exc:  # truncated zips, foreign formats: torch raises RuntimeError and others
+        raise error(
+            f"could not read {what} {path}: it is truncated, corrupt or not a PyTorch file ({first_line(exc)})",
+            "download it again",
+        ) from exc
+
+
+def torch_load_inert(path: Path, what: str, error: type[StadaptError] = WeightsError) -> object:
+    """torch.load of a training framework's checkpoint that pickles the framework's own objects beside the
+    weights (mmengine's message_hub, optimizer state), which weights_only=True refuses: every global outside
+    torch's allow-list becomes an inert placeholder (stadapt.backbones.inert_pickle), so nothing of the file's
+    is imported or run. Damage is reported in one line."""
+    from stadapt.backbones import inert_pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=inert_pickle)
+    except Exception as exc:  # truncated zips, foreign formats, tensors of a placeholder class: various errors
         raise error(
             f"could not read {what} {path}: it is truncated, corrupt or not a PyTorch file ({first_line(exc)})",
             "download it again",

@@ -1,5 +1,5 @@
 """`stadapt import-checkpoint`: convert a checkpoint of another implementation (the reference ST-Adapter's,
-AIM's) into a stadapt checkpoint."""
+AIM's, ZeroI2V's) into a stadapt checkpoint."""
 
 from __future__ import annotations
 
@@ -15,16 +15,18 @@ def import_checkpoint(
     backbone_weights: str = typer.Option(None, "--backbone-weights",
                                          help="official: the backbone it was trained on, a local file (e.g. "
                                               "OpenAI's ViT-B-16.pt) or a pretrained tag where a network exists. "
-                                              "aim: not taken (the checkpoint holds its CLIP tower)."),
+                                              "aim, zeroi2v: not taken (the checkpoint holds its CLIP tower)."),
     backbone: str = typer.Option(None, "--backbone", help="PLUGIN:VARIANT, see `stadapt backbones`. official: "
-                                                          "clip:ViT-B-16 unless given; aim: from the tensors' shapes."),
+                                                          "clip:ViT-B-16 unless given; aim, zeroi2v: from the "
+                                                          "tensors' shapes."),
     out: Path = typer.Option(..., "--out", help="The stadapt checkpoint directory to write."),
     fmt: str = typer.Option("official", "--format",
-                            help="Checkpoint format: official (linziyi96/st-adapter) or aim "
-                                 "(taoyang1122/adapt-image-models)."),
+                            help="Checkpoint format: official (linziyi96/st-adapter), aim "
+                                 "(taoyang1122/adapt-image-models) or zeroi2v (leexinhao/ZeroI2V: a training "
+                                 "checkpoint or weight_reparam.py's merged weights)."),
     num_frames: int = typer.Option(None, "--num-frames", "--frames", min=1,
                                    help="Frames per clip the model was trained on (official: 8 unless given; "
-                                        "aim: its temporal embedding's)."),
+                                        "aim, zeroi2v: its temporal embedding's)."),
     classes: Path = typer.Option(None, "--classes", help="classes.txt: one class name a line, index = line."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
     dataset: str = typer.Option("k400", "--dataset",
@@ -37,7 +39,9 @@ def import_checkpoint(
                                      help="A backbone build option (repeatable), as backbone.options in a recipe, "
                                           "e.g. quick_gelu=false. Without it the formats' activation, "
                                           "QuickGELU (OpenAI CLIP's), is used where the weights do not say it. "
-                                          "aim also takes adapter_scale=VALUE where its config does not say it."),
+                                          "aim also takes adapter_scale=VALUE where its config does not say it; "
+                                          "zeroi2v adapter_scale, shift_div, long_shift_div, long_shift_right "
+                                          "and adapter_dropout."),
 ) -> None:
     """Import a checkpoint of another implementation; `stadapt.load_model(OUT)` then loads it. The input
     settings (frame sampling, stride, test views) are recorded in it: eval and predict use them."""
@@ -60,15 +64,17 @@ def import_checkpoint(
     def notify(line: str) -> None:
         typer.echo(line, err=True)
 
-    if fmt == "aim":
+    if fmt in ("aim", "zeroi2v"):
         from stadapt.tools.interop.aim import import_aim
+        from stadapt.tools.interop.zeroi2v import import_zeroi2v
 
         if backbone_weights is not None:
-            raise StadaptError("--backbone-weights is not taken with --format aim",
-                               "leave it out: an AIM checkpoint holds its whole CLIP tower")
-        written = import_aim(checkpoint, out=out, backbone=backbone, num_frames=num_frames, classes=names,
-                             overwrite=overwrite, dataset=dataset, sampling=sampling, stride=stride, views=test_views,
-                             options=options, notify=notify)
+            raise StadaptError(f"--backbone-weights is not taken with --format {fmt}",
+                               "leave it out: the checkpoint holds its whole CLIP tower")
+        importer = import_aim if fmt == "aim" else import_zeroi2v
+        written = importer(checkpoint, out=out, backbone=backbone, num_frames=num_frames, classes=names,
+                           overwrite=overwrite, dataset=dataset, sampling=sampling, stride=stride, views=test_views,
+                           options=options, notify=notify)
     else:
         from stadapt.tools.interop.official import import_official
 
@@ -82,7 +88,7 @@ def import_checkpoint(
     typer.echo(_summary(checkpoint, written))
 
 
-FORMATS = ("official", "aim")
+FORMATS = ("official", "aim", "zeroi2v")
 
 
 def _one_checkpoint(positional: Path | None, option: Path | None) -> Path:

@@ -15,36 +15,28 @@ refused (AIM's K400 configs use 0.5, its SSv2 configs 1.0: a guess would be wron
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from stadapt.backbones.registry import parse_backbone
 from stadapt.backbones.weights import torch_load_safely
-from stadapt.checkpoints.files import BACKBONE_FILE
-from stadapt.checkpoints.format import load_trainable, model_meta, write_checkpoint
-from stadapt.data.input_spec import input_spec_from_data
 from stadapt.errors import CheckpointError
-from stadapt.fileio import make_temp_dir
-from stadapt.model.classifier import ModelConfig, build_model
-from stadapt.tools.interop.official import official_backbone_options, paper_input
+from stadapt.tools.interop import clip_tower
+from stadapt.tools.interop.clip_tower import HEAD as _HEAD
+from stadapt.tools.interop.clip_tower import KNOWN_TOWERS, check_backbone, config_setting, read_tower, write_imported
+from stadapt.tools.interop.official import paper_input
 from stadapt.tuners import load_tuner
+
+__all__ = ["ADAPTERS", "KNOWN_TOWERS", "SCALE_HINT", "AimLayout", "adapter_scale", "aim_to_stadapt", "detect_backbone",
+           "import_aim", "infer_aim_layout", "read_aim"]
 
 # AIM's adapter module names -> the AIM tuner's (plugins/stadapt_tuners/aim.py)
 ADAPTERS = {"T_Adapter_in": "t_adapter_in", "T_Adapter": "t_adapter", "S_Adapter": "s_adapter",
             "MLP_Adapter": "mlp_adapter"}
 _ADAPTER_KEY = re.compile(r"transformer\.resblocks\.(\d+)\.(\w+)\.D_(fc[12])\.(weight|bias)")
-_HEAD = "cls_head.fc_cls."
-# the OpenAI CLIP towers AIM was released on: (input size, patch, width, layers) -> clip plugin variant
-KNOWN_TOWERS = {(224, 16, 768, 12): "clip:ViT-B-16", (224, 14, 1024, 24): "clip:ViT-L-14",
-                (336, 14, 1024, 24): "clip:ViT-L-14-336"}
-_SCALE = re.compile(r"\badapter_scale\s*=\s*([0-9.eE+-]+)")
 SCALE_HINT = ("pass it with --option adapter_scale=VALUE (AIM's K400 configs use 0.5, its SSv2 configs 1.0; "
               "see the config the model was trained with)")
 
@@ -112,62 +104,28 @@ def read_aim(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
 
 def infer_aim_layout(tensors: Mapping[str, torch.Tensor], source: str) -> AimLayout:
     """The tower's input size, patch, width and depth, the frames, temporal adapters, adapter width and classes."""
-    conv = tensors["backbone.conv1.weight"]
-    tokens = int(tensors["backbone.positional_embedding"].shape[0])
-    grid = round((tokens - 1) ** 0.5)
-    if conv.ndim != 4 or grid * grid != tokens - 1:
-        raise CheckpointError(f"{source}: backbone.conv1 / positional_embedding do not have a ViT's shapes")
-    blocks = {int(m.group(1)) for k in tensors if (m := re.match(r"backbone\.transformer\.resblocks\.(\d+)\.", k))}
+    tower = read_tower(tensors, source)
     embedding = tensors.get("backbone.temporal_embedding")
     fc1 = tensors.get("backbone.transformer.resblocks.0.S_Adapter.D_fc1.weight")
-    if embedding is None or embedding.ndim != 3 or fc1 is None or not blocks:
+    if embedding is None or embedding.ndim != 3 or fc1 is None:
         raise CheckpointError(f"{source} has no AIM adapters or temporal embedding (S_Adapter, temporal_embedding)",
                               "is it a plain CLIP or another model's checkpoint?")
-    width = int(conv.shape[0])
     return AimLayout(
-        image_size=grid * int(conv.shape[-1]), patch_size=int(conv.shape[-1]), width=width, layers=max(blocks) + 1,
+        image_size=tower.image_size, patch_size=tower.patch_size, width=tower.width, layers=tower.layers,
         num_frames=int(embedding.shape[1]),
         num_tadapter=2 if any(".T_Adapter_in." in k for k in tensors) else 1,
-        mlp_ratio=int(fc1.shape[0]) / width, num_classes=int(tensors[f"{_HEAD}weight"].shape[0]),
+        mlp_ratio=int(fc1.shape[0]) / tower.width, num_classes=int(tensors[f"{_HEAD}weight"].shape[0]),
     )
 
 
 def detect_backbone(layout: AimLayout, source: str) -> str:
     """The clip plugin variant of an AIM tower (OpenAI CLIP ViT-B/16, L/14 or L/14@336), by its shapes."""
-    name = KNOWN_TOWERS.get(layout.tower)
-    if name is None:
-        size, patch, width, layers = layout.tower
-        raise CheckpointError(f"{source} holds a {size} px, patch {patch}, width {width}, {layers}-block tower, "
-                              "not one of AIM's OpenAI CLIP towers (ViT-B/16, ViT-L/14)",
-                              "pass the matching --backbone")
-    return name
+    return clip_tower.detect_backbone(layout.tower, source, "AIM")
 
 
 def adapter_scale(config: str | None, given: object, source: str) -> float:
     """AIM's adapter_scale: the config text's, else the user's, else refused (no tensor holds it)."""
-    found = sorted({float(v) for v in _SCALE.findall(config or "")})
-    if len(found) > 1:
-        raise CheckpointError(f"the config in {source} sets adapter_scale to {found}", SCALE_HINT)
-    chosen = float(given) if given is not None else None  # type: ignore[arg-type]
-    if found and chosen is not None and chosen != found[0]:
-        raise CheckpointError(f"--option adapter_scale={chosen} disagrees with the config in {source} "
-                              f"(adapter_scale={found[0]})", "leave the option out: the config is what it trained with")
-    if found:
-        return found[0]
-    if chosen is None:
-        raise CheckpointError(f"{source} does not say its adapter_scale (no adapter_scale= in meta['config'])",
-                              SCALE_HINT)
-    return chosen
-
-
-def _check_backbone(backbone: str, layout: AimLayout, source: str) -> None:
-    """A named backbone of known width and depth must be the tower's."""
-    plugin, variant = parse_backbone(backbone)
-    if (variant.width is not None and variant.width != layout.width) or \
-            (variant.blocks is not None and variant.blocks != layout.layers):
-        raise CheckpointError(f"{source} holds a width {layout.width}, {layout.layers}-block tower, but "
-                              f"{plugin.name}:{variant.name} has width {variant.width} and {variant.blocks} blocks",
-                              "leave --backbone out to take the checkpoint's, or pass the matching one")
+    return config_setting(config, "adapter_scale", given, float, source, SCALE_HINT)
 
 
 def import_aim(
@@ -205,49 +163,13 @@ def import_aim(
     scale = adapter_scale(config_text, rest.pop("adapter_scale", None), source)
     if backbone is None:
         backbone = detect_backbone(layout, source)
-    _check_backbone(backbone, layout, source)
+    check_backbone(backbone, layout.width, layout.layers, source)
     settings = load_tuner("aim").read_settings({"mlp_ratio": layout.mlp_ratio, "adapter_scale": scale,
                                                  "num_tadapter": layout.num_tadapter})
     tower, trainable = aim_to_stadapt(tensors)
-    written = _write(checkpoint, out, tower, trainable, backbone=backbone, settings=settings, layout=layout,
-                     classes=classes, overwrite=overwrite, rest=rest,
-                     input_settings=(dataset, paper_input(dataset, layout.num_frames, sampling=sampling,
-                                                          stride=stride, views=views)), notify=notify)
-    return written
-
-
-def _write(checkpoint: Path, out: Path, tower: dict[str, torch.Tensor], trainable: dict[str, torch.Tensor], *,
-           backbone: str, settings: Any, layout: AimLayout, classes: Sequence[str] | None, overwrite: bool,
-           rest: dict[str, object], input_settings: tuple[str, tuple[str, int, tuple[int, int]]],
-           notify: Callable[[str], None] | None) -> Path:
-    """Build the model from the tower written as a weights file (the loader's own path, so what is checked
-    here is what loads later), load the trainable tensors and write the folder in one atomic step with the
-    tower beside it, recorded by its name relative to the folder."""
-    from safetensors.torch import save
-
-    tower_bytes = save({k: v.detach().contiguous() for k, v in tower.items()}, metadata={"format": "pt"})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = make_temp_dir(out.parent, out.name)
-    try:
-        weights = staging / BACKBONE_FILE
-        weights.write_bytes(tower_bytes)
-        chosen, note = official_backbone_options(backbone, weights, rest)
-        config = ModelConfig(backbone=backbone, num_classes=layout.num_classes, num_frames=layout.num_frames,
-                             adapter=settings, dropout=0.5, backbone_options=chosen, tuning="aim")
-        built = build_model(config, weights=weights)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    load_trainable(built.model, trainable, str(checkpoint))
-    dataset, (how, step, test_views) = input_settings
-    spec = input_spec_from_data({"frames": layout.num_frames, "sampling": how, "stride": step,
-                                 "views": f"{test_views[0]}x{test_views[1]}"}, built.variant)
-    meta = model_meta(built, classes, input_spec=spec,
-                      imported_from={"format": "aim", "path": str(checkpoint.resolve()),
-                                     "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
-                                     "dataset": dataset})
-    meta["backbone_weights"] = {**(built.weights or {}), "source": BACKBONE_FILE}
-    written = write_checkpoint(out, built.model.trainable_state_dict(), meta, overwrite=overwrite,
-                               extra_files={BACKBONE_FILE: tower_bytes})
-    if note and notify is not None:
-        notify(note.replace("the official format is", "AIM's towers are"))
-    return written
+    return write_imported(checkpoint, out, tower, trainable, backbone=backbone, tuning="aim", settings=settings,
+                          num_frames=layout.num_frames, num_classes=layout.num_classes, classes=classes,
+                          overwrite=overwrite, rest=rest,
+                          input_settings=(dataset, paper_input(dataset, layout.num_frames, sampling=sampling,
+                                                               stride=stride, views=views)),
+                          fmt="aim", towers_of="AIM's", notify=notify)
