@@ -41,7 +41,7 @@ def test_swin_provides_the_split_and_peft_targets_but_not_global_attention() -> 
     results = _hook_results("timm", "swin_tiny_test")
     assert all(ok for ok, _ in results.values())
     provided = {name for name, (_, detail) in results.items() if "not provided" not in detail}
-    assert provided == {HOOK_NAMES[0], HOOK_NAMES[2]}
+    assert provided == {HOOK_NAMES[0], HOOK_NAMES[2], HOOK_NAMES[4]}  # its MLP is plain: mlp_projections
     backbone = load_plugin("timm").build("swin_tiny_test")
     with pytest.raises(NotImplementedError, match="windows"):
         backbone.attend_sequence(0, torch.zeros(1, 4, 16))
@@ -49,13 +49,14 @@ def test_swin_provides_the_split_and_peft_targets_but_not_global_attention() -> 
 
 VIT = {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 2}
 SWIN = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [2, 2], "num_heads": [1, 2]}
-TIMM_FAMILIES = {  # timm name -> (small configuration, the hooks provided: split, projections, peft, sequence)
-    "vit_small_patch14_reg4_dinov2": (VIT, (1, 1, 1, 1)),  # registers, layer scale
-    "vit_base_patch16_siglip_224": (VIT, (1, 1, 1, 1)),  # no class token
-    "eva_giant_patch14_224": (VIT, (1, 1, 1, 1)),  # Eva without rotary embeddings: q/k/v biases apart
-    "eva02_tiny_patch14_224": (VIT, (1, 0, 1, 0)),  # rotary embeddings tie attention to the patch grid
-    "vit_base_patch16_rpn_224": (VIT, (0, 0, 1, 1)),  # post-norm blocks: no norm opens a branch
-    "swinv2_tiny_window8_256": (SWIN, (0, 0, 1, 0)),  # post-norm, windowed attention
+TIMM_FAMILIES = {  # timm name -> (small configuration, the hooks provided: split, projections, peft, sequence,
+    # mlp projections)
+    "vit_small_patch14_reg4_dinov2": (VIT, (1, 1, 1, 1, 0)),  # registers, layer scale (after the MLP too)
+    "vit_base_patch16_siglip_224": (VIT, (1, 1, 1, 1, 1)),  # no class token
+    "eva_giant_patch14_224": (VIT, (1, 1, 1, 1, 1)),  # Eva without rotary embeddings: q/k/v biases apart
+    "eva02_tiny_patch14_224": (VIT, (1, 0, 1, 0, 0)),  # rotary embeddings tie attention to the patch grid; SwiGLU
+    "vit_base_patch16_rpn_224": (VIT, (0, 0, 1, 1, 0)),  # post-norm blocks: no norm opens a branch
+    "swinv2_tiny_window8_256": (SWIN, (0, 0, 1, 0, 0)),  # post-norm, windowed attention
 }
 
 
@@ -88,7 +89,7 @@ def test_a_third_partys_plugin_without_the_hooks_still_conforms(monkeypatch: pyt
     results = check_plugin(plugin)
     assert all(r.ok for r in results), [r for r in results if not r.ok]
     details = [r.detail for r in results if r.name in HOOK_NAMES]
-    assert len(details) == 4 and all(d.startswith("not provided (optional)") for d in details)
+    assert len(details) == len(HOOK_NAMES) and all(d.startswith("not provided (optional)") for d in details)
     sys.modules.pop("stadapt_regvit", None)
 
 
@@ -140,10 +141,10 @@ def test_timm_peft_targets_are_the_blocks_linear_layers() -> None:
     assert backbone.attention_projections(2).qkv_weight is backbone.model.blocks[2].attn.qkv.weight
 
 
-@pytest.mark.parametrize("broken", ["split", "projections", "peft", "sequence"])
+@pytest.mark.parametrize("broken", ["split", "projections", "peft", "sequence", "mlp"])
 def test_the_suite_catches_a_wrong_hook(broken: str, monkeypatch: pytest.MonkeyPatch) -> None:
     backbone, inputs = _clip_tiny()
-    index = {"split": 0, "projections": 1, "peft": 2, "sequence": 3}[broken]
+    index = {"split": 0, "projections": 1, "peft": 2, "sequence": 3, "mlp": 4}[broken]
     if broken == "split":  # the layer scale forgotten in the body
         body = type(backbone).attn_body  # CLIP's branch is its split: keep the true one as the reference
         monkeypatch.setattr(backbone, "attn_branch", lambda i, x: body(backbone, i, backbone.attn_norm(i, x)))
@@ -156,6 +157,8 @@ def test_the_suite_catches_a_wrong_hook(broken: str, monkeypatch: pytest.MonkeyP
                             lambda i: replace(real(backbone, i), num_heads=2 * real(backbone, i).num_heads))
     elif broken == "peft":  # a LayerNorm named as a target
         monkeypatch.setattr(backbone, "peft_target_modules", lambda i: [f"visual.transformer.resblocks.{i}.ln_1"])
+    elif broken == "mlp":  # the first layer named twice: its output is not the MLP's
+        monkeypatch.setattr(backbone, "mlp_projections", lambda i: (backbone._blocks[i].mlp.c_fc,) * 2)
     else:  # positions baked in: not permutation-equivariant over time
         monkeypatch.setattr(backbone, "attend_sequence", lambda i, t: backbone.attn_branch(i, t) + torch.arange(
             t.shape[1], dtype=t.dtype)[None, :, None] * (t.shape[0] != inputs[0].shape[0]))

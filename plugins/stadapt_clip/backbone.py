@@ -180,6 +180,19 @@ class ClipBackbone(FrameBackbone):
                                       "(attention_projections)")
         return mha_projections(block.attn, getattr(block.ls_1, "gamma", None))
 
+    def mlp_projections(self, index: int) -> tuple[nn.Linear, nn.Linear]:
+        """CLIP's MLP `c_fc` and `c_proj`; refused where open_clip's MLP layer scale (`ls_2`) follows it or
+        the MLP is not plain (an open_clip variant with a norm inside it, SwiGLU)."""
+        block = self._blocks[index]
+        mlp = block.mlp
+        layers = (getattr(mlp, "c_fc", None), getattr(mlp, "c_proj", None))
+        children = [m for m in mlp.children() if not isinstance(m, (nn.Linear, nn.Identity, nn.Dropout))]
+        if not (isinstance(layers[0], nn.Linear) and isinstance(layers[1], nn.Linear) and len(children) == 1
+                and isinstance(block.ls_2, nn.Identity)):
+            raise NotImplementedError(f"block {index}'s MLP is not c_fc, activation, c_proj with nothing after it "
+                                      "(a layer scale or another MLP), so it has no mlp_projections")
+        return layers[0], layers[1]
+
     def peft_target_modules(self, index: int) -> list[str]:
         """The attention's `out_proj` and the MLP's `c_fc` and `c_proj`. CLIP's q/k/v projection is the
         packed `in_proj_weight` parameter of nn.MultiheadAttention, not an nn.Linear, so it is not among

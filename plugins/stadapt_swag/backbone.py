@@ -98,6 +98,12 @@ class SwagBackbone(FrameBackbone):
         """The block's nn.MultiheadAttention: packed in_proj and out_proj; SWAG has no layer scale."""
         return mha_projections(self._blocks[index].self_attention)
 
+    def mlp_projections(self, index: int) -> tuple[nn.Linear, nn.Linear]:
+        """classy-vision's MLPBlock: `linear_1` and `linear_2` (its dropouts are off in eval mode; SWAG has no
+        layer scale)."""
+        mlp = self._blocks[index].mlp
+        return mlp.linear_1, mlp.linear_2
+
     def peft_target_modules(self, index: int) -> list[str]:
         """The attention's `out_proj` and the MLP's two linear layers. The q/k/v projection is the packed
         `in_proj_weight` of nn.MultiheadAttention, not an nn.Linear: reach it through `attention_projections`."""

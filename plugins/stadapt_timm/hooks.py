@@ -36,6 +36,19 @@ def _identity(module: object) -> bool:
     return module is None or isinstance(module, nn.Identity)
 
 
+def plain_mlp(block: ForeignModule, index: int) -> tuple[nn.Linear, nn.Linear]:
+    """(fc1, fc2) of a block whose MLP is timm's plain `Mlp` (linear, activation, dropout, no norm, linear) and
+    whose MLP branch has no layer scale after it: what `mlp_projections` gives."""
+    mlp = block.mlp
+    fc1, fc2 = getattr(mlp, "fc1", None), getattr(mlp, "fc2", None)
+    if not (type(mlp).__name__ == "Mlp" and isinstance(fc1, nn.Linear) and isinstance(fc2, nn.Linear)
+            and _identity(getattr(mlp, "norm", None)) and layer_scale(block, 2) is None):
+        raise NotImplementedError(f"block {index}'s timm {type(mlp).__name__} is not a plain Mlp with nothing after "
+                                  "its fc2 (a gated MLP, a norm inside it or a layer scale after it), so it has no "
+                                  "mlp_projections")
+    return fc1, fc2
+
+
 class ViTHooks(FrameBackbone):
     """The hooks of timm's ViT and Eva blocks. Post-norm blocks (ResPostBlock, EvaBlockPostNorm) have no
     norm opening their branches, so they do not split; rotary embeddings tie the attention to the patch
@@ -96,6 +109,11 @@ class ViTHooks(FrameBackbone):
             bias = None if any(b is None for b in biases) else torch.cat(biases)
         return AttentionProjections(weight, bias, attn.proj, int(attn.num_heads), layer_scale(self._blocks[index], 1))
 
+    def mlp_projections(self, index: int) -> tuple[nn.Linear, nn.Linear]:
+        """timm's plain `Mlp` (`fc1`, activation, `fc2`, no norm inside); refused for SwiGLU / GLU MLPs, a
+        block whose MLP is followed by a layer scale (DINOv2's `ls2`, Eva's `gamma_2`) or a post-norm block."""
+        return plain_mlp(self._pre_norm(index, "mlp_projections"), index)
+
     def peft_target_modules(self, index: int) -> list[str]:
         """Every nn.Linear of the block's attention (`qkv`, or Eva's `q_proj`/`k_proj`/`v_proj`; `proj`) and of
         its MLP (`fc1`, `fc2`; SwiGLU's `fc1_g`, `fc1_x`, `fc2`), named from the backbone (`model.blocks.i...`)."""
@@ -142,6 +160,10 @@ class SwinHooks(FrameBackbone):
         batch, height, width, channels = y.shape
         out = block.drop_path2(block.mlp(y.reshape(batch, -1, channels)))  # timm runs the MLP on (N, H*W, C)
         return out.reshape(batch, height, width, channels)
+
+    def mlp_projections(self, index: int) -> tuple[nn.Linear, nn.Linear]:
+        """The MLP's `fc1` and `fc2` (Swin's pre-norm blocks have no layer scale)."""
+        return plain_mlp(self._pre_norm(index, "mlp_projections"), index)
 
     def attention_projections(self, index: int) -> AttentionProjections:
         raise NotImplementedError("Swin's window attention adds relative position biases (SwinV2: cosine "

@@ -116,6 +116,13 @@ class FrameBackbone(nn.Module):
         q/k norms, rotary embeddings or relative position biases)."""
         raise _missing(self, "attention_projections(index)", "exposes the attention's q/k/v and output projections")
 
+    def mlp_projections(self, index: int) -> tuple[nn.Linear, nn.Linear]:
+        """Block `index`'s MLP as its first and last linear layers (the model's live modules), such that in eval
+        mode the first takes the normed tokens `mlp_norm(i, x)` and the last's output is `mlp_body`'s (no layer
+        scale after it): a method folds its own linear maps into them (ZeroI2V's merge). Optional; only where the
+        MLP is plain (linear, activation, linear) and nothing follows its last layer."""
+        raise _missing(self, "mlp_projections(index)", "exposes the MLP's first and last linear layers")
+
     def peft_target_modules(self, index: int) -> list[str]:
         """Names, relative to this backbone module (as PEFT's `target_modules` takes them), of the nn.Linear
         layers of block `index` that LoRA-style methods adapt: the attention's q/k/v and output projections

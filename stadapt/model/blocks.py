@@ -7,9 +7,10 @@ they run is what the model runs: the same order of operations, the same residual
 The hook points and what runs there (`BlockHooks`, `HOOK_POINTS`, `NO_HOOKS`) are the tuners' contract,
 defined in stadapt.tuners.hooks and re-exported here: `pre_attn` (the tokens entering the attention branch),
 `pre_mlp` (those entering the MLP branch), `observe` (each branch's input and output, to check or probe), the
-points inside a branch (`attn_in`, `attn_out`, `mlp_in`, `mlp_out`, `mlp_parallel`: they run the branch as the
-backbone's norm and body) and the model's `post_embed` (run by `embed`). Without those, a branch runs whole,
-as it always has, so no number of a method that does not use them changes.
+points inside a branch (`attn_in`, `attn_body`, `attn_out`, `mlp_in`, `mlp_out`, `mlp_parallel`: they run the
+branch as the backbone's norm and body, `attn_body` replacing that body) and the model's `post_embed` (run by
+`embed`). Without those, a branch runs whole, as it always has, so no number of a method that does not use them
+changes.
 """
 
 from __future__ import annotations
@@ -87,10 +88,13 @@ def _mlp_part(backbone: FrameBackbone, index: int, x: torch.Tensor, hooks: Block
 
 
 def _attn(backbone: FrameBackbone, hooks: BlockHooks) -> Callable[[int, torch.Tensor], torch.Tensor]:
-    """The attention branch as norm, `attn_in`, body, `attn_out` (the backbone's branch split)."""
+    """The attention branch as norm, `attn_in`, body, `attn_out` (the backbone's branch split); the body is
+    the method's `attn_body` where it sets one, else the backbone's."""
+    body = backbone.attn_body if hooks.attn_body is None else hooks.attn_body
+
     def branch(index: int, x: torch.Tensor) -> torch.Tensor:
         y = backbone.attn_norm(index, x)
-        out = backbone.attn_body(index, y if hooks.attn_in is None else hooks.attn_in(index, y))
+        out = body(index, y if hooks.attn_in is None else hooks.attn_in(index, y))
         return out if hooks.attn_out is None else hooks.attn_out(index, out)
     return branch
 

@@ -1,8 +1,8 @@
 """The conformance checks of the optional backbone hooks tuning methods need (FrameBackbone.attn_norm ...
-attend_sequence, embed_tokens/embed_norm and final_norm_modules, issue 25): each hook is either "not provided
-(optional)" or checked against the branches (or the embedding and features) the decomposition check has already
-tied to the model's own forward, so a method built on a hook computes what the backbone computes. Part of the
-backbone suite (stadapt.model.conformance), kept apart for size.
+attend_sequence, mlp_projections, embed_tokens/embed_norm and final_norm_modules, issue 25): each hook is either
+"not provided (optional)" or checked against the branches (or the embedding and features) the decomposition check
+has already tied to the model's own forward, so a method built on a hook computes what the backbone computes. Part
+of the backbone suite (stadapt.model.conformance), kept apart for size.
 """
 
 from __future__ import annotations
@@ -88,6 +88,40 @@ def check_attention_projections(backbone: FrameBackbone, inputs: list[torch.Tens
     return _per_block(inputs, "attention_projections", check)
 
 
+def check_mlp_projections(backbone: FrameBackbone, inputs: list[torch.Tensor]) -> str:
+    """The MLP's first linear layer takes the normed tokens and its last one gives the MLP body's output
+    (<= 1e-6), both nn.Linear modules of the backbone: what a method folding into them relies on."""
+    own = {id(m) for m in backbone.modules()}
+
+    def check(index: int, x: torch.Tensor) -> None:
+        layers = backbone.mlp_projections(index)
+        assert len(layers) == 2 and all(isinstance(m, nn.Linear) and id(m) in own for m in layers), \
+            f"block {index}: mlp_projections does not give two nn.Linear modules of the backbone"
+        try:
+            y = backbone.mlp_norm(index, x)
+        except NotImplementedError as exc:
+            raise AssertionError(f"block {index}: mlp_projections is provided but mlp_norm is not") from exc
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(name: str, tensor: torch.Tensor) -> None:  # a forward hook returning a tensor would replace it
+            seen.setdefault(name, tensor)
+
+        handles = [layers[0].register_forward_hook(lambda m, args, out: keep("first", args[0])),
+                   layers[1].register_forward_hook(lambda m, args, out: keep("last", out))]
+        try:
+            out = backbone.mlp_body(index, y)
+        finally:
+            for handle in handles:
+                handle.remove()
+        assert len(seen) == 2, f"block {index}: mlp_body does not run the layers mlp_projections names"
+        width = y.shape[-1]
+        for name, got, want in (("first layer's input", seen["first"], y), ("last layer's output", seen["last"], out)):
+            error = _diff(got.reshape(-1, width), want.reshape(-1, width))
+            assert error <= 1e-6, f"block {index}: the MLP's {name} differs from the branch's by {error:.3g}"
+
+    return _per_block(inputs, "mlp_projections", check)
+
+
 def check_peft_targets(backbone: FrameBackbone, inputs: list[torch.Tensor]) -> str:
     """Every name resolves to an nn.Linear of the backbone, and no layer is named for two blocks."""
     named: dict[str, int] = {}
@@ -133,6 +167,7 @@ HOOK_CHECKS: list[tuple[str, Callable[[FrameBackbone, list[torch.Tensor]], str]]
     ("attention_projections recompute the attention", check_attention_projections),
     ("peft_target_modules name nn.Linear layers of each block", check_peft_targets),
     ("attend_sequence runs a block's attention over any sequence", check_attend_sequence),
+    ("mlp_projections are the MLP's first and last linear layers", check_mlp_projections),
 ]
 
 

@@ -85,6 +85,7 @@ BACKBONE_HOOKS: dict[str, Callable[[FrameBackbone], object]] = {
     "block_modules": _last_block_modules,
     "branch_split": _branch_split,  # attn_norm / attn_body, mlp_norm / mlp_body
     "attention_projections": lambda b: b.attention_projections(len(b.block_layouts()) - 1),
+    "mlp_projections": lambda b: b.mlp_projections(len(b.block_layouts()) - 1),
     "peft_target_modules": lambda b: b.peft_target_modules(len(b.block_layouts()) - 1),
     "attend_sequence": _attend_sequence,
     "embed_split": _embed_split,  # embed_tokens / embed_norm: where the post_embed hook point runs
