@@ -132,6 +132,14 @@ def build_loaded(opened: OpenedCheckpoint, *, backbone_weights: str | Path | Non
     return LoadedModel.adopt(model, opened.contract, LoadedFrom(path=opened.path, precision=precision))
 
 
+def build_untrained(opened: OpenedCheckpoint, *, backbone_weights: str | Path | None = None,
+                    device: str | torch.device = "cpu") -> VideoClassifier:
+    """The model of an opened checkpoint's config on its recorded backbone weights (the fingerprint checked)
+    with none of its trained tensors, in eval mode: the image model a method adapted, for comparing with
+    it when the method trained backbone parameters (visualize's "before")."""
+    return _rebuild(opened.contract, backbone_weights, opened.path).model.to(torch.device(device)).eval()
+
+
 def load_checkpoint(path: str | Path, *, backbone_weights: str | Path | None = None,
                     device: str | torch.device = "cpu", precision: str = "fp32") -> LoadedModel:
     """`build_loaded(open_checkpoint(path), ...)`: a checkpoint directory (or `hf-hub:` id) as a

@@ -1,8 +1,10 @@
 """[CLS] attention of the last block, before adaptation (the plain image model) and after (the adapted
 model), overlaid on the frames of a clip: the paper's Figure 1.
 
-"Before" runs the same backbone with every adapter skipped; "after" runs it as `VideoClassifier` does.
-Both stop at the input of the last block's attention, where the backbone's plugin recomputes the
+"Before" is the image model: the backbone as its weights were loaded, without the method's hooks (a method
+that trained backbone parameters, such as full or partial fine-tuning, is shown against the backbone rebuilt
+from its recorded weights); "after" runs the model as `VideoClassifier` does, with its tuning method. Both
+stop at the input of the last block's attention, where the backbone's plugin recomputes the
 attention from the block's own projections (`FrameBackbone.block_attention`: the [CLS] query's
 softmax(q k^T / sqrt(d)), or the mean query's without a class token, averaged over the heads); the map
 is restricted to the patch tokens and renormalised to sum to 1 per frame.
@@ -10,6 +12,7 @@ is restricted to the patch tokens and renormalised to sum to 1 per frame.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +32,7 @@ CELL_IN = 2.0
 LABEL_IN = 0.5  # left margin for the row titles
 TITLE_IN = 0.75  # top margin for the figure title
 DPI = 80
-ROWS = ("frame", "before: image model", "after: ST-Adapter")
+ROWS = ("frame", "before: image model", "after: {method}")  # {method}: the model's tuning method
 
 
 def figure_size(frames: int) -> tuple[int, int]:
@@ -38,7 +41,10 @@ def figure_size(frames: int) -> tuple[int, int]:
 
 
 def _check_attention(model: VideoClassifier) -> None:
-    """A StadaptError before any decoding when the backbone's plugin does not provide `block_attention`."""
+    """A StadaptError before any decoding when the backbone's plugin does not provide `block_attention`, or
+    when the tuning method changes the attention itself (its hooks at `attn_in`, between the block's norm
+    and its attention, or replacing the attention body: ZeroI2V's head shift): a map recomputed from the
+    block's own projections would not be the attention the adapted model computes."""
     backbone = model.backbone
     if type(backbone).block_attention is FrameBackbone.block_attention:
         raise StadaptError(
@@ -46,6 +52,23 @@ def _check_attention(model: VideoClassifier) -> None:
             "(FrameBackbone.block_attention, an optional part of the plugin contract)",
             "ask the plugin's authors for block_attention, or use a backbone whose plugin has it",
         )
+    hooks = model.block_hooks(adapted=True)
+    changed = [point for point in ("attn_in", "attn_body") if getattr(hooks, point, None) is not None]
+    if changed:
+        raise StadaptError(
+            f"tuning={model.tuner.name} changes the attention itself (at the block loop's {' and '.join(changed)}), "
+            "so the last block's attention recomputed from its projections would not be the adapted model's",
+            "visualize a model of a method that keeps the backbone's attention (`stadapt methods` lists them)",
+        )
+
+
+def image_model(model: VideoClassifier, rebuild: Callable[[], VideoClassifier]) -> VideoClassifier:
+    """The model whose backbone is the image model "before" adaptation: `model` itself when its method
+    trained no backbone parameter (its hooks are left out below), else `rebuild()`, the same config on its
+    recorded backbone weights with none of its trained tensors."""
+    if any(key.startswith("backbone.") for key in model.trainable_state_dict()):
+        return rebuild()
+    return model
 
 
 def _last_attention_input(model: VideoClassifier, images: torch.Tensor, adapted: bool) -> torch.Tensor:
@@ -57,11 +80,13 @@ def _last_attention_input(model: VideoClassifier, images: torch.Tensor, adapted:
 
 
 @torch.no_grad()
-def attention_maps(model: VideoClassifier, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_maps(model: VideoClassifier, clip: torch.Tensor,
+                   before: VideoClassifier | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(before, after): the last block's [CLS] attention over the patch grid, each (T, grid_h, grid_w)
     float32 summing to 1 per frame, for one normalised clip (3, T, S, S) or (1, 3, T, S, S).
 
-    before = the plain image model (the same backbone, adapters skipped); after = the adapted model.
+    before = the plain image model: the backbone of `before` (default: `model`'s own, right when its method
+    trained no backbone parameter: see `image_model`) without the method's hooks; after = the adapted model.
     """
     _check_attention(model)
     if clip.ndim == 5:
@@ -74,12 +99,12 @@ def attention_maps(model: VideoClassifier, clip: torch.Tensor) -> tuple[torch.Te
     layout = model.backbone.block_layouts()[-1]
     grid_h, grid_w = layout.grid
     prefix = layout.prefix_tokens
-    param = next(model.backbone.parameters())
-    images = clip.transpose(0, 1).to(param.device, param.dtype)  # (T, 3, S, S): one clip, frames contiguous
     out = []
-    for adapted in (False, True):
-        tokens = _last_attention_input(model, images, adapted)
-        weights = model.backbone.block_attention(model.num_blocks - 1, tokens).float()
+    for source, adapted in ((before if before is not None else model, False), (model, True)):
+        param = next(source.backbone.parameters())
+        images = clip.transpose(0, 1).to(param.device, param.dtype)  # (T, 3, S, S): one clip, frames contiguous
+        tokens = _last_attention_input(source, images, adapted)
+        weights = source.backbone.block_attention(source.num_blocks - 1, tokens).float()
         weights = weights.reshape(frames, -1)[:, prefix:]
         weights = weights / weights.sum(dim=-1, keepdim=True)
         out.append(weights.reshape(frames, grid_h, grid_w).float().cpu())
@@ -115,8 +140,10 @@ def plot_attention(
     *,
     title: str = "",
     indices: list[int] | None = None,
+    method: str = "st_adapter",
 ) -> Path:
-    """Write the PNG: 3 rows (the frames; before; after) x T columns, maps overlaid as heat maps.
+    """Write the PNG: 3 rows (the frames; before; after, titled with the tuning `method`) x T columns,
+    maps overlaid as heat maps.
 
     Before and after of one frame share a colour scale (0 to the larger of their maxima), so the two
     rows compare directly. The size in pixels is `figure_size(T)`.
@@ -146,7 +173,7 @@ def plot_attention(
                 label = f"t={t}" if indices is None else f"t={t} (frame {indices[t]})"
                 ax.set_title(label, fontsize=8, pad=2)
             if t == 0:
-                ax.set_ylabel(ROWS[row], fontsize=9)
+                ax.set_ylabel(ROWS[row].format(method=method), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.12 * TITLE_IN * DPI / height_px, va="top")
     save_figure(fig, out, dpi=DPI)
@@ -172,6 +199,7 @@ def visualize(
     unless `overwrite`. The title names the predicted class and its probability. The model runs in
     `precision` ("auto": the run's on this device, float32 on the CPU).
     """
+    from stadapt.checkpoints.load import build_untrained, open_checkpoint
     from stadapt.errors import VideoDecodeError
     from stadapt.inference.loading import load_for_inference
     from stadapt.runs.lookup import resolve_target
@@ -192,12 +220,14 @@ def visualize(
     model = load_for_inference(checkpoint_dir, backbone_weights=backbone_weights, device=resolve_device(device),
                                precision=precision)
     _check_attention(model)  # a clear error before decoding anything
+    plain = image_model(model, lambda: build_untrained(open_checkpoint(checkpoint_dir), device=model.device,
+                                                       backbone_weights=backbone_weights))
     clip, shown, indices = load_video_clip(video, model.input_spec)
     with torch.no_grad(), model.autocast():
-        before, after = attention_maps(model, clip)
+        before, after = attention_maps(model, clip, plain)
         probs = model(clip[None].to(model.device)).float().softmax(dim=-1)[0].cpu()
     best = int(probs.argmax())
     name = model.classes[best] if best < len(model.classes) else f"class {best}"
     query = "[CLS]" if model.backbone.block_layouts()[-1].prefix_tokens else "mean-query"  # Swin, SigLIP: no CLS
     title = f"{video.name}: predicted {name!r} ({100 * float(probs[best]):.1f}%)  -  last-block {query} attention"
-    return plot_attention(shown, before, after, out, title=title, indices=indices)
+    return plot_attention(shown, before, after, out, title=title, indices=indices, method=model.tuner.name)
