@@ -22,6 +22,7 @@ EXTRA_OF = {
     "wandb": "wandb",
     "torchcodec": "torchcodec",
     "classy_vision": "swag",
+    "peft": "peft",
 }
 
 

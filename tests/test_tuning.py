@@ -120,7 +120,7 @@ def test_adapters_with_a_fine_tuning_mode_are_refused():
     with pytest.raises(ValueError, match="trains no adapters"):
         ModelConfig("clip:tiny", 5, FRAMES, AdapterConfig(16), tuning="full_finetune")
     with pytest.raises(ValueError, match="tuning must be one of"):
-        ModelConfig("clip:tiny", 5, FRAMES, None, tuning="lora")
+        ModelConfig("clip:tiny", 5, FRAMES, None, tuning="no_such_method")
 
 
 def test_partial_fine_tuning_needs_block_modules_from_the_plugin(monkeypatch):
@@ -371,7 +371,7 @@ def test_bench_train_rejects_unknown_modes():
     from stadapt.tools.bench.train_memory import bench_train_memory
 
     with pytest.raises(StadaptError, match="unknown tuning mode"):
-        bench_train_memory("clip:tiny", modes=["st_adapter", "lora"], device="cpu")
+        bench_train_memory("clip:tiny", modes=["st_adapter", "no_such_method"], device="cpu")
 
 
 def test_quick_gelu_keeps_one_tensor_for_backward_and_matches_open_clip():

@@ -1,8 +1,10 @@
 """stadapt's built-in tuning methods, registered under `stadapt.tuners` exactly as a third party's are:
-`st_adapter` (the paper's method), its baselines `linear`, `full_finetune` and `partial_finetune`, and `aim`."""
+`st_adapter` (the paper's method), its baselines `linear`, `full_finetune` and `partial_finetune`, `aim`, and
+Hugging Face PEFT's `lora`, `dora` and `ia3` (peft imported only when a model is built)."""
 
 from stadapt_tuners.aim import AimTuner
 from stadapt_tuners.baselines import FullFinetune, LinearProbe, PartialFinetune
+from stadapt_tuners.peft_methods import DoraTuner, Ia3Tuner, LoraTuner
 from stadapt_tuners.st_adapter import StAdapterTuner
 
 st_adapter = StAdapterTuner()
@@ -10,6 +12,9 @@ linear = LinearProbe()
 full_finetune = FullFinetune()
 partial_finetune = PartialFinetune()
 aim = AimTuner()
+lora = LoraTuner()
+dora = DoraTuner()
+ia3 = Ia3Tuner()
 
-__all__ = ["AimTuner", "FullFinetune", "LinearProbe", "PartialFinetune", "StAdapterTuner", "full_finetune", "linear",
-           "aim", "partial_finetune", "st_adapter"]
+__all__ = ["AimTuner", "DoraTuner", "FullFinetune", "Ia3Tuner", "LinearProbe", "LoraTuner", "PartialFinetune",
+           "StAdapterTuner", "aim", "dora", "full_finetune", "ia3", "linear", "lora", "partial_finetune", "st_adapter"]

@@ -166,7 +166,7 @@ def _rebuild(contract: Contract, backbone_weights: str | Path | None, path: str 
             "pass their new location with backbone_weights=... (CLI: --backbone-weights)",
         )
     built = build_model(config, weights=source)
-    check_weights_fingerprint(built.model, recorded.get("fingerprint"), str(source))
+    check_weights_fingerprint(built, recorded.get("fingerprint"), str(source))
     return built
 
 

@@ -230,6 +230,8 @@ class VideoClassifier(nn.Module):
         super().train(mode)
         if self.backbone_frozen:
             self.backbone.eval()  # a frozen backbone keeps its inference behaviour (dropout, drop-path off)
+            for module in self.tuner.train_mode_modules(self.parts()):  # but for a method's injected layers
+                module.train(mode)
         return self
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
@@ -314,11 +316,13 @@ def load_backbone_weights(backbone: FrameBackbone, plugin: BackbonePlugin, varia
     return report
 
 
-def check_weights_fingerprint(model: VideoClassifier, expected: str | None, source: str) -> None:
-    """Fail when the backbone weights differ from those a checkpoint was trained on."""
+def check_weights_fingerprint(built: BuiltModel, expected: str | None, source: str) -> None:
+    """Fail when the backbone weights differ from those a checkpoint was trained on. The fingerprint is the
+    one `build_model` took of the loaded backbone before the method was attached: a method that injects its
+    layers into the backbone (PEFT's LoRA) changes its state dict's keys, never the weights loaded."""
     if expected is None:
         return
-    found = fingerprint(model.backbone)
+    found = built.weights["fingerprint"] if built.weights else fingerprint(built.model.backbone)
     if found != expected:
         raise WeightsError(
             f"backbone weights from {source} differ from those the checkpoint was trained with "

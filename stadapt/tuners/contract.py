@@ -147,6 +147,12 @@ class Tuner(ABC):
         keyed twice in a state dict."""
         return NO_HOOKS
 
+    def train_mode_modules(self, parts: Mapping[str, nn.Module]) -> Sequence[nn.Module]:
+        """Modules inside a frozen backbone that follow the model's train / eval mode while the rest of the
+        backbone keeps its inference behaviour: a method's layers injected into the backbone (PEFT's LoRA
+        layers), whose dropout must act in training. Default: none."""
+        return []
+
     @abstractmethod
     def trainable(self, parts: Mapping[str, nn.Module]) -> Sequence[nn.Module]:
         """The modules whose parameters train besides the head (which always trains), given the model's
