@@ -24,6 +24,13 @@ def bench(
     option: list[str] = typer.Option(None, "--option", metavar="KEY=VALUE",
                                      help="A backbone build option (repeatable), as backbone.options in a recipe, "
                                           "e.g. img_size=224 for a timm DINOv2."),
+    methods: str = typer.Option(None, "--methods", metavar="A,B,...",
+                                help="Compare these installed tuning methods side by side instead (`stadapt "
+                                     "methods` lists them), each with its default settings, every one against "
+                                     "--reference in the same run: parameters, GFLOPs, latency, throughput "
+                                     "and its ratio with the spread of the runs. --bottleneck is then unused."),
+    reference: str = typer.Option("st_adapter", "--reference", metavar="METHOD",
+                                  help="With --methods: the method the ratios are taken to (added when not listed)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
 ) -> None:
@@ -32,7 +39,8 @@ def bench(
     throughput (videos/s) at --batch, for the frozen backbone + head and for the
     same backbone with adapters, in eval mode on random clips (400 classes). The runs of the two models
     alternate so machine noise hits both alike. On the CPU the defaults keep ViT-B/16 to a few minutes;
-    --batch and --runs scale the work."""
+    --batch and --runs scale the work. With --methods, the listed tuning methods side by side instead,
+    each against --reference (st_adapter) in the same run."""
     from stadapt.cli.reports import show_report
     from stadapt.errors import StadaptError
     from stadapt.tools.bench.inference import bench_inference, format_report
@@ -43,8 +51,16 @@ def bench(
     from stadapt.recipe.overrides import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
+    say = None if quiet else lambda m: typer.echo(m, err=True)
+    if methods is not None:
+        from stadapt.tools.bench.side_by_side import bench_methods, format_methods_report
+
+        compared = bench_methods(backbone, methods.split(","), reference=reference, frames=frames, batch=batch,
+                                 latency_runs=runs, throughput_runs=runs, device=device, precision=precision,
+                                 compile=compile, options=options, progress=say)
+        show_report(format_methods_report(compared), compared, json_out, announce=not quiet)
+        return
     report = bench_inference(backbone, frames=frames, bottleneck=bottleneck, batch=batch, latency_runs=runs,
                              throughput_runs=runs, device=device, precision=precision, compile=compile,
-                             options=options,
-                             progress=None if quiet else lambda m: typer.echo(m, err=True))
+                             options=options, progress=say)
     show_report(format_report(report), report, json_out, announce=not quiet)

@@ -16,9 +16,15 @@ def bench_train(
     accumulation: int = typer.Option(1, "--accumulation", min=1,
                                      help="Micro-batches accumulated per optimizer step, as the loop runs them."),
     steps: int = typer.Option(3, "--steps", min=1, help="Measured steps per mode (after one warm-up step)."),
-    modes: str = typer.Option("st_adapter,full_finetune", "--modes",
-                              help="Comma-separated tuning modes: st_adapter, linear, full_finetune, "
-                                   "partial_finetune."),
+    modes: str = typer.Option(None, "--modes",
+                              help="Comma-separated installed tuning methods (`stadapt methods`), each with its "
+                                   "default settings. Default: st_adapter,full_finetune (and their ratio)."),
+    methods: str = typer.Option(None, "--methods", metavar="A,B,...",
+                                help="Compare these installed tuning methods side by side instead, each against "
+                                     "--reference: GFLOPs per clip, step time and peak memory with their ratios "
+                                     "to the reference's."),
+    reference: str = typer.Option("st_adapter", "--reference", metavar="METHOD",
+                                  help="With --methods: the method the ratios are taken to (added when not listed)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16 (autocast), as "
                                                               "train.precision."),
@@ -37,12 +43,15 @@ def bench_train(
     """Measure training memory and speed per tuning mode: the training loop's own step (forward, backward,
     accumulation, AdamW step) on random clips (autocast and backbone storage of train.precision=auto and
     train.backbone_storage=auto). On the CPU each mode runs in a fresh process and memory is the peak
-    resident-set growth over the built model; on CUDA it is torch.cuda.max_memory_allocated."""
+    resident-set growth over the built model; on CUDA it is torch.cuda.max_memory_allocated. With --methods,
+    the listed methods side by side, each against --reference (st_adapter), with GFLOPs per clip."""
     from stadapt.cli.reports import show_report
-    from stadapt.tools.bench.train_memory import bench_train_memory, format_report
-
-    chosen = [m.strip() for m in modes.split(",") if m.strip()]
     from stadapt.errors import StadaptError
+    from stadapt.tools.bench.train_memory import DEFAULT_MODES, bench_train_memory, format_report
+
+    if modes is not None and methods is not None:
+        raise StadaptError("--modes and --methods both given", "pass one: --methods compares against --reference")
+    chosen = [m.strip() for m in (modes or ",".join(DEFAULT_MODES)).split(",") if m.strip()]
     from stadapt.vocabulary import BACKBONE_STORAGES, CHECKPOINTING_WORDS, PRECISIONS, checkpointing_level
 
     level = checkpointing_level(checkpointing)
@@ -54,9 +63,16 @@ def bench_train(
     from stadapt.recipe.overrides import parse_override
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
-    report = bench_train_memory(backbone, frames=frames, micro_batch=micro_batch, accumulation=accumulation,
-                                steps=steps, modes=chosen, options=options,
-                                device=device, precision=precision, backbone_storage=backbone_storage,
-                                checkpointing=level,
-                                progress=None if quiet else lambda m: typer.echo(m, err=True))
+    say = None if quiet else lambda m: typer.echo(m, err=True)
+    settings = dict(micro_batch=micro_batch, accumulation=accumulation, steps=steps, device=device,
+                    precision=precision, backbone_storage=backbone_storage, checkpointing=level)
+    if methods is not None:
+        from stadapt.tools.bench.train_side_by_side import bench_train_methods, format_methods_report
+
+        compared = bench_train_methods(backbone, methods.split(","), reference=reference, frames=frames,
+                                       options=options, progress=say, **settings)
+        show_report(format_methods_report(compared), compared, json_out, announce=not quiet)
+        return
+    report = bench_train_memory(backbone, frames=frames, modes=chosen, options=options, progress=say,
+                                **settings)
     show_report(format_report(report), report, json_out, announce=not quiet)

@@ -173,16 +173,18 @@ def _time_models(models: Mapping[str, Any], inputs: Mapping[int, Any], dev: Any,
             torch.cuda.synchronize(dev)
         return time.perf_counter() - tick
 
-    for name in MODELS:
+    order = list(models)  # the pair's: MODELS; `bench --methods`: the methods as listed
+    for name in order:
         for n in inputs:
             for _ in range(chosen["warmup"]):
                 timed(name, n)
-    times: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in MODELS}
+    times: dict[str, dict[str, list[float]]] = {name: {"latency": [], "throughput": []} for name in order}
+    count = "the two" if len(order) == 2 else f"the {len(order)}"
     for what, n, runs in (("latency", 1, chosen["latency_runs"]),
                           ("throughput", chosen["batch"], chosen["throughput_runs"])):
-        say(f"measuring {what} (batch {n}): {runs} run(s), alternating the two models...")
+        say(f"measuring {what} (batch {n}): {runs} run(s), alternating {count} models...")
         for run in range(runs):
-            for name in MODELS if run % 2 == 0 else MODELS[::-1]:
+            for name in order if run % 2 == 0 else order[::-1]:
                 times[name][what].append(timed(name, n))
     return times
 
@@ -242,12 +244,13 @@ def relative_spread(values: Sequence[float]) -> float | None:
     return (max(values) - min(values)) / middle if middle > 0 else float("inf")
 
 
-def measurement_spread(results: dict[str, dict[str, Any]], ratio: dict[str, Any]) -> dict[str, Any]:
-    """Per measure (latency, throughput): each model's relative spread, the larger of the two, the
-    effect the ratio claims (|ratio - 1|) and whether the spread is larger than it (`noisy`)."""
+def measurement_spread(results: dict[str, dict[str, Any]], ratio: dict[str, Any],
+                       names: Sequence[str] = MODELS) -> dict[str, Any]:
+    """Per measure (latency, throughput): the relative spread of each of the two models `names`, the larger
+    of the two, the effect the ratio claims (|ratio - 1|) and whether the spread is larger than it (`noisy`)."""
     spread: dict[str, Any] = {}
     for what, key in (("latency", "latency_ms_all"), ("throughput", "throughput_all")):
-        per_model = {name: relative_spread(results[name][key]) for name in MODELS}
+        per_model = {name: relative_spread(results[name][key]) for name in names}
         known = [v for v in per_model.values() if v is not None]
         largest = max(known) if len(known) == len(per_model) else None
         effect = abs(ratio[what] - 1.0)

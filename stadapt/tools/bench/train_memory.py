@@ -93,8 +93,10 @@ def measure_mode(
     num_classes: int = 400,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    flops: bool = False,
 ) -> dict[str, Any]:
-    """Measure one tuning mode in THIS process (see the module docstring for what is measured)."""
+    """Measure one tuning mode in THIS process (see the module docstring for what is measured); `flops`: also
+    the GFLOPs of one clip's forward pass, counted after the peak was read."""
     import itertools
 
     import torch
@@ -107,10 +109,7 @@ def measure_mode(
                                                  num_classes=num_classes, seed=seed, options=options)
     model = built.model
     model.to(dev).train()
-    size = built.variant.image_size
-    generator = torch.Generator().manual_seed(seed)
-    batch = {"video": torch.randn(micro_batch, 3, frames, size, size, generator=generator),
-             "label": torch.randint(0, num_classes, (micro_batch,), generator=generator), "replaced": [], "skipped": []}
+    batch = _random_batch(micro_batch, frames, built.variant.image_size, num_classes, seed)
     optimizer, scaler, lr = _optimizer(model, dev, prec)
     step = TrainStep(model, optimizer, scaler, precision=prec, device=dev,
                      plan=plan_batches(micro_batch * accumulation, micro_batch, 1))
@@ -149,11 +148,31 @@ def measure_mode(
         "checkpointing": checkpointing,
         "memory_method": method,
     }
+    if flops:
+        result["gflops_per_clip"] = _gflops_per_clip(model, batch["video"][:1].to(dev), dev, prec)
     del model, optimizer, step, batch, built
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
     return result
+
+
+def _random_batch(micro_batch: int, frames: int, size: int, num_classes: int, seed: int) -> dict[str, Any]:
+    """One random micro-batch as the loader hands it to the step: normalised clips and labels."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {"video": torch.randn(micro_batch, 3, frames, size, size, generator=generator),
+            "label": torch.randint(0, num_classes, (micro_batch,), generator=generator), "replaced": [], "skipped": []}
+
+
+def _gflops_per_clip(model: Any, clip: Any, dev: Any, prec: Any) -> float:
+    """GFLOPs of one clip's forward pass in eval mode, under the precision's autocast (stadapt.tools.bench.flops)."""
+    from stadapt.tools.bench.flops import count_flops
+
+    model.eval()
+    with prec.autocast(dev):
+        return count_flops(model, clip) / 1e9
 
 
 def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, precision: str, backbone_storage: str,
@@ -246,25 +265,17 @@ def bench_train_memory(
     num_classes: int = 400,
     options: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    flops: bool = False,
 ) -> dict[str, Any]:
     """Peak training memory and median step time of each tuning mode on `device` (module docstring:
-    how); with st_adapter and full_finetune both measured, their ratios under `ratio`."""
+    how); with st_adapter and full_finetune both measured, their ratios under `ratio`. `flops`: each mode's
+    GFLOPs per clip too (`bench-train --methods`)."""
     import torch
 
     from stadapt.backbones.registry import parse_backbone
     from stadapt.runtime.device import resolve_device
     from stadapt.runtime.precision import resolve_precision
-    from stadapt.tuners import installed_tuners
-
-    modes = list(dict.fromkeys(modes))
-    unknown = [m for m in modes if m not in installed_tuners()]
-    if unknown or not modes:
-        raise StadaptError(f"unknown tuning mode(s) {', '.join(unknown) or '(none given)'}",
-                           f"choose from {', '.join(installed_tuners())}")
-    for name, value in (("frames", frames), ("micro_batch", micro_batch), ("accumulation", accumulation),
-                        ("steps", steps)):
-        if value < 1:
-            raise StadaptError(f"{name} must be at least 1, got {value}")
+    modes = _checked_modes(modes, frames=frames, micro_batch=micro_batch, accumulation=accumulation, steps=steps)
     plugin, variant = parse_backbone(backbone, dict(options or {}))  # an unknown backbone fails here, in one line
     backbone = f"{plugin.name}:{variant.name}"
     dev = resolve_device(device)
@@ -273,7 +284,8 @@ def bench_train_memory(
     prec = resolve_precision(precision, dev)
     settings = dict(backbone=backbone, frames=frames, micro_batch=micro_batch, accumulation=accumulation, steps=steps,
                     warmup=warmup, device=str(dev), precision=precision, backbone_storage=backbone_storage,
-                    checkpointing=checkpointing, num_classes=num_classes, options=dict(options or {}))
+                    checkpointing=checkpointing, num_classes=num_classes, options=dict(options or {}),
+                    **({"flops": True} if flops else {}))
     results = {}
     for mode in modes:
         if progress is not None:
@@ -310,6 +322,21 @@ def bench_train_memory(
         report["ratio"] = {"of": f"{top} / {base}", "peak_increase": ratio("peak_increase_bytes"),
                            "peak": ratio("peak_bytes"), "step_seconds": ratio("step_seconds")}
     return report
+
+
+def _checked_modes(modes: Sequence[str], **sizes: int) -> list[str]:
+    """The modes without repeats; an unknown mode or a size below 1 is refused in one line."""
+    from stadapt.tuners import installed_tuners
+
+    modes = list(dict.fromkeys(modes))
+    unknown = [m for m in modes if m not in installed_tuners()]
+    if unknown or not modes:
+        raise StadaptError(f"unknown tuning mode(s) {', '.join(unknown) or '(none given)'}",
+                           f"choose from {', '.join(installed_tuners())}")
+    for name, value in sizes.items():
+        if value < 1:
+            raise StadaptError(f"{name} must be at least 1, got {value}")
+    return modes
 
 
 def _cpu_name() -> str:
