@@ -1,0 +1,144 @@
+"""ZeroI2V's modules (imported only when a model is built): its linear adapter, the adapters of one block, the
+temporal embedding and STDHA, the block's own attention re-run with channels of its keys and values taken from
+the neighbouring frames; and the folds of an adapter into the linear layer before or after it (the merge)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from stadapt.backbones.attention import AttentionProjections
+
+
+class LinearAdapter(nn.Module):
+    """x + scale * fc2(dropout(fc1(x))): ZeroI2V's LinearAdapter (D_fc1, D_fc2). No activation, so that it folds
+    into the linear layer next to it. Initialised as upstream's init_weights does (fc1 trunc-normal 0.02, bias 0;
+    fc2 zero): a fresh adapter is the identity."""
+
+    def __init__(self, width: int, mlp_ratio: float, scale: float, dropout: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.scale = scale
+        self.fc1 = nn.Linear(width, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, width)
+        nn.init.trunc_normal_(self.fc1.weight, std=0.02)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.dropout(self.fc1(x))) * self.scale
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, c) in float64 with adapter(x) == M x + c in eval mode: M = I + s W2 W1, c = s (W2 b1 + b2)
+        (upstream's tools/weight_reparam.py reparameterize_LinearAdapter)."""
+        w1, b1 = self.fc1.weight.double(), self.fc1.bias.double()
+        w2, b2 = self.fc2.weight.double(), self.fc2.bias.double()
+        eye = torch.eye(w2.shape[0], dtype=torch.float64, device=w2.device)
+        return eye + self.scale * (w2 @ w1), self.scale * (w2 @ b1 + b2)
+
+
+class ZeroI2VBlock(nn.Module):
+    """One block's adapters, upstream's T_Adapter_in, S_Adapter, MLP_Adapter and (num_tadapter 2) MLP_Adapter_out."""
+
+    mlp_adapter_out: LinearAdapter | None
+
+    def __init__(self, width: int, settings: Any) -> None:
+        super().__init__()
+        args = (width, settings.mlp_ratio, settings.adapter_scale, settings.adapter_dropout)
+        self.t_adapter_in = LinearAdapter(*args)
+        self.s_adapter = LinearAdapter(*args)
+        self.mlp_adapter = LinearAdapter(*args)
+        self.mlp_adapter_out = LinearAdapter(*args) if settings.num_tadapter == 2 else None
+
+
+class ZeroI2VModules(nn.Module):
+    """Keys `adapters.temporal_embedding` (1, T, C) and `adapters.blocks.<i>.<adapter>.fc1/fc2`; a merged
+    model's (settings.merged) hold the temporal embedding only."""
+
+    temporal_embedding: nn.Parameter | None
+
+    def __init__(self, widths: list[int], num_frames: int, settings: Any) -> None:
+        super().__init__()
+        self.num_frames = num_frames
+        self.shift_div = int(settings.shift_div)
+        self.long_shift_div = int(settings.long_shift_div)
+        self.long_shift_right = bool(settings.long_shift_right)
+        self.blocks = nn.ModuleList([] if settings.merged else [ZeroI2VBlock(width, settings) for width in widths])
+        self.temporal_embedding = (nn.Parameter(torch.zeros(1, num_frames, widths[0]))
+                                   if settings.temporal_embedding else None)
+
+    def block(self, index: int) -> ZeroI2VBlock:
+        """Block `index`'s adapters (typed: nn.ModuleList items are plain modules to a type checker)."""
+        return cast(ZeroI2VBlock, self.blocks[index])
+
+    def add_temporal_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(N*T, L, C) embedded tokens, a clip's T frames contiguous: frame t of every token gets
+        temporal_embedding[0, t] (upstream's '(b t) n d -> (b n) t d' + temporal_embedding)."""
+        assert self.temporal_embedding is not None
+        frames = self.num_frames
+        clips = x.reshape(-1, frames, *x.shape[1:])
+        embedding = self.temporal_embedding.to(x.dtype).reshape(1, frames, *([1] * (x.ndim - 2)), x.shape[-1])
+        return (clips + embedding).reshape(x.shape)
+
+    def folds(self, width: int) -> tuple[int, int]:
+        """(fold, long_fold): the channels of k and v each shift moves (upstream's C // n_div, C // long_shift_div;
+        0: no long shift)."""
+        return width // self.shift_div, width // self.long_shift_div if self.long_shift_div > 0 else 0
+
+    def stdha(self, projections: AttentionProjections, y: torch.Tensor) -> torch.Tensor:
+        """STDHA on the normed tokens y (N*T, L, C): the packed in-projection, then, over the whole width of k and
+        v (before the heads split), channels [0, f) from frame t-1 and [f, 2f) from frame t+1 (edge frames keep
+        their own), the optional long shift ([2f, 2f+g) from t-2, with long_shift_right [2f+g, 2f+2g) from t+2),
+        then scaled dot-product attention, the output projection and the layer scale. The shifted channels are
+        written into the projection's output in place: the only copy is of those channels."""
+        n, length = y.shape[0], y.shape[1]
+        frames, heads = self.num_frames, projections.num_heads
+        qkv = F.linear(y.reshape(n, length, -1), projections.qkv_weight, projections.qkv_bias)
+        inner = qkv.shape[-1] // 3
+        fold, long_fold = self.folds(inner)
+        _shift_frames_(qkv.view(n // frames, frames, length, 3, inner)[:, :, :, 1:], fold, long_fold,
+                       self.long_shift_right)
+        q, k, v = qkv.view(n, length, 3, heads, inner // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return projections.attend(q, k, v).reshape(y.shape)
+
+
+def _shift_frames_(kv: torch.Tensor, fold: int, long_fold: int, long_right: bool) -> None:
+    """In place on kv (clips, T, L, 2, C): upstream's TemporalShift (stdha.py, divide_head=False, stride 1, and
+    stdha_ablation.py's long_shift_right) on k and v at once, from a copy of the moved channels only."""
+    end = 2 * fold + long_fold * (2 if long_right else 1)
+    source = kv[..., :end].clone()
+    kv[:, 1:, ..., :fold] = source[:, :-1, ..., :fold]  # from frame t-1 ("shift left" upstream)
+    kv[:, :-1, ..., fold:2 * fold] = source[:, 1:, ..., fold:2 * fold]  # from frame t+1
+    if long_fold:
+        lo = 2 * fold
+        kv[:, 2:, ..., lo:lo + long_fold] = source[:, :-2, ..., lo:lo + long_fold]  # from frame t-2
+        if long_right:
+            lo += long_fold
+            kv[:, :-2, ..., lo:lo + long_fold] = source[:, 2:, ..., lo:lo + long_fold]  # from frame t+2
+
+
+@torch.no_grad()
+def fold_before(weight: torch.Tensor, bias: torch.Tensor, adapter: LinearAdapter) -> None:
+    """layer(adapter(x)) as one layer, in place: W' = W M, b' = W c + b (upstream's fuse_Adapter2Proj with the
+    adapter first: T_Adapter_in into the q/k/v projection, MLP_Adapter into the MLP's first layer)."""
+    m, c = adapter.affine()
+    w = weight.double()
+    new_weight, new_bias = w @ m, w @ c + bias.double()
+    weight.copy_(new_weight.to(weight.dtype))
+    bias.copy_(new_bias.to(bias.dtype))
+
+
+@torch.no_grad()
+def fold_after(weight: torch.Tensor, bias: torch.Tensor, adapter: LinearAdapter) -> None:
+    """adapter(layer(x)) as one layer, in place: W' = M W, b' = M b + c (S_Adapter into the attention's output
+    projection, MLP_Adapter_out into the MLP's last layer)."""
+    m, c = adapter.affine()
+    new_weight, new_bias = m @ weight.double(), m @ bias.double() + c
+    weight.copy_(new_weight.to(weight.dtype))
+    bias.copy_(new_bias.to(bias.dtype))
