@@ -10,8 +10,8 @@ from stadapt.cli.logs import quiet_option
 
 
 def finetune_transfer(
-    source: Path = typer.Option(None, "--from", help="The Kinetics-400 ST-Adapter run (or checkpoint, or "
-                                                     "hf-hub:ORG/NAME) to start "
+    source: Path = typer.Option(None, "--from", help="The Kinetics-400 run of any tuning method (or "
+                                                     "checkpoint, or hf-hub:ORG/NAME) to start "
                                                      "from; default: the latest run under ./runs."),
     dataset: str = typer.Option(..., "--dataset", help="ucf101 or hmdb51."),
     root: Path = typer.Option(..., "--root", help="The data set as published (ucfTrainTestlist/ + UCF-101/, or "
@@ -26,9 +26,9 @@ def finetune_transfer(
                                                               "that exist (without it, a re-run continues)."),
     quiet: bool = quiet_option(help="No progress bars; the console shows warnings only."),
 ) -> None:
-    """Transfer a Kinetics-400 ST-Adapter model to UCF-101 or HMDB-51 as the paper does: new head,
-    backbone fixed, adapters at 1/10 learning rate and weight decay, 500 steps at batch 128, stride 8,
-    2x3 test views; prints per-split and mean top-1 and writes transfer.json.
+    """Transfer a Kinetics-400 model to UCF-101 or HMDB-51 as the paper does: new head, the source's
+    tuning method started from what it trained (adapters at 1/10 learning rate and weight decay), 500 steps
+    at batch 128, stride 8, 2x3 test views; prints per-split and mean top-1 and writes transfer.json.
 
     Re-running the same command picks up where it stopped: finished splits are read back, not retrained;
     an interrupted split continues from its last checkpoint; a changed setting is refused."""

@@ -1,10 +1,12 @@
-"""`stadapt finetune-transfer`: from a Kinetics-400 ST-Adapter run to UCF-101 / HMDB-51 (paper appendix).
+"""`stadapt finetune-transfer`: from a Kinetics-400 run to UCF-101 / HMDB-51 (paper appendix).
 
 For each official split: prepare the data set from its published layout, derive a recipe from the
-source run's (new classifier head, backbone fixed, adapters initialised from the source and trained
-at 1/10 of the learning rate and weight decay, 500 steps at batch 128, temporal stride 8, tested with
-2 temporal x 3 spatial views, everything else as the source), train it with the one training loop,
-and report per-split and mean top-1 (the paper reports the 3-split mean).
+source run's (new classifier head; the source's tuning method, with what it trained (adapters, and any
+backbone parameters it trains) initialised from the source, adapters trained at 1/10 of the learning rate
+and weight decay; 500 steps at batch 128, temporal stride 8, tested with 2 temporal x 3 spatial views,
+everything else as the source), train it with the one training loop, and report per-split and mean top-1
+(the paper reports the 3-split mean). Any installed method transfers: a linear probe's source gives only
+its frozen backbone.
 """
 
 from __future__ import annotations
@@ -34,25 +36,15 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[last] = value
 
 
-def _check_transferable(tuning: str) -> None:
-    """Transfer trains the source's own modules on a fixed backbone: a method with settings (modules of
-    its own) that keeps the backbone frozen."""
-    from stadapt.tuners import load_tuner
-
-    tuner = load_tuner(tuning)
-    if tuner.settings is None or tuner.backbone_train_mode or tuner.needs:
-        raise StadaptError(f"the source run trained with tuning={tuning}, which has no adapters on a frozen "
-                           "backbone to transfer", "transfer starts from an adapter run (e.g. tuning=st_adapter)")
-
-
-def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, init_from: Path, out: Path,
-                    overrides: Sequence[str] = (), check_files: bool = True) -> Any:
-    """The recipe of one split: the source run's recipe with the transfer setting and `overrides`
-    (`check_files=False` before the split's data is prepared)."""
+def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, origin: Path, init_from: Path | None,
+                    out: Path, overrides: Sequence[str] = (), check_files: bool = True) -> Any:
+    """The recipe of one split: the source run's recipe (its tuning method too) with the transfer setting
+    and `overrides` (`check_files=False` before the split's data is prepared). `origin`: the source
+    checkpoint; `init_from`: the same when its trained tensors start the split, None when it trained
+    nothing but its head (a linear probe: the frozen backbone is all there is to transfer)."""
     from stadapt.recipe import recipe_from_dict
 
     recipe = json.loads(json.dumps(source))  # a deep copy of plain data
-    _check_transferable(str(recipe.get("tuning") or "st_adapter"))
     for key, value in TRANSFER.items():
         _set(recipe, key, value)
     steps = TRANSFER["optim.steps"]
@@ -60,9 +52,9 @@ def transfer_recipe(source: dict[str, Any], *, name: str, data_root: Path, init_
     optim["warmup_steps"] = min(int(optim.get("warmup_steps") or 0), steps // 10)
     recipe["name"] = name
     recipe.setdefault("data", {}).update({"root": str(data_root), "train_list": "train.txt", "val_list": "val.txt"})
-    recipe.setdefault("model", {})["init_from"] = str(init_from)
+    recipe.setdefault("model", {})["init_from"] = str(init_from) if init_from is not None else None
     recipe["output"] = {"dir": str(out)}
-    return recipe_from_dict(recipe, source=f"finetune-transfer from {init_from}", overrides=list(overrides),
+    return recipe_from_dict(recipe, source=f"finetune-transfer from {origin}", overrides=list(overrides),
                             check_files=check_files)
 
 
@@ -173,8 +165,10 @@ def finetune_transfer(
         raise StadaptError(f"--splits must name official splits 1, 2 and/or 3, got {list(splits)}",
                            "e.g. --splits 1,2,3")
     checkpoint, _ = resolve_target(source, announce=False, prefer="last")  # as before best existed
-    meta, _ = read_checkpoint(checkpoint)
+    meta, tensors = read_checkpoint(checkpoint)
     recipe = meta.get("recipe")
+    # what the source trained besides its head starts each split (its head's classes are not the target's)
+    init_from = checkpoint.resolve() if any(not key.startswith("head.") for key in tensors) else None
     if not recipe:
         raise StadaptError(f"{checkpoint} records no training recipe",
                            "transfer from a checkpoint `stadapt train` wrote")
@@ -183,8 +177,8 @@ def finetune_transfer(
 
     def split_recipe(split: int, check_files: bool) -> Any:
         return transfer_recipe(recipe, name=f"{base}_split{split}", data_root=out / "data" / f"split{split}",
-                               init_from=checkpoint.resolve(), out=out / f"split{split}", overrides=overrides,
-                               check_files=check_files)
+                               origin=checkpoint.resolve(), init_from=init_from, out=out / f"split{split}",
+                               overrides=overrides, check_files=check_files)
 
     planned = {split: split_recipe(split, False) for split in splits}
     # every split's state is judged before any work: a changed setting is refused up front
