@@ -77,3 +77,34 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], classes: Sequence[str],
     save_figure(fig, out, dpi=110)
     plt.close(fig)
     return out
+
+
+def runs_comparison(points: Sequence[dict[str, Any]], out: Path, *, speed_label: str = "clips/s") -> Path:
+    """Top-1 against trainable parameters (log scale) and against clips/s, one point per run (`label`,
+    `method`, `top1` as a fraction or None, `trainable`, `clips_per_s`), coloured by method: where each
+    tuning method sits between accuracy, size and speed. Runs without a top-1 are listed below the axes."""
+    plt = _pyplot()
+    scored = [p for p in points if p.get("top1") is not None]
+    methods = sorted({str(p["method"]) for p in points})
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, key, label in ((axes[0], "trainable", "trainable parameters"), (axes[1], "clips_per_s", speed_label)):
+        for p in scored:
+            ax.scatter(p[key], 100 * p["top1"], color=colours[str(p["method"])], s=40, zorder=3)
+            ax.annotate(str(p["label"]), (p[key], 100 * p["top1"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 (%)")
+        ax.margins(x=0.3, y=0.15)  # room for the labels beside the points
+        ax.grid(alpha=0.3)
+    if scored and all(p["trainable"] > 0 for p in scored):
+        axes[0].set_xscale("log")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[m], label=m) for m in methods]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(methods), 6), fontsize=8, frameon=False)
+    missing = [str(p["label"]) for p in points if p.get("top1") is None]
+    if missing:
+        fig.text(0.01, 0.01, "not evaluated (no top-1): " + ", ".join(missing), fontsize=7)
+    fig.tight_layout(rect=(0, 0.04 if missing else 0, 1, 0.93))
+    save_figure(fig, out, dpi=110)
+    plt.close(fig)
+    return out

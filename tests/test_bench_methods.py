@@ -16,7 +16,7 @@ from stadapt.cli.bench import bench
 from stadapt.errors import StadaptError
 from stadapt.model.classifier import ModelConfig, build_model
 from stadapt.tools.bench.side_by_side import bench_methods, format_methods_report, method_names, unfit_reason
-from stadapt.tuners import load_tuner
+from stadapt.tuners import installed_tuners, load_tuner
 
 SWIN = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": [2, 2], "num_heads": [1, 2]}
 
@@ -59,7 +59,8 @@ def test_a_method_that_does_not_fit_gets_a_line_not_a_crash() -> None:
 
 def test_unknown_methods_are_refused_naming_the_installed_ones() -> None:
     assert method_names(["aim", "linear", "aim"]) == ["st_adapter", "aim", "linear"]
-    assert method_names(["linear", "st_adapter"]) == ["linear", "st_adapter"]
+    assert method_names(["linear", "st_adapter"]) == ["st_adapter", "linear"]
+    assert method_names(["all"]) == ["st_adapter", *(n for n in installed_tuners() if n != "st_adapter")]
     with pytest.raises(StadaptError, match="unknown tuning method.*nope.*installed ones: .*st_adapter"):
         method_names(["nope"])
 

@@ -19,6 +19,7 @@ from stadapt.cli import (
     bench,
     bench_data,
     bench_train,
+    compare,
     evaluate,
     export,
     extract_features,
@@ -73,6 +74,7 @@ app.command("bench")(bench.bench)
 app.command("bench-data")(bench_data.bench_data)
 app.command("bench-pipeline")(bench_data.bench_pipeline)
 app.command("bench-train")(bench_train.bench_train)
+app.command("compare")(compare.compare)
 app.command("export")(export.export)
 app.command("merge")(merge.merge)
 app.command("predict")(predict.predict)

@@ -25,7 +25,7 @@ def bench(
                                      help="A backbone build option (repeatable), as backbone.options in a recipe, "
                                           "e.g. img_size=224 for a timm DINOv2."),
     methods: str = typer.Option(None, "--methods", metavar="A,B,...",
-                                help="Compare these installed tuning methods side by side instead (`stadapt "
+                                help="Compare these installed tuning methods (or all) side by side instead (`stadapt "
                                      "methods` lists them), each with its default settings, every one against "
                                      "--reference in the same run: parameters, GFLOPs, latency, throughput "
                                      "and its ratio with the spread of the runs. --bottleneck is then unused."),

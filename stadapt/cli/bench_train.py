@@ -20,9 +20,9 @@ def bench_train(
                               help="Comma-separated installed tuning methods (`stadapt methods`), each with its "
                                    "default settings. Default: st_adapter,full_finetune (and their ratio)."),
     methods: str = typer.Option(None, "--methods", metavar="A,B,...",
-                                help="Compare these installed tuning methods side by side instead, each against "
-                                     "--reference: GFLOPs per clip, step time and peak memory with their ratios "
-                                     "to the reference's."),
+                                help="Compare these installed tuning methods (or all) side by side instead, each "
+                                     "against --reference: GFLOPs per clip, step time and peak memory with their "
+                                     "ratios to the reference's."),
     reference: str = typer.Option("st_adapter", "--reference", metavar="METHOD",
                                   help="With --methods: the method the ratios are taken to (added when not listed)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),

@@ -30,17 +30,18 @@ from stadapt.tools.bench.inference import (
 )
 
 REFERENCE = "st_adapter"  # what every other method is measured against (the paper's method); --reference
+ALL = "all"  # `--methods all`: every installed method
 
 
 def method_names(methods: Sequence[str], reference: str = REFERENCE) -> list[str]:
-    """The methods to measure: `methods` in their order with `reference` first when it is not among them,
-    duplicates dropped; a method that is not installed is refused in one line naming the installed ones."""
+    """The methods to measure: `reference` first (added when not listed), then `methods` in their order (`all`:
+    every installed method), duplicates dropped; a method that is not installed is refused in one line naming
+    the installed ones."""
     from stadapt.tuners import installed_tuners
 
-    names = list(dict.fromkeys([m.strip() for m in methods if m.strip()]))
-    if reference not in names:
-        names.insert(0, reference)
     installed = installed_tuners()
+    given = [m.strip() for m in methods if m.strip()]
+    names = list(dict.fromkeys([reference, *(name for m in given for name in (installed if m == ALL else [m]))]))
     unknown = [name for name in names if name not in installed]
     if unknown:
         raise StadaptError(f"unknown tuning method(s) {', '.join(unknown)}",
