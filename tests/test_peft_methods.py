@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from stadapt.model.classifier import ModelConfig, VideoClassifier, build_model
 from stadapt.model.merge import merge_model
 from stadapt.model.tuner_conformance import assert_tuner_conformant
+from stadapt.recipe.schema import Recipe
 from stadapt.tuners import ModelConfigError, load_tuner
 
 VIT = "timm:vit_tiny_test"  # timm's vit_tiny_patch16_224 at 32 px, patch 8, width 64, 3 blocks
@@ -95,6 +97,9 @@ def test_targets_blocks_and_dropout(monkeypatch: pytest.MonkeyPatch) -> None:
     fc1, fc2 = (ia3.backbone.get_submodule(f"model.blocks.0.mlp.{n}") for n in ("fc1", "fc2"))
     assert fc1.is_feedforward and fc2.is_feedforward and fc2.ia3_l["default"].shape == (1, 256)  # scales fc2's input
 
+    base = {"backbone": {"name": "clip:tiny"}, "data": {"root": "/x"}, "tuning": "lora"}
+    with pytest.raises(ValidationError, match=r"is empty, so tuning: lora would adapt no layer"):
+        Recipe.model_validate({**base, "lora": {"blocks": []}})
     with pytest.raises(ModelConfigError, match=r"lora.blocks: block 4 does not exist: clip:tiny has 4 blocks"):
         build_model(ModelConfig("clip:tiny", 5, 2, load_tuner("lora").read_settings({"blocks": [4]}), tuning="lora"))
     monkeypatch.setitem(sys.modules, "peft", None)
@@ -109,7 +114,7 @@ def test_a_checkpoint_round_trip_keeps_the_logits(tmp_path: Path) -> None:
     from stadapt.checkpoints.load import load_checkpoint
     from stadapt.data.input_spec import input_spec_from_data
 
-    config = ModelConfig("clip:tiny", 5, 2, load_tuner("dora").read_settings({"r": 2}), dropout=0.0, tuning="dora")
+    config = ModelConfig("clip:tiny", 5, 2, load_tuner("lora").read_settings({"r": 2}), dropout=0.0, tuning="lora")
     built = build_model(config, weights="synthetic")
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -118,7 +123,7 @@ def test_a_checkpoint_round_trip_keeps_the_logits(tmp_path: Path) -> None:
                 p.add_(0.2 * torch.randn(p.shape, generator=generator))
     spec = input_spec_from_data({"frames": 2, "sampling": "stride", "stride": 2, "views": "1x1"}, built.variant)
     tensors = built.model.trainable_state_dict()
-    assert "backbone.visual.transformer.resblocks.0.mlp.c_fc.lora_magnitude_vector.default.weight" in tensors
+    assert "backbone.visual.transformer.resblocks.0.mlp.c_fc.lora_B.default.weight" in tensors
     path = write_checkpoint(tmp_path / "ckpt", tensors, model_meta(built, None, input_spec=spec))
     loaded = load_checkpoint(path)
     clip = _clip(spec.image_size)

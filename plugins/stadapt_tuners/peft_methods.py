@@ -109,6 +109,18 @@ class PeftTuner(Tuner):
         """PEFT's config of the method on the layers `names`."""
         raise NotImplementedError
 
+    def recipe_problems(self, settings: Any) -> list[tuple[str, str]]:
+        """`blocks: []` would train the head alone; `merged` is what `Tuner.merge` records, not a choice."""
+        data = settings if isinstance(settings, Mapping) else {}
+        problems = []
+        if data.get("blocks") is not None and not data["blocks"]:
+            problems.append(("blocks", f"is empty, so tuning: {self.name} would adapt no layer (a linear probe); "
+                                       "list the blocks to adapt, or leave it unset for every block"))
+        if data.get("merged"):
+            problems.append(("merged", "is set when a trained model is merged (stadapt merge), not in a recipe: "
+                                       "remove it"))
+        return problems
+
     def check_fits(self, settings: Any, backbone: FrameBackbone, backbone_name: str) -> None:
         """Every index in `blocks` names a block, and `targets` selects a layer in each chosen block."""
         settings = self.read_settings(settings)
