@@ -1,10 +1,11 @@
 """The tuner conformance suite: the checks every tuning method passes, built-in or a third party's.
 
 Like the backbones' suite (stadapt.model.conformance), it builds the video model on a small backbone and
-checks what the `Tuner` contract promises: its default settings validate and survive a checkpoint's record;
-it attaches, or refuses in one line naming the hook and the backbone when a backbone lacks a hook it needs;
-exactly its declared parameters train (and learn); its trainable tensors, saved and loaded into a model
-rebuilt from the recorded config, give the same logits; `merge`, when it has one, keeps them (<= 1e-4).
+checks what the `Tuner` contract promises: its default settings validate, pass its recipe checks (given as a
+recipe gives them, plain data) and survive a checkpoint's record; it attaches, or refuses in one line naming
+the hook and the backbone when a backbone lacks a hook it needs; exactly its declared parameters train (and
+learn); its trainable tensors, saved and loaded into a model rebuilt from the recorded config, give the same
+logits; `merge`, when it has one, keeps them (<= 1e-4).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class _Subject:
 
 
 def _check_settings(s: _Subject) -> str:
-    """The default settings validate and survive a checkpoint's record (settings_dict, then read_settings)."""
+    """The default settings validate, pass `recipe_problems` as a recipe's section (plain data) and survive a
+    checkpoint's record (settings_dict, then read_settings)."""
     t = s.tuner
     if t.settings is None:
         assert t.read_settings(None) is None, "a method without settings read some from nothing"
@@ -62,6 +64,8 @@ def _check_settings(s: _Subject) -> str:
     settings = t.read_settings(None)
     record = json.loads(json.dumps(t.settings_dict(settings)))
     assert t.read_settings(record) == settings, "the settings do not survive their checkpoint record"
+    # a recipe hands recipe_problems its section as plain data: the defaults must pass it
+    assert t.recipe_problems(record) == [], f"recipe_problems refuses the default settings: {t.recipe_problems(record)}"
     assert ModelConfig.from_dict(json.loads(json.dumps(s.config().to_dict()))) == s.config(), \
         "the model config does not survive its checkpoint record"
     return f"section {t.section}"
@@ -153,7 +157,7 @@ def _check_merge(s: _Subject) -> str:
 
 
 CHECKS: list[tuple[str, Callable[[_Subject], str]]] = [
-    ("default settings validate and survive a checkpoint's record", _check_settings),
+    ("default settings validate, pass the recipe's checks and survive a checkpoint's record", _check_settings),
     ("a backbone lacking a needed hook is refused in one line", _check_needs),
     ("exactly the declared parameters train, and learn", _check_what_trains),
     ("the trainable tensors round-trip with the same logits", _check_round_trip),

@@ -127,7 +127,9 @@ class Tuner(ABC):
         return settings.model_dump(mode="json") if isinstance(settings, BaseModel) else dict(settings)
 
     def recipe_problems(self, settings: Any) -> list[tuple[str, str]]:
-        """(key within the section, problem) pairs a recipe is refused with, e.g. settings that train nothing."""
+        """(key within the section, problem) pairs a recipe is refused with, e.g. settings that train nothing.
+        `settings` is the recipe's section as plain data (a dict with the defaults filled in, as YAML and the
+        recipe give it), not the typed settings `read_settings` returns to `check_fits` and `attach`."""
         return []
 
     def check_fits(self, settings: Any, backbone: FrameBackbone, backbone_name: str) -> None:
