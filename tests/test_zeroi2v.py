@@ -198,3 +198,42 @@ def test_vit_b_16_counts_are_zeroi2vs():
                   if any(s in n for s in ("Adapter", "temporal_embedding", "ln_post", "cls_head")))
     assert counts["trainable"] == trained == 14_517_136
     assert counts["total"] == sum(p.numel() for p in port.parameters())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's notes on its legacy exporter
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the folds follow the weights' shapes: constants
+def test_stdha_exports_to_onnx_with_a_dynamic_batch():
+    """STDHA traced by the TorchScript ONNX exporter (what `stadapt export` falls back to) gives its values in
+    onnxruntime for another batch size (an in-place shift had exported wrongly)."""
+    import io
+
+    ort = pytest.importorskip("onnxruntime")
+    from torch import nn
+
+    from stadapt.backbones.attention import AttentionProjections
+    from stadapt_tuners.zeroi2v_modules import ZeroI2VModules
+
+    class Stdha(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.zero = ZeroI2VModules([24], T, ZeroI2VSettings(**LONG["right"]))
+            self.qkv, self.out = nn.Linear(24, 72), nn.Linear(24, 24)
+
+        def forward(self, y: torch.Tensor) -> torch.Tensor:
+            return self.zero.stdha(AttentionProjections(self.qkv.weight, self.qkv.bias, self.out, 2), y)
+
+    module, buffer = Stdha().eval(), io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(module, (torch.randn(2 * T, 5, 24),), buffer, opset_version=17, dynamo=False,
+                          input_names=["y"], dynamic_axes={"y": {0: "frames"}})
+        y = torch.randn(3 * T, 5, 24)
+        want = module(y)
+    got = ort.InferenceSession(buffer.getvalue()).run(None, {"y": y.numpy()})[0]
+    assert (torch.from_numpy(got) - want).abs().max() <= 1e-5
+
+
+def test_a_recipe_with_long_shift_right_but_no_long_shift_is_refused():
+    from stadapt_tuners import zeroi2v
+
+    assert zeroi2v.recipe_problems({"long_shift_right": True})[0][0] == "long_shift_right"
+    assert zeroi2v.recipe_problems({"long_shift_right": True, "long_shift_div": 12}) == []

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stadapt.errors import StadaptError
 from stadapt.tuners import BlockHooks, ModelConfigError, Tuner
@@ -71,6 +71,12 @@ class ZeroI2VTuner(Tuner):
     pooling = "norm_then_mean"
 
     def recipe_problems(self, settings: Any) -> list[tuple[str, str]]:
+        """`long_shift_right` without the long shift would shift nothing more (upstream ignores it)."""
+        if not isinstance(settings, ZeroI2VSettings):  # a recipe's section, as plain data
+            try:
+                settings = self.read_settings(settings)
+            except ValidationError:  # the recipe's validation names those problems itself
+                return []
         if settings.long_shift_right and settings.long_shift_div <= 0:
             return [("long_shift_right", "shifts from frame t+2 only with the long shift: set long_shift_div > 0")]
         return []

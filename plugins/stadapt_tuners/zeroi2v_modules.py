@@ -95,32 +95,44 @@ class ZeroI2VModules(nn.Module):
         """STDHA on the normed tokens y (N*T, L, C): the packed in-projection, then, over the whole width of k and
         v (before the heads split), channels [0, f) from frame t-1 and [f, 2f) from frame t+1 (edge frames keep
         their own), the optional long shift ([2f, 2f+g) from t-2, with long_shift_right [2f+g, 2f+2g) from t+2),
-        then scaled dot-product attention, the output projection and the layer scale. The shifted channels are
-        written into the projection's output in place: the only copy is of those channels."""
+        then scaled dot-product attention, the output projection and the layer scale. k and v are shifted
+        together, out of place (an in-place write into the projection's output exports wrongly to ONNX): one
+        copy of k and v, no loop over frames."""
         n, length = y.shape[0], y.shape[1]
         frames, heads = self.num_frames, projections.num_heads
-        qkv = F.linear(y.reshape(n, length, -1), projections.qkv_weight, projections.qkv_bias)
-        inner = qkv.shape[-1] // 3
+        qkv = F.linear(y, projections.qkv_weight, projections.qkv_bias)
+        inner = projections.qkv_weight.shape[0] // 3  # the heads' total width (a constant when traced)
         fold, long_fold = self.folds(inner)
-        _shift_frames_(qkv.view(n // frames, frames, length, 3, inner)[:, :, :, 1:], fold, long_fold,
-                       self.long_shift_right)
-        q, k, v = qkv.view(n, length, 3, heads, inner // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        return projections.attend(q, k, v).reshape(y.shape)
+        kv = _shift_frames(qkv.view(n // frames, frames, length, 3, inner)[:, :, :, 1:], frames, fold, long_fold,
+                           self.long_shift_right)
+        q = qkv.view(n, length, 3, heads, inner // heads)[:, :, 0].transpose(1, 2)
+        k, v = kv.view(n, length, 2, heads, inner // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return projections.attend(q, k, v)
 
 
-def _shift_frames_(kv: torch.Tensor, fold: int, long_fold: int, long_right: bool) -> None:
-    """In place on kv (clips, T, L, 2, C): upstream's TemporalShift (stdha.py, divide_head=False, stride 1, and
-    stdha_ablation.py's long_shift_right) on k and v at once, from a copy of the moved channels only."""
-    end = 2 * fold + long_fold * (2 if long_right else 1)
-    source = kv[..., :end].clone()
-    kv[:, 1:, ..., :fold] = source[:, :-1, ..., :fold]  # from frame t-1 ("shift left" upstream)
-    kv[:, :-1, ..., fold:2 * fold] = source[:, 1:, ..., fold:2 * fold]  # from frame t+1
+def _shift_frames(kv: torch.Tensor, frames: int, fold: int, long_fold: int, long_right: bool) -> torch.Tensor:
+    """kv (clips, T, L, 2, C) with channels taken from other frames: upstream's TemporalShift (stdha.py,
+    divide_head=False, stride 1, and stdha_ablation.py's long_shift_right) on k and v at once. A frame without the
+    neighbour keeps its own channels. `frames` is T as a Python int, so that an exported graph's slices are
+    constants."""
+
+    def earlier(lo: int, hi: int, by: int) -> torch.Tensor:  # channels [lo, hi) of frame t - by
+        part = kv[..., lo:hi]
+        return torch.cat([part[:, :by], part[:, : max(frames - by, 0)]], dim=1)
+
+    def later(lo: int, hi: int, by: int) -> torch.Tensor:  # channels [lo, hi) of frame t + by
+        part = kv[..., lo:hi]
+        return torch.cat([part[:, by:], part[:, max(frames - by, 0):]], dim=1)
+
+    pieces = [earlier(0, fold, 1), later(fold, 2 * fold, 1)]
+    end = 2 * fold
     if long_fold:
-        lo = 2 * fold
-        kv[:, 2:, ..., lo:lo + long_fold] = source[:, :-2, ..., lo:lo + long_fold]  # from frame t-2
+        pieces.append(earlier(end, end + long_fold, 2))
+        end += long_fold
         if long_right:
-            lo += long_fold
-            kv[:, :-2, ..., lo:lo + long_fold] = source[:, 2:, ..., lo:lo + long_fold]  # from frame t+2
+            pieces.append(later(end, end + long_fold, 2))
+            end += long_fold
+    return torch.cat([*pieces, kv[..., end:]], dim=-1)
 
 
 @torch.no_grad()
