@@ -310,3 +310,112 @@ def test_the_merged_form_takes_the_k400_shift_unless_told():
     evaluation = "backbone=dict(type='ViT_Zero_CLIP_eval', stdha_cfg=dict(divide_head=False, long_shift_div=12))"
     assert zeroi2v_settings(layout, evaluation, {}, "eval.pth") == {
         "shift_div": 4, "long_shift_div": -1, "long_shift_right": False, "merged": True}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# end to end: the imported folder gives the port's logits
+# ---------------------------------------------------------------------------------------------------------------
+
+K400_STDHA = {"shift_div": 12, "divide_head": False}
+SSV2_STDHA = {"shift_div": 12, "divide_head": False, "long_shift_div": 12, "long_shift_right": True}
+
+
+def _video(seed: int = 1) -> torch.Tensor:
+    """Two clips as both models take them: (B, 3, T, H, W), already normalised."""
+    return torch.randn(2, 3, T, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+def _max_diff(model: torch.nn.Module, port: torch.nn.Module) -> float:
+    video = _video()
+    with torch.no_grad():
+        want, got = port(video), model(video)
+    assert want.abs().max() > 0.1  # logits that say something
+    return (got - want).abs().max().item()
+
+
+@pytest.mark.parametrize("num_tadapter, stdha, scale", [(1, K400_STDHA, 0.5), (2, SSV2_STDHA, 1.0)])
+def test_an_imported_training_checkpoint_gives_the_ports_logits(num_tadapter: int, stdha: dict, scale: float,
+                                                                 tmp_path: Path):
+    from stadapt.api import load_model
+    from stadapt.tools.interop.zeroi2v import import_zeroi2v
+
+    port = _port(num_tadapter=num_tadapter, adapter_scale=scale, stdha_cfg=stdha)
+    path = save_training_checkpoint(port, tmp_path / "epoch_40.pth")
+    out = import_zeroi2v(path, out=tmp_path / "imported", backbone=BACKBONE)
+    record = json.loads((out / "stadapt.json").read_text())["model"]
+    assert (record["tuning"], record["num_frames"], record["num_classes"]) == ("zeroi2v", T, 5)
+    settings = record["adapter"]
+    assert (settings["num_tadapter"], settings["adapter_scale"], settings["shift_div"], settings["merged"]) == \
+        (num_tadapter, scale, 12, False)
+    assert (settings["long_shift_div"], settings["long_shift_right"]) == \
+        (stdha.get("long_shift_div", -1), stdha.get("long_shift_right", False))
+    diff = _max_diff(load_model(out), port)
+    print(f"training form, num_tadapter={num_tadapter}, scale {scale}: max |diff| {diff:.2e}")
+    assert diff <= 1e-4
+
+
+def test_the_merged_flat_form_gives_the_ports_logits(tmp_path: Path):
+    """weight_reparam.py's flat state dict: merged=True, no adapters, the folded tower in backbone.safetensors;
+    its logits are the port's eval model's on the same weights. An SSv2 model merged the same way keeps its
+    long shift when told (`--option`), and then gives the logits of the model it was trained as."""
+    from reference_zeroi2v import build_tiny_zeroi2v_eval, merge_linear_adapters
+    from safetensors.torch import load_file
+
+    from stadapt.api import load_model
+    from stadapt.tools.interop.zeroi2v import import_zeroi2v
+
+    port = _port(num_tadapter=2, adapter_scale=0.5, stdha_cfg=K400_STDHA)
+    flat = merge_linear_adapters(port.state_dict(), scale=0.5)
+    torch.save(flat, tmp_path / "epoch_40_eval.pth")
+    evaluation = build_tiny_zeroi2v_eval(num_classes=5, width=WIDTH, heads=HEADS, layers=LAYERS, num_frames=T,
+                                         stdha_cfg=K400_STDHA)
+    evaluation.load_state_dict(flat, strict=True)
+    out = import_zeroi2v(tmp_path / "epoch_40_eval.pth", out=tmp_path / "merged", backbone=BACKBONE)
+    settings = json.loads((out / "stadapt.json").read_text())["model"]["adapter"]
+    assert settings["merged"] is True and (settings["shift_div"], settings["long_shift_div"]) == (12, -1)
+    tower = load_file(out / "backbone.safetensors")
+    assert torch.equal(tower["visual.transformer.resblocks.0.mlp.c_fc.weight"],
+                       flat["backbone.transformer.resblocks.0.mlp.c_fc.weight"])  # the folded weights
+    assert not any("adapter" in k.lower() and "temporal" not in k for k in load_model(out).state_dict())
+    diff = _max_diff(load_model(out), evaluation)
+    print(f"merged form: max |diff| {diff:.2e} against the port's eval model")
+    assert diff <= 1e-4
+
+    ssv2 = _port(num_tadapter=1, adapter_scale=1.0, stdha_cfg=SSV2_STDHA)
+    torch.save(merge_linear_adapters(ssv2.state_dict(), scale=1.0), tmp_path / "ssv2_eval.pth")
+    out = import_zeroi2v(tmp_path / "ssv2_eval.pth", out=tmp_path / "ssv2", backbone=BACKBONE,
+                         options={"long_shift_div": 12, "long_shift_right": True})
+    diff = _max_diff(load_model(out), ssv2)
+    print(f"merged SSv2 form with its long shift: max |diff| {diff:.2e} against the adapted port")
+    assert diff <= 1e-4
+
+
+def test_the_console_script_imports_and_predicts(tmp_path: Path):
+    """`stadapt import-checkpoint --format zeroi2v` then `stadapt predict` on the folder alone; a damaged file
+    is refused in one line with exit code 2."""
+    from helpers import run_cli
+
+    from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+
+    root = tmp_path / "data"
+    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=1, val_per_class=1, frames=10,
+                                        size=SIZE, clutter=2))
+    classes = root / "classes.txt"
+    port = build_tiny_zeroi2v(seed=3, num_classes=len(classes.read_text().splitlines()), width=WIDTH, heads=HEADS,
+                              layers=LAYERS, num_frames=T, num_tadapter=2)
+    path = save_training_checkpoint(port, tmp_path / "best_acc_top1_epoch_40.pth")
+    out = tmp_path / "imported"
+    done = run_cli("import-checkpoint", "--format", "zeroi2v", str(path), "--out", str(out), "--backbone", BACKBONE,
+                   "--classes", str(classes), "--views", "1x1", "--stride", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "zeroi2v: " in done.stdout and "shift_div 12" in done.stdout
+    predicted = run_cli("predict", str(next(root.rglob("*.mp4"))), "--checkpoint", str(out), "--json",
+                        "--device", "cpu")
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(path.read_bytes()[:4096])
+    refused = run_cli("import-checkpoint", "--format", "zeroi2v", str(truncated), "--out", str(tmp_path / "no"))
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1 and "truncated" in lines[0], refused.stderr
+    assert not (tmp_path / "no").exists()
