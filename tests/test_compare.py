@@ -104,3 +104,21 @@ def test_what_is_not_a_run_with_a_checkpoint_is_one_line_exit_2(runs: dict, tmp_
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and why in done.stderr and str(bad) in done.stderr
     assert not (tmp_path / "compare.png").exists()  # refused before anything was measured or written
+
+
+def test_measured_training_memory_builds_the_runs_own_method_settings(runs: dict) -> None:
+    """--measure-memory runs bench-train's step on the run's model config: its method's recorded settings (a
+    bottleneck of 8 here, not the default 384) and, where the checkpoint records no recipe, bench-train's memory
+    defaults."""
+    from stadapt.tools.bench.train_memory import measure_mode
+    from stadapt.tools.compare import _memory_cell, read_run
+
+    adapted, counts = runs["st_adapter"]
+    row = read_run(adapted)
+    assert row["training"] == {"micro_batch": 1, "precision": "auto", "backbone_storage": "auto",
+                               "checkpointing": "adapters"}
+    result = measure_mode(row["backbone"], row["tuning"], frames=2, micro_batch=1, steps=1, warmup=0, device="cpu",
+                          num_classes=2, method_settings=row["model"]["adapter"])
+    assert result["trainable_parameters"] == counts["trainable"] and result["peak_bytes"] > 0
+    row["measured_memory"] = {"micro_batch": 1, "peak_increase_bytes": 3 * 2**29}
+    assert _memory_cell(row) == "1.50 GiB (b=1)"

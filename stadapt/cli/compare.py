@@ -24,6 +24,12 @@ def compare(
     batch: int = typer.Option(None, "--batch", min=1, help="Clips per timed forward pass. Default: 16 on CUDA, 2 on "
                                                            "the CPU."),
     timed: int = typer.Option(3, "--runs", min=1, help="Timed forward passes per run (the median is reported)."),
+    measure_memory: bool = typer.Option(False, "--measure-memory",
+                                        help="Measure each run's training memory here, as bench-train does (one "
+                                             "step of its model config with its memory settings; a fresh process "
+                                             "per run on the CPU), instead of the peak the run logged."),
+    micro_batch: int = typer.Option(None, "--micro-batch", min=1,
+                                    help="With --measure-memory: clips per step. Default: the run's micro-batch."),
     quiet: bool = quiet_option(help="No progress bar."),
 ) -> None:
     """Compare trained runs, one row each: method, backbone, frames, top-1 / top-5 (the run's eval.json; "-" when
@@ -40,7 +46,8 @@ def compare(
         raise StadaptError(f"unknown --precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
     rows = read_runs([str(run) for run in runs], which)  # bad input refused before anything is measured
     claim_outputs([png], overwrite=overwrite, ours=png_by_stadapt, where="--png")
-    report = measure_runs(rows, device=device, precision=precision, batch=batch, runs=timed, progress=not quiet)
+    report = measure_runs(rows, device=device, precision=precision, batch=batch, runs=timed, progress=not quiet,
+                          measure_memory=measure_memory, micro_batch=micro_batch)
     comparison_figure(report, png)
     report["png"] = str(png)
     if as_json:

@@ -60,6 +60,7 @@ def read_run(path: str | Path, which: str | None = None) -> dict[str, Any]:
     }
     row.update(_evaluation(run.path / EVAL_FILE))
     row.update(_logged_memory(run.metrics))
+    row["training"] = _training_settings(meta.get("recipe"))
     return row
 
 
@@ -93,6 +94,33 @@ def _logged_memory(metrics: Path) -> dict[str, Any]:
              and isinstance(e.get("peak_memory_mb"), (int, float))]
     device = next((e.get("device") for e in events if e.get("split") == "info"), None)
     return {"train_peak_memory_mb": max(peaks) if peaks else None, "train_device": device}
+
+
+def _training_settings(recipe: Any) -> dict[str, Any]:
+    """The memory settings the run trained with (its recorded recipe), for `--measure-memory`; bench-train's
+    defaults where the checkpoint records no recipe (an imported one)."""
+    recipe = recipe if isinstance(recipe, dict) else {}
+    optim, train = recipe.get("optim") or {}, recipe.get("train") or {}
+    return {"micro_batch": optim.get("micro_batch") or optim.get("batch_size") or 1,
+            "precision": train.get("precision", "auto"), "backbone_storage": train.get("backbone_storage", "auto"),
+            "checkpointing": train.get("checkpointing", "adapters")}
+
+
+def measure_train_memory(row: dict[str, Any], dev: Any, *, micro_batch: int | None = None) -> dict[str, Any]:
+    """bench-train's measurement (stadapt.tools.bench.train_memory) of one training step of the run's model
+    config, with the run's memory settings and micro-batch (or `micro_batch`): a fresh process on the CPU."""
+    from stadapt.tools.bench.train_memory import _measure_in_subprocess, measure_mode
+
+    model, training = row["model"], row["training"]
+    options = {"backbone": model["backbone"], "mode": model["tuning"], "frames": model["num_frames"],
+               "micro_batch": micro_batch or training["micro_batch"], "steps": 1, "warmup": 1, "device": str(dev),
+               "precision": training["precision"], "backbone_storage": training["backbone_storage"],
+               "checkpointing": training["checkpointing"], "num_classes": model["num_classes"],
+               "options": dict(model["backbone_options"]), "method_settings": model["adapter"]}
+    result = _measure_in_subprocess(options) if dev.type == "cpu" else measure_mode(**options)
+    return {"measured_memory": {"micro_batch": options["micro_batch"], "peak_bytes": result["peak_bytes"],
+                                "peak_increase_bytes": result["peak_increase_bytes"],
+                                "step_seconds": result["step_seconds"], "memory_method": result["memory_method"]}}
 
 
 def measure_row(row: dict[str, Any], dev: Any, prec: Any, *, batch: int, runs: int, warmup: int = 1,
@@ -131,9 +159,11 @@ def read_runs(paths: list[str | Path], which: str | None = None) -> list[dict[st
 
 
 def measure_runs(rows: list[dict[str, Any]], *, device: str = "auto", precision: str = "auto",
-                 batch: int | None = None, runs: int = 3, progress: bool = False) -> dict[str, Any]:
-    """The comparison: the measuring settings and the rows, each with its GFLOPs and clips/s (measure_row),
-    under a progress bar on stderr (`progress`)."""
+                 batch: int | None = None, runs: int = 3, progress: bool = False, measure_memory: bool = False,
+                 micro_batch: int | None = None) -> dict[str, Any]:
+    """The comparison: the measuring settings and the rows, each with its GFLOPs and clips/s (measure_row) and,
+    with `measure_memory`, bench-train's training memory (measure_train_memory), under a progress bar on stderr
+    (`progress`)."""
     import torch
     from tqdm import tqdm
 
@@ -148,6 +178,8 @@ def measure_runs(rows: list[dict[str, Any]], *, device: str = "auto", precision:
     batch = batch or DEFAULTS.get(dev.type, DEFAULTS["cpu"])
     for row in tqdm(rows, desc="measuring", unit="run", disable=not progress, leave=False, dynamic_ncols=True):
         row.update(measure_row(row, dev, prec, batch=batch, runs=runs))
+        if measure_memory:
+            row.update(measure_train_memory(row, dev, micro_batch=micro_batch))
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
@@ -178,9 +210,7 @@ def format_comparison(report: dict[str, Any]) -> str:
     cells = [[r["run"], r["tuning"], r["backbone"], str(r["frames"]), _pct(r["top1"]), _pct(r["top5"]),
               _count(r["trainable_parameters"]), _count(r["total_parameters"]), f"{r['gflops_per_clip']:.2f}",
               f"{r['clips_per_s']:.2f}",
-              "-" if r["train_peak_memory_mb"] is None
-              else f"{r['train_peak_memory_mb'] / 1024:.2f} GiB ({r['train_device'] or '?'})"]
-             for r in rows]
+              _memory_cell(r)] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
     left = {0, 1, 2}
 
@@ -198,11 +228,32 @@ def format_comparison(report: dict[str, Any]) -> str:
         elif r["eval_step"] is not None and r["step"] is not None and r["eval_step"] != r["step"]:
             lines.append(f"{r['run']}: eval.json scored step {r['eval_step']}, the compared checkpoint "
                          f"({r['checkpoint']}) is step {r['step']}")
-        if r["train_peak_memory_mb"] is None:
+        if r["train_peak_memory_mb"] is None and "measured_memory" not in r:
             lines.append(f"{r['run']}: train memory -: its metrics.jsonl logs no peak memory")
-    lines.append("train memory: the largest peak the run logged while training (metrics.jsonl peak_memory_mb: "
-                 "allocated memory on CUDA, the process's peak RSS on the CPU), on the device in brackets")
+    lines.append(_memory_note(rows))
     return "\n".join(lines)
+
+
+def _memory_cell(r: dict[str, Any]) -> str:
+    """A row's training memory: measured here (peak growth, its micro-batch), else the peak the run logged."""
+    measured = r.get("measured_memory")
+    if measured is not None:
+        grown = measured["peak_increase_bytes"]
+        return "-" if grown is None else f"{grown / 2**30:.2f} GiB (b={measured['micro_batch']})"
+    if r["train_peak_memory_mb"] is None:
+        return "-"
+    return f"{r['train_peak_memory_mb'] / 1024:.2f} GiB ({r['train_device'] or '?'})"
+
+
+def _memory_note(rows: list[dict[str, Any]]) -> str:
+    """What the train memory column holds."""
+    if any("measured_memory" in r for r in rows):
+        return ("train memory: measured here by bench-train's step (1 warm-up + 1 step of the run's model config and "
+                "memory settings at micro-batch b; the peak growth over the built model: "
+                f"{rows[0]['measured_memory']['memory_method']})")
+    return ("train memory: the largest peak the run logged while training (metrics.jsonl peak_memory_mb: allocated "
+            "memory on CUDA, the process's peak RSS on the CPU, each since the training process started), on the "
+            "device in brackets; --measure-memory measures each alike here")
 
 
 def comparison_figure(report: dict[str, Any], out: Path) -> Path:

@@ -94,9 +94,10 @@ def measure_mode(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     flops: bool = False,
+    method_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Measure one tuning mode in THIS process (see the module docstring for what is measured); `flops`: also
-    the GFLOPs of one clip's forward pass, counted after the peak was read."""
+    """Measure one tuning mode in THIS process (module docstring: what is measured), with its default settings or
+    `method_settings` (a checkpoint's record); `flops`: the GFLOPs of one clip's forward too, after the peak."""
     import itertools
 
     import torch
@@ -106,7 +107,8 @@ def measure_mode(
 
     dev, prec, built, storage = _build_for_bench(backbone, mode, frames=frames, device=device, precision=precision,
                                                  backbone_storage=backbone_storage, checkpointing=checkpointing,
-                                                 num_classes=num_classes, seed=seed, options=options)
+                                                 num_classes=num_classes, seed=seed, options=options,
+                                                 method_settings=method_settings)
     model = built.model
     model.to(dev).train()
     batch = _random_batch(micro_batch, frames, built.variant.image_size, num_classes, seed)
@@ -176,8 +178,8 @@ def _gflops_per_clip(model: Any, clip: Any, dev: Any, prec: Any) -> float:
 
 
 def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, precision: str, backbone_storage: str,
-                     checkpointing: bool | str, num_classes: int, seed: int,
-                     options: dict[str, Any] | None) -> tuple[Any, Any, Any, str]:
+                     checkpointing: bool | str, num_classes: int, seed: int, options: dict[str, Any] | None,
+                     method_settings: dict[str, Any] | None = None) -> tuple[Any, Any, Any, str]:
     """The model of one mode with the loop's memory options; `half` storage applies to a frozen backbone only
     (the loop refuses it for a backbone that trains): such a mode keeps fp32, and the report says so."""
     import torch
@@ -191,7 +193,7 @@ def _build_for_bench(backbone: str, mode: str, *, frames: int, device: str, prec
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     torch.manual_seed(seed)
-    adapter = load_tuner(mode).read_settings(None)  # the method's defaults
+    adapter = load_tuner(mode).read_settings(method_settings)  # None: the method's defaults
     built = build_model(ModelConfig(backbone, num_classes, frames, adapter, tuning=mode,
                                     backbone_options=dict(options or {})))
     if backbone_storage == "half" and not half_storage_fits(built.model):
