@@ -122,3 +122,49 @@ def test_imported_checkpoint_is_fed_as_its_import_options_state(tmp_path: Path, 
                          out=tmp_path / "eval.json")
     assert (report["views"], report["sampling"], report["input"]["stride"]) == (views, sampling, written["stride"])
     assert report["videos"] == 6 and report["precision"] == "fp32"
+
+
+def _without_method(source: Path, target: Path, *, head_only: bool = False) -> Path:
+    """A copy of checkpoint `source` as written before stadapt recorded the tuning method (no `tuning` in
+    stadapt.json, its model or its recipe); `head_only`: a linear probe's (no adapter settings or tensors)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target)
+    meta = json.loads((target / "stadapt.json").read_text())
+    for part in (meta, meta["model"], meta["recipe"]):
+        part.pop("tuning", None)
+    if head_only:
+        meta["model"]["adapter"] = None
+        meta["recipe"].pop("adapter", None)
+        tensors = load_file(target / "adapters.safetensors")
+        save_file({k: v for k, v in tensors.items() if k.startswith("head.")}, target / "adapters.safetensors")
+    (target / "stadapt.json").write_text(json.dumps(meta))
+    return target
+
+
+def test_checkpoints_from_before_the_method_was_recorded_load_as_st_adapter_or_linear(old_checkpoint: Path,
+                                                                                       tmp_path: Path) -> None:
+    import torch
+
+    import stadapt
+
+    bare = _without_method(old_checkpoint, tmp_path / "bare")
+    assert stadapt.load_model(bare).config.tuning == "st_adapter"
+    report, rows = _eval(bare, tmp_path / "eval.json")  # the fixture's numbers, as with the method recorded
+    expected = EXPECTED["eval_recipe_views"]
+    assert report["top1"] == expected["top1"] and report["confusion"] == expected["confusion"]
+    for row, want in zip(rows, expected["predictions"], strict=True):
+        assert int(row["prediction"]) == want["prediction"]
+        assert float(row["probability"]) == pytest.approx(want["probability"], abs=2e-6)
+
+    probe = stadapt.load_model(_without_method(old_checkpoint, tmp_path / "probe", head_only=True))
+    assert probe.config.tuning == "linear" and probe.config.adapter is None
+    named = _without_method(old_checkpoint, tmp_path / "named", head_only=True)
+    meta = json.loads((named / "stadapt.json").read_text())
+    meta["model"]["tuning"] = "linear"
+    (named / "stadapt.json").write_text(json.dumps(meta))
+    clips = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(probe(clips), stadapt.load_model(named)(clips))  # the head on the frozen backbone
+        # the same head and backbone as the adapted model, without its adapters: other logits
+        assert not torch.allclose(probe(clips), stadapt.load_model(bare)(clips))
