@@ -206,7 +206,7 @@ def format_comparison(report: dict[str, Any]) -> str:
     below say what a "-" means."""
     rows = report["runs"]
     header = ("run", "method", "backbone", "frames", "top-1", "top-5", "trainable", "total", "GFLOPs/clip",
-              "clips/s", "train memory")
+              f"clips/s ({report['device']}, b={report['batch']})", "train memory")
     cells = [[r["run"], r["tuning"], r["backbone"], str(r["frames"]), _pct(r["top1"]), _pct(r["top5"]),
               _count(r["trainable_parameters"]), _count(r["total_parameters"]), f"{r['gflops_per_clip']:.2f}",
               f"{r['clips_per_s']:.2f}",
