@@ -12,12 +12,24 @@ from stadapt.cli.logs import quiet_option
 def quickstart(
     out: Path = typer.Option(Path("."), "--out", help="Where the data (DIR/data/synthetic) and runs (DIR/runs) go."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data set and of training."),
+    methods: str | None = typer.Option(
+        None, "--methods", metavar="A,B,...",
+        help="Train these installed tuning methods instead (comma-separated, e.g. st_adapter,aim,linear), each "
+             "with its default settings on the same data, and print one table of them (`stadapt methods` lists "
+             "the installed ones)."),
     quiet: bool = quiet_option(help="No progress bars; the console shows warnings only."),
 ) -> None:
     """Train a tiny frozen image model with ST-Adapters and as a linear probe on synthetic motion
     clips, evaluate both, and print them side by side (also written to ./quickstart.json).
-    Re-running reuses the data set and replaces the two quickstart runs."""
+    Re-running reuses the data set and replaces the two quickstart runs. With --methods, the named
+    methods instead, side by side in one table."""
     from stadapt.tools.quickstart import format_summary, run_quickstart
 
-    summary = run_quickstart(out, seed=seed, progress=not quiet)
-    typer.echo(format_summary(summary))
+    if methods is None:
+        summary = run_quickstart(out, seed=seed, progress=not quiet)
+        typer.echo(format_summary(summary))
+        return
+    from stadapt.tools.quickstart.methods import format_methods, parse_methods
+
+    summary = run_quickstart(out, seed=seed, progress=not quiet, methods=parse_methods(methods))
+    typer.echo(format_methods(summary))

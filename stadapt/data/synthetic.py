@@ -7,9 +7,9 @@ within a pair: any model that averages per-frame features over time is at chance
 construction. One vivid object (random shape, colour, size, position and path) moves over a static
 cluttered background of muted shapes.
 
-Everything is a pure function of a seed, so a data set is reproducible byte for byte (up to the
-video encoder) and the same renderer makes the single frames that pretrain the quickstart's tiny
-image model.
+Everything is a pure function of a seed, so a data set is reproducible byte for byte (the encoder's
+options see to its part: stadapt.data.encode.write_video; tests/test_synthetic_reproducible.py) and the
+same renderer makes the single frames that pretrain the quickstart's tiny image model.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ LINEAR_STEPS = 300  # the probe converges long before: more steps would only cos
 METHODS: tuple[tuple[str, int], ...] = (("st_adapter", RECIPE["optim"]["steps"]), ("linear", LINEAR_STEPS))
 
 
-def quickstart_recipe(tuning: str, data_root: Path, runs: Path, *, seed: int = 0, steps: int | None = None) -> Any:
+def quickstart_recipe(tuning: str, data_root: Path, runs: Path, *, seed: int = 0, steps: int | None = None,
+                      check_files: bool = True) -> Any:
+    """The quickstart's recipe with `tuning` (and that method's default settings)."""
     from stadapt.recipe import recipe_from_dict
 
     raw = json.loads(json.dumps(RECIPE))
@@ -42,7 +45,7 @@ def quickstart_recipe(tuning: str, data_root: Path, runs: Path, *, seed: int = 0
     raw["train"]["seed"] = seed
     raw["optim"]["steps"] = steps or dict(METHODS).get(tuning, RECIPE["optim"]["steps"])
     raw["optim"]["warmup_steps"] = min(raw["optim"]["warmup_steps"], raw["optim"]["steps"] // 10)
-    return recipe_from_dict(raw, source="stadapt quickstart")
+    return recipe_from_dict(raw, source="stadapt quickstart", check_files=check_files)
 
 
 def ensure_data(root: Path, spec: Any, progress: bool) -> str:
@@ -69,10 +72,13 @@ def run_quickstart(
     summary_file: Path | None = None,
     spec: Any = None,
     steps: int | None = None,
+    methods: Sequence[str] | None = None,
 ) -> dict:
-    """Data, two trainings, two evaluations; returns (and writes) the side-by-side summary.
+    """Data, one training and one evaluation per method; returns (and writes) the side-by-side summary.
 
-    `spec` (a SyntheticSpec) and `steps` shrink it further, for tests.
+    `methods` (default: ST-Adapter, then the linear probe) are checked first (installed, and each fits the
+    backbone: stadapt.tools.quickstart.methods), before minutes go into data and training. `spec` (a
+    SyntheticSpec) and `steps` shrink it further, for tests.
     """
     from stadapt.data.synthetic import SyntheticSpec
     from stadapt.fileio import atomic_write_text
@@ -84,9 +90,14 @@ def run_quickstart(
     runs = out / "runs"
     start = time.perf_counter()
     spec = spec if spec is not None else SyntheticSpec(seed=seed)
+    names = [tuning for tuning, _ in METHODS] if methods is None else list(methods)
+    if methods is not None:
+        from stadapt.tools.quickstart.methods import check_methods
+
+        check_methods(names, data_root, runs, seed=seed, num_classes=len(spec.classes))
     data_state = ensure_data(data_root, spec, progress)
     rows = []
-    for tuning, _ in METHODS:
+    for tuning in names:
         recipe = quickstart_recipe(tuning, data_root, runs, seed=seed, steps=steps)
         began = time.perf_counter()
         result = train(recipe, source="stadapt quickstart", overwrite=True, progress=progress)

@@ -1,0 +1,88 @@
+"""`stadapt quickstart --methods`: the named methods side by side in one table, on the quickstart's smallest
+settings (what the run measures on the real task: README, docs/getting-started.md); names that are not
+installed and methods that do not fit the quickstart's backbone refused in one line before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from stadapt.data.synthetic import SyntheticSpec
+from stadapt.tools.quickstart import run_quickstart
+from stadapt.tools.quickstart.methods import QuickstartMethodError, format_methods
+from stadapt.tuners import clear_cache
+
+SPEC = SyntheticSpec(motions=("horizontal",), train_per_class=3, val_per_class=2, frames=8, size=32, clutter=2)
+
+NEVER_FITS = '''
+from stadapt.tuners import ModelConfigError, Tuner
+
+
+class NeverFits(Tuner):
+    name = "never_fits"
+    summary = "a method whose check refuses every backbone"
+
+    def check_fits(self, settings, backbone, backbone_name):
+        raise ModelConfigError(f"never_fits cannot adapt {backbone_name}", "use another method")
+
+    def trainable(self, parts):
+        return [parts["head"]]
+
+
+never_fits = NeverFits()
+'''
+
+
+@pytest.fixture
+def never_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An installed third-party method that fits no backbone."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "never_fits_tuner.py").write_text(NEVER_FITS)
+    info = site / "never_fits_tuner-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: never-fits-tuner\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[stadapt.tuners]\nnever_fits = never_fits_tuner:never_fits\n")
+    monkeypatch.syspath_prepend(str(site))
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def test_two_methods_give_one_table_with_both_rows(tmp_path: Path) -> None:
+    summary = run_quickstart(tmp_path / "qs", spec=SPEC, steps=2, progress=False,
+                             summary_file=tmp_path / "quickstart.json", methods=["aim", "linear"])
+    written = json.loads((tmp_path / "quickstart.json").read_text())
+    assert [row["tuning"] for row in written["models"]] == ["aim", "linear"]
+    aim, linear = written["models"]
+    assert aim["trainable_parameters"] > linear["trainable_parameters"] > 0
+    assert aim["total_parameters"] > linear["total_parameters"]  # the same backbone, AIM's adapters on top
+    assert all(row["steps"] == 2 and row["videos"] == 4 for row in written["models"])
+    table = format_methods(summary).splitlines()
+    assert table[0].split() == ["method", "trainable", "top-1", "steps", "train", "s"]
+    for line, row in zip(table[1:3], written["models"], strict=True):
+        assert line.split()[:2] == [row["tuning"], f"{row['trainable_parameters']:,}"]
+        assert line.split()[2] == f"{100 * row['top1']:.1f}%"
+    assert "time-reversal pair" in table[4]  # then what the table shows
+
+
+def test_unknown_names_exit_2_listing_the_installed_methods(tmp_path: Path) -> None:
+    done = run_cli("quickstart", "--methods", "st_adapter,no_such_method", "--out", str(tmp_path / "qs"), "-q")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no_such_method" in lines[0] and "Traceback" not in done.stderr
+    assert "installed: " in lines[0] and "st_adapter" in lines[0] and "linear" in lines[0]
+    assert not (tmp_path / "qs").exists()  # refused before any data is written
+
+
+def test_a_method_that_does_not_fit_is_refused_before_any_work(tmp_path: Path, never_fits: None) -> None:
+    with pytest.raises(QuickstartMethodError) as refused:
+        run_quickstart(tmp_path / "qs", spec=SPEC, steps=2, progress=False,
+                       summary_file=tmp_path / "quickstart.json", methods=["linear", "never_fits"])
+    message = str(refused.value)
+    assert "\n" not in message and "never_fits" in message and "clip:tiny" in message
+    assert "leave never_fits out of --methods" in message
+    assert not (tmp_path / "qs").exists() and not (tmp_path / "quickstart.json").exists()
