@@ -47,6 +47,18 @@ def test_bench_methods_measures_each_method_against_the_reference() -> None:
     assert f"{ratio['throughput']:.3f}" in rows["linear"] and f"{lin['trainable_parameters']:,}" in rows["linear"]
 
 
+def test_merged_rows_have_the_bare_backbones_parameters_and_flops() -> None:
+    """--merged: a method that merges is also measured as `stadapt merge` writes it; one that does not, is not."""
+    report = bench_methods("clip:tiny", ["zeroi2v", "st_adapter"], reference="linear", frames=2, batch=1,
+                           latency_runs=1, throughput_runs=1, warmup=0, device="cpu", merged=True)
+    assert list(report["methods"]) == ["linear", "zeroi2v", "zeroi2v merged", "st_adapter"]
+    bare, merged = report["methods"]["linear"], report["methods"]["zeroi2v merged"]
+    width = build_model(ModelConfig("clip:tiny", 400, 2, None, tuning="linear")).model.backbone.feature_width
+    assert merged["total_parameters"] == bare["total_parameters"] + 2 * width  # + the temporal embedding
+    assert merged["gflops_per_clip"] < report["methods"]["zeroi2v"]["gflops_per_clip"]
+    assert "zeroi2v merged" in format_methods_report(report)
+
+
 def test_a_method_that_does_not_fit_gets_a_line_not_a_crash() -> None:
     reason = unfit_reason("timm:swinv2_tiny_window8_256", "aim", frames=2, num_classes=4, options=SWIN)
     assert reason is not None and "aim" in reason and "\n" not in reason

@@ -31,6 +31,8 @@ def bench(
                                      "and its ratio with the spread of the runs. --bottleneck is then unused."),
     reference: str = typer.Option("st_adapter", "--reference", metavar="METHOD",
                                   help="With --methods: the method the ratios are taken to (added when not listed)."),
+    merged: bool = typer.Option(False, "--merged", help="With --methods: also measure each method that merges "
+                                                        "as `stadapt merge` writes it (a row NAME merged)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the table only."),
 ) -> None:
@@ -52,12 +54,15 @@ def bench(
 
     options = {".".join(keys): value for keys, value in (parse_override(text) for text in option or [])}
     say = None if quiet else lambda m: typer.echo(m, err=True)
+    if merged and methods is None:
+        raise StadaptError("--merged measures merged methods side by side",
+                           "add --methods, e.g. --methods zeroi2v,lora")
     if methods is not None:
         from stadapt.tools.bench.side_by_side import bench_methods, format_methods_report
 
         compared = bench_methods(backbone, methods.split(","), reference=reference, frames=frames, batch=batch,
                                  latency_runs=runs, throughput_runs=runs, device=device, precision=precision,
-                                 compile=compile, options=options, progress=say)
+                                 compile=compile, options=options, merged=merged, progress=say)
         show_report(format_methods_report(compared), compared, json_out, announce=not quiet)
         return
     report = bench_inference(backbone, frames=frames, bottleneck=bottleneck, batch=batch, latency_runs=runs,

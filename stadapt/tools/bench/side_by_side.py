@@ -76,13 +76,16 @@ def unfit_reason(backbone: str, name: str, *, frames: int, num_classes: int,
 
 
 def build_methods(backbone: str, names: Sequence[str], *, frames: int, num_classes: int, seed: int = 0,
-                  options: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str], Any]:
+                  options: Mapping[str, Any] | None = None,
+                  merged: bool = False) -> tuple[dict[str, Any], dict[str, str], Any]:
     """({method: VideoClassifier} of the methods that fit, {method: why not} of those that do not, the
-    backbone's VariantInfo as built). Every model's backbone is built from the same seed: the same weights."""
+    backbone's VariantInfo as built). Every model's backbone is built from the same seed: the same weights.
+    `merged`: each method that merges is also built merged (as `stadapt merge` writes it), as "NAME merged"."""
     import torch
 
     from stadapt.backbones.registry import parse_backbone
     from stadapt.model.classifier import build_model
+    from stadapt.model.merge import merge_model
 
     models: dict[str, Any] = {}
     unavailable: dict[str, str] = {}
@@ -92,9 +95,14 @@ def build_methods(backbone: str, names: Sequence[str], *, frames: int, num_class
         if reason is not None:
             unavailable[name] = reason
             continue
+        config = method_config(backbone, name, frames=frames, num_classes=num_classes, options=options)
         torch.manual_seed(seed)
-        built = build_model(method_config(backbone, name, frames=frames, num_classes=num_classes, options=options))
+        built = build_model(config)
         models[name], variant = built.model, built.variant
+        if merged and config.tuner.merges:
+            torch.manual_seed(seed)
+            again = build_model(config)
+            models[f"{name} merged"] = merge_model(again.model, again.config)[0]
     return models, unavailable, variant
 
 
@@ -114,6 +122,7 @@ def bench_methods(
     warmup: int | None = None,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
+    merged: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Per method: parameters, GFLOPs per clip, median latency at batch 1 and throughput at `batch`, each
@@ -133,7 +142,7 @@ def bench_methods(
     say = progress if progress is not None else (lambda message: None)
     say(f"building {len(names)} models ({', '.join(names)})...")
     built, unavailable, variant = build_methods(backbone, names, frames=frames, num_classes=num_classes, seed=seed,
-                                                options=options)
+                                                options=options, merged=merged)
     if not built:
         raise StadaptError(f"none of the methods {', '.join(names)} fits {backbone}",
                            "; ".join(f"{name}: {why}" for name, why in unavailable.items()))
