@@ -122,6 +122,8 @@ def test_every_command(method: str, data: tuple[Path, Path], tmp_path: Path) -> 
     card = (pushed / "README.md").read_text()
     assert method in card
     assert json.loads((pushed / "stadapt.json").read_text())["model"]["tuning"] == method
+    again = _ok(timings, "predict pushed", "predict", str(video), "--checkpoint", str(pushed), "--json", "-q")
+    assert json.loads(again.splitlines()[-1])["top"] == line["top"]  # what would be uploaded loads alone
 
     out = tmp_path / "transfer"
     _ok(timings, "finetune-transfer", "finetune-transfer", "--from", str(run), "--dataset", "ucf101", "--root",
