@@ -228,3 +228,69 @@ def test_other_backbones_use_the_k400_vitb_setting(name: str) -> None:
     assert differing(recipe, base) == {"name", "output.dir", "backbone.name", "backbone.weights"} | sized
     if sized:
         assert recipe.adapter.bottleneck_ratio == 0.5
+
+
+# ---------------------------------------------------------------- AIM and ZeroI2V: their repositories' configs
+
+AIM_COMMIT = "b3580d2d3a78ff5cffa6c7a82ce993165166f00f"  # taoyang1122/adapt-image-models
+ZEROI2V_COMMIT = "ce04d8bf27ec1c9bd2ed8e361b9141b6fd371b16"  # leexinhao/ZeroI2V
+UPSTREAM_COMMON = {
+    "backbone.name": "clip:ViT-B-16",
+    "backbone.weights": "openai",
+    "model.dropout": 0.5,
+    "optim.lr": 3e-4,
+    "optim.weight_decay": 0.05,
+    "optim.betas": (0.9, 0.999),
+    "optim.batch_size": 64,
+    "data.augment.crop": "resized",
+    "data.augment.area": (0.08, 1.0),
+    "data.augment.ratio": (0.75, 4 / 3),
+}
+# recipe: (config file, commit, the recipe's values, the method's settings); steps = epochs x steps per epoch
+# (K400: 3750 at batch 64 for about 240,000 clips; SSv2: 2640 for 168,913 videos on 8 GPUs), warm-up 2.5 epochs
+UPSTREAM = {
+    "k400_vitb_aim": (
+        "configs/recognition/vit/vitclip_base_k400.py", AIM_COMMIT,
+        {"tuning": "aim", "data.frames": 32, "data.sampling": "stride", "data.stride": 4, "data.views": "3x1",
+         "data.augment.flip": True, "data.augment.randaugment": None, "optim.steps": 30 * 3750,
+         "optim.warmup_steps": 9375},
+        {"adapter_scale": 0.5, "num_tadapter": 1, "mlp_ratio": 0.25, "temporal_embedding": True},
+    ),
+    "ssv2_vitb_aim": (
+        "configs/recognition/vit/vitclip_base_sthv2.py", AIM_COMMIT,
+        {"tuning": "aim", "data.frames": 8, "data.sampling": "segment", "data.views": "1x3",
+         "data.augment.flip": False, "data.augment.randaugment": "rand-m7-n4-mstd0.5-inc1",
+         "optim.steps": 50 * 2640, "optim.warmup_steps": 6600},
+        {"adapter_scale": 1.0, "num_tadapter": 2, "mlp_ratio": 0.25, "temporal_embedding": True},
+    ),
+    "k400_vitb_zeroi2v": (
+        "configs/recognition/vit_zero_clip/vit_zero_base_clip_k400_16x8x1.py", ZEROI2V_COMMIT,
+        {"tuning": "zeroi2v", "data.frames": 16, "data.sampling": "stride", "data.stride": 8, "data.views": "3x1",
+         "data.augment.flip": True, "data.augment.randaugment": "rand-m7-n4-mstd0.5-inc1",
+         "optim.steps": 40 * 3750, "optim.warmup_steps": 9375},
+        {"adapter_scale": 0.5, "num_tadapter": 2, "mlp_ratio": 0.25, "shift_div": 12, "long_shift_div": -1,
+         "long_shift_right": False, "temporal_embedding": True, "adapter_dropout": 0.1},
+    ),
+    "ssv2_vitb_zeroi2v": (
+        "configs/recognition/vit_zero_clip/vit_zero_base_clip_sthv2_u16.py", ZEROI2V_COMMIT,
+        {"tuning": "zeroi2v", "data.frames": 16, "data.sampling": "segment", "data.views": "1x3",
+         "data.augment.flip": False, "data.augment.randaugment": "rand-m7-n4-mstd0.5-inc1",
+         "optim.steps": 50 * 2640, "optim.warmup_steps": 6600},
+        {"adapter_scale": 1.0, "num_tadapter": 2, "mlp_ratio": 0.25, "shift_div": 12, "long_shift_div": 12,
+         "long_shift_right": True, "temporal_embedding": True, "adapter_dropout": 0.0},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UPSTREAM))
+def test_aim_and_zeroi2v_recipes_carry_their_repositorys_config(name: str) -> None:
+    config, commit, expected, settings = UPSTREAM[name]
+    recipe = load(name)
+    assert values(recipe, UPSTREAM_COMMON) == UPSTREAM_COMMON
+    assert values(recipe, expected) == expected
+    section = recipe.tuner_section()
+    assert section is not None and {key: section[key] for key in settings} == settings
+    text = header(path_of(name))
+    assert config in text and commit in text  # cited: repository file and commit
+    assert "What stadapt does differently" in text and "warmup_steps" in text
+    assert f"stadapt eval runs/{name} --views {recipe.data.views}" in text
