@@ -9,6 +9,7 @@ so that a method costs a few seconds; `pytest -s` prints each command's seconds.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -68,6 +69,13 @@ def test_every_command(method: str, data: tuple[Path, Path], tmp_path: Path) -> 
     recipe.write_text(RECIPE.format(method=method, root=json.dumps(str(root))))
     run = tmp_path / "run"
     last = run / "checkpoints" / "last"
+
+    shown = _ok(timings, "recipe show", "recipe", "show", str(recipe), "--classes", "2")
+    parts = re.search(r"backbone [\d,]+(?: \(([\d,]+) train\))?  adapters ([\d,]+)  head ([\d,]+)", shown)
+    trainable = re.search(r"trainable ([\d,]+)", shown)
+    assert parts and trainable, shown
+    counts = [int((n or "0").replace(",", "")) for n in (*parts.groups(), trainable.group(1))]
+    assert sum(counts[:3]) == counts[3], shown  # the parts say where every trained parameter is
 
     stopped = _ok(timings, "train", "train", str(recipe), f"output.dir={run}", "--stop-after", "1", "-q")
     assert "stopped at step 1 of 2" in stopped

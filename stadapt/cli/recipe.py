@@ -59,10 +59,14 @@ def _parameter_lines(recipe: Recipe, classes: int | None) -> str:
             classes, source = 400, "default: data.root has no classes.txt yet"
     built, parts, counts = model_parameter_counts(model_config(recipe, classes))
     share = 100 * counts["trainable"] / counts["total"]
+    # a method may train backbone parameters (fine-tuning, AIM's final norm) or inject its own into the
+    # backbone (PEFT's LoRA): the backbone's count says how many of its parameters train
+    trained = sum(p.numel() for p in built.model.backbone.parameters() if p.requires_grad)
+    backbone = f"{parts['backbone']:,}" + (f" ({trained:,} train)" if trained else "")
     return "\n".join([
         (f"# parameters ({built.plugin.name}:{built.variant.name}, {classes} classes from {source}, "
          f"tuning {recipe.tuning}):"),
-        f"#   backbone {parts['backbone']:,}  adapters {parts['adapters']:,}  head {parts['head']:,}",
+        f"#   backbone {backbone}  adapters {parts['adapters']:,}  head {parts['head']:,}",
         f"#   total {counts['total']:,}  trainable {counts['trainable']:,} ({share:.2f}%)",
     ])
 
