@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +47,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, tiny_ucf(base / "UCF101")
 
 
-def image_model_map(clip: torch.Tensor) -> torch.Tensor:
-    """The last block's attention of the plain image model (clip:tiny, its shipped weights) on `clip`."""
+@pytest.fixture(scope="module")
+def image_model_map() -> Callable[[torch.Tensor], torch.Tensor]:
+    """The last block's attention of the plain image model (clip:tiny, its shipped weights) on a clip."""
     plain = stadapt.create_model("clip:tiny", 2, tuning="linear", num_frames=2, weights="synthetic").eval()
-    return attention_maps(plain, clip)[0]
+    return lambda clip: attention_maps(plain, clip)[0]
 
 
 def _ok(timings: dict[str, float], step: str, *args: str, cwd: Path | None = None) -> str:
@@ -61,7 +63,8 @@ def _ok(timings: dict[str, float], step: str, *args: str, cwd: Path | None = Non
 
 
 @pytest.mark.parametrize("method", installed_tuners())
-def test_every_command(method: str, data: tuple[Path, Path], tmp_path: Path) -> None:
+def test_every_command(method: str, data: tuple[Path, Path], image_model_map: Callable[[torch.Tensor], torch.Tensor],
+                       tmp_path: Path) -> None:
     root, ucf = data
     timings: dict[str, float] = {}  # CPU seconds per command, printed at the end (`pytest -s` shows them)
     cpu, wall = time.process_time(), time.perf_counter()
