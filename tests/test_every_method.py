@@ -134,7 +134,9 @@ def test_every_command(method: str, data: tuple[Path, Path], image_model_map: Ca
     assert method in card
     assert json.loads((pushed / "stadapt.json").read_text())["model"]["tuning"] == method
     again = _ok(timings, "predict pushed", "predict", str(video), "--checkpoint", str(pushed), "--json", "-q")
-    assert json.loads(again.splitlines()[-1])["top"] == line["top"]  # what would be uploaded loads alone
+    top = json.loads(again.splitlines()[-1])["top"]  # what would be uploaded loads alone, with the run's numbers
+    assert [t["index"] for t in top] == [t["index"] for t in line["top"]]
+    assert [t["probability"] for t in top] == pytest.approx([t["probability"] for t in line["top"]], abs=1e-6)
 
     out = tmp_path / "transfer"
     _ok(timings, "finetune-transfer", "finetune-transfer", "--from", str(run), "--dataset", "ucf101", "--root",
