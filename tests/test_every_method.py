@@ -25,7 +25,7 @@ import stadapt
 from stadapt.checkpoints.load import build_untrained, open_checkpoint
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 from stadapt.tools.visualize.attention import attention_maps, image_model, load_video_clip
-from stadapt.tuners import installed_tuners
+from stadapt.tuners import installed_tuners, load_tuner
 
 RECIPE = """\
 backbone: {{name: clip:tiny, weights: synthetic}}
@@ -137,6 +137,15 @@ def test_every_command(method: str, data: tuple[Path, Path], image_model_map: Ca
     top = json.loads(again.splitlines()[-1])["top"]  # what would be uploaded loads alone, with the run's numbers
     assert [t["index"] for t in top] == [t["index"] for t in line["top"]]
     assert [t["probability"] for t in top] == pytest.approx([t["probability"] for t in line["top"]], abs=1e-6)
+
+    if load_tuner(method).merges:  # the merged model predicts alone; it has no image model to visualize against
+        merged = tmp_path / "merged"
+        _ok(timings, "merge", "merge", str(run), "--out", str(merged))
+        assert json.loads((merged / "stadapt.json").read_text())["merged_from"]["tuning"] == method
+        folded = _ok(timings, "predict merged", "predict", str(video), "--checkpoint", str(merged), "--json", "-q")
+        assert [t["index"] for t in json.loads(folded.splitlines()[-1])["top"]] == [t["index"] for t in line["top"]]
+        refused = run_cli("visualize", str(video), "--checkpoint", str(merged), "--out", str(png), "--overwrite", "-q")
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
     out = tmp_path / "transfer"
     _ok(timings, "finetune-transfer", "finetune-transfer", "--from", str(run), "--dataset", "ucf101", "--root",

@@ -65,7 +65,15 @@ def _check_attention(model: VideoClassifier) -> None:
 def image_model(model: VideoClassifier, rebuild: Callable[[], VideoClassifier]) -> VideoClassifier:
     """The model whose backbone is the image model "before" adaptation: `model` itself when its method
     trained no backbone parameter (its hooks are left out below), else `rebuild()`, the same config on its
-    recorded backbone weights with none of its trained tensors."""
+    recorded backbone weights with none of its trained tensors. A merged checkpoint (`stadapt merge`) has
+    none: its recorded backbone already holds the method."""
+    merged = getattr(model, "meta", {}).get("merged_from")
+    if merged:
+        raise StadaptError(
+            f"this is a merged checkpoint (stadapt merge): its backbone already holds tuning={merged.get('tuning')}, "
+            "so there is no image model to show before adaptation",
+            f"visualize the checkpoint it was merged from ({merged.get('checkpoint')})",
+        )
     if any(key.startswith("backbone.") for key in model.trainable_state_dict()):
         return rebuild()
     return model
@@ -219,7 +227,7 @@ def visualize(
     checkpoint_dir, _ = resolve_target(checkpoint, which)
     model = load_for_inference(checkpoint_dir, backbone_weights=backbone_weights, device=resolve_device(device),
                                precision=precision)
-    _check_attention(model)  # a clear error before decoding anything
+    _check_attention(model)  # clear errors before decoding anything
     plain = image_model(model, lambda: build_untrained(open_checkpoint(checkpoint_dir), device=model.device,
                                                        backbone_weights=backbone_weights))
     clip, shown, indices = load_video_clip(video, model.input_spec)
