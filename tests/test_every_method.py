@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,16 @@ data: {{root: {root}, frames: 2, stride: 2, views: 1x1, num_workers: 0}}
 optim: {{lr: 1.0e-3, batch_size: 2, micro_batch: 2, steps: 2, warmup_steps: 0}}
 train: {{device: cpu, log_every: 1, val_every: 100, save_every: 100}}
 """
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: these models are tiny, and on CI's 2 cores shared by 2 test workers more threads
+    only spin (measured: 4x the CPU time of the file)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
