@@ -25,10 +25,11 @@ def visualize(
                                        "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),
     which: str = typer.Option(None, "--which", help=WHICH_HELP),
 ) -> None:
-    """Show where the last block's [CLS] token looks, before adaptation (the plain image model: the same
-    backbone without adapters) and after (the adapted model), overlaid on the clip's frames (the
-    paper's Figure 1): rows = frame / before / after, one column per frame; the title names the
-    predicted class."""
+    """Show where the last block's [CLS] token looks, before adaptation (the plain image model: the
+    backbone as its weights were loaded, without the tuning method) and after (the adapted model),
+    overlaid on the clip's frames (the paper's Figure 1): rows = frame / before / after, one column per
+    frame; the title names the predicted class. A method that changes the attention itself, or a merged
+    checkpoint, is refused."""
     from stadapt.fileio import claim_outputs, png_by_stadapt
     from stadapt.tools.visualize import visualize as run_visualize
 
