@@ -1,10 +1,11 @@
 """Every installed tuning method through every command of the console script, in the order a user runs
-them: train, resume, eval (multi-view), predict, extract-features, visualize, export --onnx --verify, push
---to-dir, finetune-transfer. The methods come from the `stadapt.tuners` registry, so a method installed
-later is covered without editing this file. The commands run through `helpers.run_cli` (the console
-script's own main() with its argv, streams and exit code, in this process: no ~4 s of imports per
-command), everything tiny (clip:tiny, 2 frames of 32 px, 2 steps, no workers, the TorchScript exporter)
-so that a method costs a few seconds; `pytest -s` prints each command's seconds."""
+them: recipe show, train, resume, eval (multi-view), predict, extract-features, visualize, export --onnx
+--verify, push --to-dir (and predict on what it wrote), merge for a method that merges, finetune-transfer.
+The methods come from the `stadapt.tuners` registry, so a method installed later is covered without
+editing this file. The commands run through `helpers.run_cli` (the console script's own main() with its
+argv, streams and exit code, in this process: no ~4 s of imports per command), everything tiny (clip:tiny,
+2 frames of 32 px, 2 steps, no workers, one thread, the TorchScript exporter) so that a method costs about
+2 s; `pytest -s` prints each command's CPU seconds."""
 
 from __future__ import annotations
 
