@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
     from stadapt.backbones.base import FrameBackbone
+    from stadapt.backbones.text import TextTower
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,17 @@ class ClipPlugin(BackbonePlugin):
 
             return frame_backbone(timm_trunk(visual))
         return ClipBackbone(visual)
+
+    def text_tower(self, variant: str, weights: str | Path | None = None, **options: Any) -> TextTower:
+        """open_clip's text tower of any model whose configuration has one (CLIP, SigLIP, EVA-CLIP, PE-Core...),
+        from the image tower's weights source: a pretrained tag, or a full open_clip state dict file."""
+        from stadapt.backbones.text import NoTextTowerError
+        from stadapt_clip.text import build_text_tower
+
+        if variant in _ARCHS and _ARCHS[variant].open_clip_name is None:
+            raise NoTextTowerError(f"clip:{variant} is an image-only model (its weights were trained without text)",
+                                   "pick an open_clip model with a text tower, e.g. clip:ViT-B-16")
+        return build_text_tower(self, variant, weights, dict(options), curated=variant in _ARCHS)
 
     def configure(self, info: VariantInfo, options: Mapping[str, Any]) -> VariantInfo:
         """Option `image_size` (open_clip ViT towers): the input size, the position embedding of a weights

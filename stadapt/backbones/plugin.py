@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from stadapt.backbones.base import FrameBackbone
+    from stadapt.backbones.text import TextTower
 
 @dataclass(frozen=True)
 class VariantInfo:
@@ -105,6 +106,17 @@ class BackbonePlugin:
         None says the source does not decide that option and the user must: the user's own value stands,
         and without one `build` receives None and refuses, naming the choices."""
         return {}
+
+    def text_tower(self, variant: str, weights: str | Path | None = None, **options: Any) -> TextTower:
+        """Optional: the text side of an image-text model (tokenizer, text encoder, the image side's
+        projection, logit scale and bias), built from the same `weights` source as the image tower (a tag
+        `resolve_pretrained` knows, or a local file holding both towers; None: random weights) with the
+        image tower's build `options`. It lives on the plugin, not the FrameBackbone, so the image tower,
+        its checkpoints and fingerprints stay image-only. Default: the variant has none."""
+        from stadapt.backbones.text import NoTextTowerError
+
+        raise NoTextTowerError(f"{self.name}:{variant} is an image model without a text tower, so it cannot "
+                               "classify by label text", "pick an image-text backbone (e.g. clip:ViT-B-16)")
 
     def resolve_pretrained(self, variant: str, tag: str) -> Path:
         """Turn a hub tag into a local file (may download); plugins without a hub keep the default."""

@@ -35,6 +35,7 @@ from stadapt.cli import (
     train,
     transfer,
     visualize,
+    zero_shot,
 )
 from stadapt.errors import StadaptError
 
@@ -78,6 +79,7 @@ app.command("compare")(compare.compare)
 app.command("export")(export.export)
 app.command("merge")(merge.merge)
 app.command("predict")(predict.predict)
+app.command("zero-shot")(zero_shot.zero_shot)
 app.command("extract-features")(extract_features.extract_features)
 app.command("visualize")(visualize.visualize)
 app.command("finetune-transfer", context_settings={"allow_interspersed_args": True})(transfer.finetune_transfer)

@@ -111,9 +111,11 @@ def infer_dataset(
     progress: bool = True,
     desc: str = "eval",
     max_clips: int | None = None,
+    fusion: Callable[[torch.Tensor], torch.Tensor] = fuse,
 ) -> Predictions:
     """Run every video's views (dataset items are (V, 3, T, S, S)) through `model` (a module, put in eval
-    mode for the pass, or any clips -> logits callable) and fuse them."""
+    mode for the pass, or any clips -> logits callable) and fuse them with `fusion` ((B, V, C) logits ->
+    (B, C) probabilities; default `fuse`, a zero-shot SigLIP model's is its sigmoid's mean)."""
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module is not None and module.training
     if module is not None:
@@ -125,7 +127,7 @@ def infer_dataset(
         skipped.extend(batch.skipped)
         if batch.views is None:
             continue
-        probs.append(fuse(run_views(model, batch.views, max_clips=max_clips, precision=precision)).cpu())
+        probs.append(fusion(run_views(model, batch.views, max_clips=max_clips, precision=precision)).cpu())
         labels.append(batch.labels)
         indices.append(batch.indices)
     if module is not None:
