@@ -62,6 +62,7 @@ def build_text_tower(plugin: ClipPlugin, variant: str, weights: str | Path | Non
     if config is None or not config.get("text_cfg"):
         raise NoTextTowerError(f"clip:{variant} has no text tower in its open_clip configuration",
                                "pick an open_clip model with a text tower (CLIP, SigLIP), e.g. clip:ViT-B-16")
+    tokenizer = _tokenizer(name, variant)  # first: a vocabulary that is a download fails before any build
     quick = options.get("quick_gelu", True if curated else None)
     kwargs: dict[str, Any] = {} if quick is None else {"quick_gelu": bool(quick)}
     if options.get("image_size"):
@@ -78,7 +79,7 @@ def build_text_tower(plugin: ClipPlugin, variant: str, weights: str | Path | Non
     projection = _image_projection(model.visual)
     model.visual = nn.Identity()  # encode_text never reads it; the image tower is the FrameBackbone
     bias = getattr(model, "logit_bias", None)
-    return TextTower(tokenizer=open_clip.get_tokenizer(name), text_encoder=_EncodeText(model).eval(),
+    return TextTower(tokenizer=tokenizer, text_encoder=_EncodeText(model).eval(),
                      image_projection=projection.eval(), logit_scale=float(model.logit_scale.detach().exp()),
                      logit_bias=None if bias is None else float(bias.detach()), sigmoid=bias is not None,
                      source=source)
@@ -107,6 +108,18 @@ def _open_clip_identifier(variant: str) -> str:
     from stadapt.backbones.hub import hf_cached_file
 
     return f"local-dir:{hf_cached_file(repo, CONFIG_FILE, what='configuration').parent}"
+
+
+def _tokenizer(name: str, variant: str) -> Any:
+    """open_clip's tokenizer of the model; a vocabulary it cannot fetch (no network, no cache) in one line."""
+    import open_clip
+
+    try:
+        return open_clip.get_tokenizer(name)
+    except Exception as exc:  # hub, fsspec and sentencepiece raise various errors
+        raise WeightsError(f"open_clip could not load clip:{variant}'s tokenizer ({first_line(exc)})",
+                           "its vocabulary is a download: run once where there is a network, or copy the Hugging "
+                           "Face cache (HF_HUB_CACHE) here") from exc
 
 
 def _model_config(variant: str, name: str) -> dict[str, Any] | None:
