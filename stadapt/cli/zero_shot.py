@@ -47,10 +47,12 @@ def zero_shot(
     """Zero-shot classification: each video's embedding (the mean of its frames' image embeddings) against
     the text embeddings of the labels filled into the templates; softmax over the labels (SigLIP: a sigmoid
     per label), averaged over the views. No training: the backbone's own image and text towers."""
+    from stadapt.data.inputs import expand_inputs
     from stadapt.inference.zero_shot import load_zero_shot, read_labels, zero_shot_spec
     from stadapt.runtime.views import parse_views
 
     _check_inputs(videos, data, data_list, labels)
+    found: list[Path] = expand_inputs(videos) if data is None else []  # inputs named before any model is built
     label_list = read_labels(labels) if labels is not None else _classes(data)
     outputs = _claim(out, overwrite, data is not None)  # refuse a bad --out before any work
     model = load_zero_shot(backbone, weights, label_list, templates or [], device=device)
@@ -59,7 +61,7 @@ def zero_shot(
     if data is not None:
         _evaluate(model, spec, data, data_list, outputs[0], run)
     else:
-        _predict(model, spec, videos, outputs[0] if outputs else None, overwrite, as_json, top_k, run)
+        _predict(model, spec, found, outputs[0] if outputs else None, overwrite, as_json, top_k, run)
 
 
 def _check_inputs(videos: list[str] | None, data: Path | None, data_list: Path | None, labels: str | None) -> None:
@@ -123,15 +125,13 @@ def _evaluate(model: Any, spec: Any, data: Path, data_list: Path | None, out: Pa
                f"{out.with_suffix('.confusion.png').name})")
 
 
-def _predict(model: Any, spec: Any, videos: list[str], out: Path | None, overwrite: bool, as_json: bool, top_k: int,
+def _predict(model: Any, spec: Any, found: list[Path], out: Path | None, overwrite: bool, as_json: bool, top_k: int,
              run: dict[str, Any]) -> None:
     """predict's output for the videos: printed, as JSON lines, or written to --out (CSV / JSONL)."""
     from stadapt.cli.interrupt import interrupt_says
-    from stadapt.data.inputs import expand_inputs
     from stadapt.inference.predict import write_predictions
     from stadapt.inference.zero_shot import zero_shot_videos
 
-    found = expand_inputs(videos)
     with interrupt_says([out] if out is not None else [], "the predictions are written once every video is done"):
         results = zero_shot_videos(found, model, spec, top_k=top_k, **run)
         if out is not None:
