@@ -1,4 +1,5 @@
 import inspect
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,13 @@ from types import CodeType
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# `make test` runs two xdist workers on two cores: each worker's torch (and every process it starts, which
+# inherits the variable) computes on one thread. The tests' models are tiny, and the extra threads of two
+# workers only spin against each other: the suite takes about half the CPU time. A test that needs more
+# threads sets them itself; a plain `pytest` run keeps torch's default.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 EXAMPLE_PLUGIN = Path(__file__).resolve().parents[1] / "examples" / "stadapt-plugin-example"
 
