@@ -45,7 +45,7 @@ def predict(
     found = expand_inputs(videos)
     if out is not None:  # refuse a bad --out before any work
         write_predictions([], out, overwrite=True, check_only=True)
-        claim_outputs([out], overwrite=overwrite, ours=_predictions_by_stadapt)
+        claim_outputs([out], overwrite=overwrite, ours=predictions_by_stadapt)
     with interrupt_says([out] if out is not None else [], "the predictions are written once every video is done"):
         results = predict_videos(found, checkpoint=checkpoint, onnx=onnx, top_k=top_k, views=views, device=device,
                                  backbone_weights=backbone_weights, precision=precision, which=which,
@@ -70,7 +70,7 @@ def predict(
         raise typer.Exit(1)
 
 
-def _predictions_by_stadapt(path: Path) -> bool:
+def predictions_by_stadapt(path: Path) -> bool:
     """Whether `path` is a predictions file stadapt wrote: the CSV's header, or a JSON line per video."""
     from stadapt.fileio import first_line_is
     from stadapt.inference.predict import predictions_text

@@ -104,10 +104,10 @@ def _claim(out: Path | None, overwrite: bool, report: bool) -> list[Path]:
         return [out]
     if out is None:
         return []
-    from stadapt.cli.predict import _predictions_by_stadapt
+    from stadapt.cli.predict import predictions_by_stadapt
 
     write_predictions([], out, overwrite=True, check_only=True)
-    claim_outputs([out], overwrite=overwrite, ours=_predictions_by_stadapt)
+    claim_outputs([out], overwrite=overwrite, ours=predictions_by_stadapt)
     return [out]
 
 

@@ -99,7 +99,7 @@ def run_eval(
     summary = summarize(pred, loaded.classes)
     report = _report(loaded, spec, prepared, list_file, entries, pred, summary, world.size)
     if world.main:
-        _write_reports(out, report, pred, entries, loaded.classes, title=checkpoint.parent.parent.name)
+        write_reports(out, report, pred, entries, loaded.classes, title=checkpoint.parent.parent.name)
     return report, out
 
 
@@ -165,7 +165,7 @@ def report_by_stadapt(path: Path) -> bool:
 _REPORT_KEYS = ("stadapt_version", "checkpoint_sha256", "top1")
 
 
-def _write_reports(out: Path, report: dict[str, Any], pred: Predictions, entries: list[Any], classes: list[str],
+def write_reports(out: Path, report: dict[str, Any], pred: Predictions, entries: list[Any], classes: list[str],
                    *, title: str) -> None:
     """eval.json, eval.predictions.csv and (when a video was evaluated) eval.confusion.png, each atomically."""
     import json

@@ -82,7 +82,7 @@ def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, 
                          num_workers=default_workers(len(videos)) if workers is None else workers,
                          device=loaded.device, precision=resolve_precision(loaded.loaded_from.precision, loaded.device),
                          progress=progress, desc="predict", max_clips=max_clips)
-    return _results(videos, pred, loaded.classes, top_k, loaded.loaded_from.precision)
+    return video_results(videos, pred, loaded.classes, top_k, loaded.loaded_from.precision)
 
 
 def _predict_onnx(videos: list[Path], path: Path, *, top_k: int, views: tuple[int, int] | None, batch_size: int,
@@ -94,10 +94,10 @@ def _predict_onnx(videos: list[Path], path: Path, *, top_k: int, views: tuple[in
     pred = infer_dataset(run, videos_dataset(videos, spec.with_views(views)), batch_size=batch_size,
                          num_workers=default_workers(len(videos)) if workers is None else workers,
                          device=torch.device("cpu"), progress=progress, desc="predict", max_clips=max_clips)
-    return _results(videos, pred, classes, top_k, "fp32")
+    return video_results(videos, pred, classes, top_k, "fp32")
 
 
-def _results(videos: list[Path], pred: Predictions, classes: list[str], top_k: int,
+def video_results(videos: list[Path], pred: Predictions, classes: list[str], top_k: int,
              precision: str) -> list[dict[str, Any]]:
     """One result per video, in input order: its top-k classes, or the error of a video that did not decode."""
     results: list[dict[str, Any]] = [{} for _ in videos]

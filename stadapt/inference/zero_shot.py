@@ -61,13 +61,13 @@ def zero_shot_videos(videos: list[Path], model: ZeroShotModel, spec: InputSpec, 
     """predict's result per video, in input order: `{"video", "top": [{"class", "index", "probability"}],
     "precision"}` with the labels as classes, or `{"video", "error"}` for a video that does not decode."""
     from stadapt.inference.loop import default_workers, infer_dataset, videos_dataset
-    from stadapt.inference.predict import _results
+    from stadapt.inference.predict import video_results
 
     device = next(model.model.parameters()).device
     pred = infer_dataset(model.model, videos_dataset(videos, spec), batch_size=batch_size,
                          num_workers=default_workers(len(videos)) if workers is None else workers, device=device,
                          progress=progress, desc="zero-shot", max_clips=max_clips, fusion=model.model.fuse)
-    return _results(videos, pred, model.labels, top_k, "fp32")
+    return video_results(videos, pred, model.labels, top_k, "fp32")
 
 
 def zero_shot_eval(root: Path, list_file: Path, model: ZeroShotModel, spec: InputSpec, out: Path, *,
@@ -77,7 +77,7 @@ def zero_shot_eval(root: Path, list_file: Path, model: ZeroShotModel, spec: Inpu
     report at `out`: eval.json's scores and input, with the zero-shot backbone, weights and prompts."""
     from stadapt.data.prepared import open_prepared
     from stadapt.data.views import test_dataset
-    from stadapt.inference.evaluate import _write_reports
+    from stadapt.inference.evaluate import write_reports
     from stadapt.inference.loop import infer_dataset
     from stadapt.inference.views import summarize
 
@@ -91,7 +91,7 @@ def zero_shot_eval(root: Path, list_file: Path, model: ZeroShotModel, spec: Inpu
                          num_workers=2 if workers is None else workers, device=device, progress=progress,
                          desc="zero-shot", max_clips=max_clips, fusion=model.model.fuse)
     report = _report(model, spec, prepared, list_file, entries, pred, summarize(pred, prepared.classes))
-    _write_reports(out, report, pred, entries, prepared.classes, title=f"zero-shot {model.backbone}")
+    write_reports(out, report, pred, entries, prepared.classes, title=f"zero-shot {model.backbone}")
     return report
 
 

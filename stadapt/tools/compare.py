@@ -169,7 +169,7 @@ def measure_runs(rows: list[dict[str, Any]], *, device: str = "auto", precision:
 
     from stadapt.runtime.device import resolve_device
     from stadapt.runtime.precision import resolve_precision
-    from stadapt.tools.bench.train_memory import _cpu_name
+    from stadapt.tools.bench.train_memory import cpu_name
 
     if runs < 1 or (batch is not None and batch < 1):
         raise StadaptError(f"--runs and --batch must be at least 1, got {runs} and {batch}")
@@ -182,7 +182,7 @@ def measure_runs(rows: list[dict[str, Any]], *, device: str = "auto", precision:
             row.update(measure_train_memory(row, dev, micro_batch=micro_batch))
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+    return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
             "cpu_threads": torch.get_num_threads(), "precision": prec.name, "batch": batch, "timed_runs": runs,
             "torch": torch.__version__, "runs": rows}
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from stadapt.errors import StadaptError
 from stadapt.tools.bench.flops import bf16_peak_tflops, count_flops
-from stadapt.tools.bench.train_memory import _cpu_name
+from stadapt.tools.bench.train_memory import cpu_name
 
 MODELS = ("without_adapters", "with_adapters")
 LABELS = {"without_adapters": "w/o adapters", "with_adapters": "w/ adapters"}
@@ -99,7 +99,7 @@ def bench_inference(
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    chosen = _settings(dev.type, {"batch": batch, "warmup": warmup, "latency_runs": latency_runs,
+    chosen = run_settings(dev.type, {"batch": batch, "warmup": warmup, "latency_runs": latency_runs,
                                   "throughput_runs": throughput_runs},
                        {"frames": frames, "num_classes": num_classes, "bottleneck": bottleneck})
     pair = build_pair(backbone, frames=frames, num_classes=num_classes, bottleneck=bottleneck,
@@ -117,9 +117,9 @@ def bench_inference(
             results[name]["gflops_per_clip"] = count_flops(pair[name], inputs[1]) / 1e9
         say(f"warming up ({chosen['warmup']} pass(es) per model and batch size on {dev}, {prec.name}"
             f"{', compiling' if compile else ''})...")
-        times = _time_models(models, inputs, dev, chosen, say)
+        times = time_models(models, inputs, dev, chosen, say)
     for name in MODELS:
-        results[name].update(_timings(times[name], chosen["batch"]))
+        results[name].update(timings(times[name], chosen["batch"]))
     report = _report(results, dev, chosen, pair, options=options, frames=frames, num_classes=num_classes,
                      adapter={"bottleneck": bottleneck, "positions": list(positions)},
                      precision=prec.name, compile=compile)
@@ -132,7 +132,7 @@ def bench_inference(
     return report
 
 
-def _settings(device_type: str, given: dict[str, int | None], sizes: dict[str, int]) -> dict[str, int]:
+def run_settings(device_type: str, given: dict[str, int | None], sizes: dict[str, int]) -> dict[str, int]:
     """Batch, warm-up passes and run counts: those given, else the device's defaults; every value checked."""
     for name, value in sizes.items():
         if value < 1:
@@ -158,7 +158,7 @@ def parameter_counts(model: Any) -> dict[str, Any]:
     }
 
 
-def _time_models(models: Mapping[str, Any], inputs: Mapping[int, Any], dev: Any, chosen: Mapping[str, int],
+def time_models(models: Mapping[str, Any], inputs: Mapping[int, Any], dev: Any, chosen: Mapping[str, int],
                  say: Callable[[str], None]) -> dict[str, dict[str, list[float]]]:
     """Seconds per forward pass, {model: {"latency": [...], "throughput": [...]}}: after the warm-up passes,
     the runs alternate between the models (and which goes first alternates), so drifts hit both alike."""
@@ -189,7 +189,7 @@ def _time_models(models: Mapping[str, Any], inputs: Mapping[int, Any], dev: Any,
     return times
 
 
-def _timings(times: Mapping[str, list[float]], batch: int) -> dict[str, Any]:
+def timings(times: Mapping[str, list[float]], batch: int) -> dict[str, Any]:
     """One model's medians (and every run) from its measured seconds."""
     throughput_all = [batch / t for t in times["throughput"]]
     return {
@@ -208,7 +208,7 @@ def _report(results: dict[str, dict[str, Any]], dev: Any, chosen: Mapping[str, i
     import torch
 
     cuda = dev.type == "cuda"
-    device_name = torch.cuda.get_device_name(dev) if cuda else _cpu_name()
+    device_name = torch.cuda.get_device_name(dev) if cuda else cpu_name()
     peak = bf16_peak_tflops(device_name) if cuda else None
     for r in results.values():
         r["achieved_tflops"] = r["gflops_per_clip"] * r["throughput"] / 1e3

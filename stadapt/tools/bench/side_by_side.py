@@ -20,13 +20,13 @@ from typing import Any
 from stadapt.errors import StadaptError, UnknownBackboneError
 from stadapt.tools.bench.flops import count_flops
 from stadapt.tools.bench.inference import (
-    _settings,
-    _time_models,
-    _timings,
     measurement_spread,
     noise_warnings,
     parameter_counts,
     relative_spread,
+    run_settings,
+    time_models,
+    timings,
 )
 
 REFERENCE = "st_adapter"  # what every other method is measured against (the paper's method); --reference
@@ -137,7 +137,7 @@ def bench_methods(
     names = method_names(methods, reference)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    chosen = _settings(dev.type, {"batch": batch, "warmup": warmup, "latency_runs": latency_runs,
+    chosen = run_settings(dev.type, {"batch": batch, "warmup": warmup, "latency_runs": latency_runs,
                                   "throughput_runs": throughput_runs}, {"frames": frames, "num_classes": num_classes})
     say = progress if progress is not None else (lambda message: None)
     say(f"building {len(names)} models ({', '.join(names)})...")
@@ -158,9 +158,9 @@ def bench_methods(
             results[name]["gflops_per_clip"] = count_flops(model, inputs[1]) / 1e9
         say(f"warming up ({chosen['warmup']} pass(es) per model and batch size on {dev}, {prec.name}"
             f"{', compiling' if compile else ''})...")
-        times = _time_models(models, inputs, dev, chosen, say)
+        times = time_models(models, inputs, dev, chosen, say)
     for name in built:
-        results[name].update(_timings(times[name], chosen["batch"]))
+        results[name].update(timings(times[name], chosen["batch"]))
     report = _report(results, unavailable, reference, dev, chosen, variant, backbone=backbone, frames=frames,
                      num_classes=num_classes, options=options, precision=prec.name, compile=compile)
     models.clear()
@@ -179,7 +179,7 @@ def _report(results: dict[str, dict[str, Any]], unavailable: dict[str, str], ref
     import torch
 
     from stadapt.backbones.registry import parse_backbone
-    from stadapt.tools.bench.train_memory import _cpu_name
+    from stadapt.tools.bench.train_memory import cpu_name
 
     plugin, _ = parse_backbone(backbone, dict(options or {}))
     ratios: dict[str, Any] = {}
@@ -201,7 +201,7 @@ def _report(results: dict[str, dict[str, Any]], unavailable: dict[str, str], ref
         "image_size": variant.image_size, "num_classes": num_classes, "settings": "each method's defaults",
         "batch": chosen["batch"], "latency_runs": chosen["latency_runs"],
         "throughput_runs": chosen["throughput_runs"], "warmup": chosen["warmup"], "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
         "cpu_threads": torch.get_num_threads(), "precision": precision, "compile": compile,
         "torch": torch.__version__, "reference": reference, "methods": results, "unavailable": unavailable,
         "ratio": ratios, "spread": spreads, "warnings": warnings,

@@ -306,7 +306,7 @@ def bench_train_memory(
         "steps": steps,
         "warmup": warmup,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
         "cpu_threads": torch.get_num_threads(),
         "precision": prec.name,
         "backbone_storage": backbone_storage,
@@ -341,7 +341,7 @@ def _checked_modes(modes: Sequence[str], **sizes: int) -> list[str]:
     return modes
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -351,7 +351,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _gib(value: int | None) -> str:
+def gib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**30:.2f} GiB"
 
 
@@ -368,8 +368,8 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for mode, r in report["modes"].items():
         step = "-" if r["step_seconds"] is None else f"{r['step_seconds']:.3f} s"
-        lines.append(f"{mode:<17} {r['trainable_parameters']:>12,} {_gib(r['peak_increase_bytes']):>14} "
-                     f"{_gib(r['peak_bytes']):>11} {step:>14}")
+        lines.append(f"{mode:<17} {r['trainable_parameters']:>12,} {gib(r['peak_increase_bytes']):>14} "
+                     f"{gib(r['peak_bytes']):>11} {step:>14}")
     ratio = report.get("ratio")
     if ratio:
         parts = [f"{label} {ratio[key]:.2f}x" for label, key in

@@ -16,7 +16,7 @@ from typing import Any
 from stadapt.errors import StadaptError
 from stadapt.tools.bench.inference import relative_spread
 from stadapt.tools.bench.side_by_side import REFERENCE, method_names, unfit_reason
-from stadapt.tools.bench.train_memory import _gib, bench_train_memory
+from stadapt.tools.bench.train_memory import bench_train_memory, gib
 from stadapt.tools.bench.train_memory import format_report as format_modes_report
 
 RATIO_KEYS = ("step_seconds", "peak_increase_bytes", "peak_bytes")
@@ -74,7 +74,7 @@ def format_methods_report(report: dict[str, Any]) -> str:
         gflops = r.get("gflops_per_clip")
         lines.append(f"{name:<17} {r['trainable_parameters']:>12,} "
                      f"{'-' if gflops is None else f'{gflops:.2f}':>11} {step:>13} {spread:>7} "
-                     f"{_gib(r['peak_increase_bytes']):>13} {_gib(r['peak_bytes']):>10} "
+                     f"{gib(r['peak_increase_bytes']):>13} {gib(r['peak_bytes']):>10} "
                      f"{'reference' if name == ref else _times(ratio.get('step_seconds')):>10} "
                      f"{'reference' if name == ref else _times(ratio.get('peak_increase_bytes')):>16}")
     for name, why in report["unavailable"].items():
