@@ -157,6 +157,10 @@ def test_every_command(method: str, data: tuple[Path, Path], image_model_map: Ca
         assert [t["index"] for t in json.loads(folded.splitlines()[-1])["top"]] == [t["index"] for t in line["top"]]
         refused = run_cli("visualize", str(video), "--checkpoint", str(merged), "--out", str(png), "--overwrite", "-q")
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        merged_onnx = tmp_path / "merged.onnx"  # the merged model deploys as any model does
+        exported = _ok(timings, "export merged", "export", "--onnx", "--checkpoint", str(merged), "--out",
+                       str(merged_onnx), "--verify", "--video", str(video), "--exporter", "torchscript", "-q")
+        assert merged_onnx.stat().st_size > 0 and "verified with onnxruntime" in exported
 
     out = tmp_path / "transfer"
     _ok(timings, "finetune-transfer", "finetune-transfer", "--from", str(run), "--dataset", "ucf101", "--root",
