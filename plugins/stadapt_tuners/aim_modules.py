@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
+from stadapt_tuners.temporal import add_temporal_embedding
+
 if TYPE_CHECKING:
     from stadapt.backbones.base import FrameBackbone
 
@@ -64,13 +66,9 @@ class AimModules(nn.Module):
         return cast(AimBlock, self.blocks[index])
 
     def add_temporal_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """(N*T, L, C) embedded tokens, the T frames of a clip contiguous: frame t of every token gets
-        temporal_embedding[0, t] (AIM's '(b t) n d -> (b n) t d' + temporal_embedding)."""
+        """The temporal embedding added to each frame's tokens (stadapt_tuners.temporal)."""
         assert self.temporal_embedding is not None
-        frames = self.num_frames
-        clips = x.reshape(-1, frames, *x.shape[1:])
-        embedding = self.temporal_embedding.to(x.dtype).reshape(1, frames, *([1] * (x.ndim - 2)), x.shape[-1])
-        return (clips + embedding).reshape(x.shape)
+        return add_temporal_embedding(x, self.temporal_embedding, self.num_frames)
 
     def temporal(self, backbone: FrameBackbone, index: int, x: torch.Tensor) -> torch.Tensor:
         """x + T_Adapter(attn(ln_1(x)) along time): the block's norm (per token, so taken on the frames'

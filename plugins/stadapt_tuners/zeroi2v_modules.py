@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stadapt_tuners.temporal import add_temporal_embedding
+
 if TYPE_CHECKING:
     from stadapt.backbones.attention import AttentionProjections
 
@@ -78,13 +80,9 @@ class ZeroI2VModules(nn.Module):
         return cast(ZeroI2VBlock, self.blocks[index])
 
     def add_temporal_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """(N*T, L, C) embedded tokens, a clip's T frames contiguous: frame t of every token gets
-        temporal_embedding[0, t] (upstream's '(b t) n d -> (b n) t d' + temporal_embedding)."""
+        """The temporal embedding added to each frame's tokens (stadapt_tuners.temporal)."""
         assert self.temporal_embedding is not None
-        frames = self.num_frames
-        clips = x.reshape(-1, frames, *x.shape[1:])
-        embedding = self.temporal_embedding.to(x.dtype).reshape(1, frames, *([1] * (x.ndim - 2)), x.shape[-1])
-        return (clips + embedding).reshape(x.shape)
+        return add_temporal_embedding(x, self.temporal_embedding, self.num_frames)
 
     def folds(self, width: int) -> tuple[int, int]:
         """(fold, long_fold): the channels of k and v each shift moves (upstream's C // n_div, C // long_shift_div;
