@@ -209,3 +209,17 @@ def write_hub_cache(root: Path, repo: str, source: Path) -> Path:
         (folder / "blobs" / blob).write_bytes(data)
         (snapshot / path.name).symlink_to(Path("..") / ".." / "blobs" / blob)
     return root
+
+
+def write_distribution(site: Path, module: str, source: str, entry_points: str) -> Path:
+    """A pip-installed distribution as a third party ships one, without pip: `site/<module>.py` holding
+    `source` and its dist-info with `entry_points` (the text of entry_points.txt, e.g. "[stadapt.tuners]\n
+    name = module:object\n"). Put `site` on sys.path (monkeypatch.syspath_prepend) or PYTHONPATH to install
+    it, then clear the registry's cache."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    return site

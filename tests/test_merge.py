@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_cli, write_distribution
 
 from stadapt.tuners import clear_cache
-from tests.helpers import run_cli
 
 METHOD = '''
 from pydantic import BaseModel, ConfigDict
@@ -65,12 +65,8 @@ lin_out = LinOut()
 
 @pytest.fixture
 def method_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    where = tmp_path_factory.mktemp("lin_out_method")
-    (where / "lin_out_method.py").write_text(METHOD)
-    info = where / "lin_out_method-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lin-out-method\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[stadapt.tuners]\nlin_out = lin_out_method:lin_out\n")
+    where = write_distribution(tmp_path_factory.mktemp("lin_out_method"), "lin_out_method", METHOD,
+                               "[stadapt.tuners]\nlin_out = lin_out_method:lin_out\n")
     monkeypatch.syspath_prepend(str(where))
     clear_cache()
     yield where

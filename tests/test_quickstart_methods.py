@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, write_distribution
 
 from stadapt.data.synthetic import SyntheticSpec
 from stadapt.tools.quickstart import run_quickstart
@@ -39,13 +39,8 @@ never_fits = NeverFits()
 @pytest.fixture
 def never_fits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An installed third-party method that fits no backbone."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "never_fits_tuner.py").write_text(NEVER_FITS)
-    info = site / "never_fits_tuner-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: never-fits-tuner\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[stadapt.tuners]\nnever_fits = never_fits_tuner:never_fits\n")
+    site = write_distribution(tmp_path / "site", "never_fits_tuner", NEVER_FITS,
+                              "[stadapt.tuners]\nnever_fits = never_fits_tuner:never_fits\n")
     monkeypatch.syspath_prepend(str(site))
     clear_cache()
     yield

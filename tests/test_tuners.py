@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, write_distribution
 
 import stadapt
 from stadapt.errors import PluginError, RecipeError
@@ -68,11 +68,8 @@ def _fresh_tuners():
 @pytest.fixture
 def third_party(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A distribution on sys.path registering `token_scale` under `stadapt.tuners`, as pip would install it."""
-    (tmp_path / "token_scale_tuner.py").write_text(THIRD_PARTY)
-    info = tmp_path / "token_scale_tuner-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: token-scale-tuner\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[stadapt.tuners]\ntoken_scale = token_scale_tuner:token_scale\n")
+    write_distribution(tmp_path, "token_scale_tuner", THIRD_PARTY,
+                       "[stadapt.tuners]\ntoken_scale = token_scale_tuner:token_scale\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     clear_cache()
     return tmp_path
@@ -95,11 +92,8 @@ def test_an_unknown_method_is_refused_in_one_line_listing_the_installed_ones() -
 
 
 def test_a_broken_method_is_named_with_its_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "broken_tuner.py").write_text("raise RuntimeError('boom')\n")
-    info = tmp_path / "broken_tuner-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-tuner\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[stadapt.tuners]\nbroken = broken_tuner:tuner\n")
+    write_distribution(tmp_path, "broken_tuner", "raise RuntimeError('boom')\n",
+                       "[stadapt.tuners]\nbroken = broken_tuner:tuner\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     clear_cache()
     with pytest.raises(PluginError, match="tuning method 'broken' .* from broken-tuner 0.1 failed to import: "
