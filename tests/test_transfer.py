@@ -98,3 +98,12 @@ def test_bad_arguments_are_clear(source_run: Path, tmp_path: Path) -> None:
     result = run_cli("finetune-transfer", "--from", str(source_run), "--dataset", "hmdb51", "--root", str(tmp_path),
                      "--splits", "4")
     assert result.returncode == 2 and "--splits" in result.stderr
+
+
+def test_zero_shot_needs_a_text_tower(source_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "transfer"
+    result = run_cli("finetune-transfer", "--from", str(source_run), "--dataset", "ucf101", "--root", str(tmp_path),
+                     "--out", str(out), "--zero-shot")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "clip:tiny" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()  # refused before any work

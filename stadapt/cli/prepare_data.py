@@ -174,3 +174,48 @@ def list_(
 
     listing = read_list(root, train=train, val=val, test=test, classes_file=classes)
     _write(listing, out, check, workers, overwrite, quiet)
+
+
+@app.command("subset", short_help="K videos per class, a class subset, or a published split file's videos.")
+def subset(
+    root: Path = typer.Option(..., "--root", help="The prepared data directory the list belongs to."),
+    list_file: Path = typer.Option(..., "--list", help="The list to take the subset from (e.g. train.txt)."),
+    shots: int = typer.Option(None, "--shots", min=1, help="Videos per class (few-shot), drawn with --seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --shots draw: the same seed writes the same lines."),
+    classes: Path = typer.Option(None, "--classes", help="Keep these classes: one name a line (as in "
+                                                         "classes.txt), or ViFi-CLIP's `id,name` label CSV."),
+    split_file: Path = typer.Option(None, "--split-file", help="Keep the videos a published split file names "
+                                                               "(ViFi-CLIP's datasets_splits/ lists: "
+                                                               "`video label` lines), matched by file name."),
+    out: Path = typer.Option(..., "--out", help="NAME.txt: a list added to --root (labels unchanged). A "
+                                                "directory: a prepared folder of the subset's classes alone, "
+                                                "labels re-indexed (one written before with the same classes "
+                                                "gains the list). No file is ever replaced."),
+) -> None:
+    """A subset of a prepared list for the open-vocabulary protocols: --shots K per class (seeded), the
+    classes of --classes, or exactly the videos of a ViFi-CLIP split file (its few-shot train1_few_shot_K
+    lists, its base2novel base_train / base_val / novel_val lists)."""
+    from stadapt.data.prepared import open_prepared
+    from stadapt.data.subsets import (
+        list_rows,
+        read_class_names,
+        read_split_file,
+        select,
+        write_subset_list,
+        write_subset_root,
+    )
+    from stadapt.errors import StadaptError
+
+    if shots is None and classes is None and split_file is None:
+        raise StadaptError("nothing to select", "pass --shots K, --classes FILE or --split-file FILE")
+    prepared = open_prepared(root)
+    keep = read_class_names(classes, prepared.classes) if classes is not None else None
+    videos = read_split_file(split_file) if split_file is not None else None
+    rows = select(list_rows(prepared, list_file), prepared.classes, keep=keep, videos=videos, shots=shots,
+                  seed=seed, split_file=split_file)
+    if out.suffix.lower() == ".txt":
+        target = write_subset_list(prepared, rows, out)
+    else:
+        target = write_subset_root(prepared, rows, out, prepared.list_path(list_file).name)
+    kinds = len({row.label for row in rows})
+    typer.echo(f"wrote {target}: {len(rows)} videos of {kinds} classes")

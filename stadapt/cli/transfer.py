@@ -24,6 +24,9 @@ def finetune_transfer(
     check: bool = typer.Option(False, "--check", help="Decode-check every video while preparing (quarantine)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Train every split again, replacing the split runs "
                                                               "that exist (without it, a re-run continues)."),
+    zero_shot: bool = typer.Option(False, "--zero-shot", help="Also score each split's test list zero-shot with "
+                                                            "the source backbone's own text tower, before any "
+                                                            "training on it (needs an image-text backbone)."),
     quiet: bool = quiet_option(help="No progress bars; the console shows warnings only."),
 ) -> None:
     """Transfer a Kinetics-400 model to UCF-101 or HMDB-51 as the paper does: new head, the source's
@@ -42,7 +45,7 @@ def finetune_transfer(
         raise StadaptError(f"--splits {splits!r} is not a comma-separated list of numbers",
                            "e.g. --splits 1,2,3") from None
     summary = run_transfer(source, dataset=dataset, root=root, splits=chosen, out=out, overrides=overrides or [],
-                           check=check, progress=not quiet, overwrite=overwrite)
+                           check=check, progress=not quiet, overwrite=overwrite, zero_shot=zero_shot)
     stopped = summary.get("interrupted")
     if stopped:
         import shlex

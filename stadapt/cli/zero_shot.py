@@ -55,7 +55,8 @@ def zero_shot(
     found: list[Path] = expand_inputs(videos) if data is None else []  # inputs named before any model is built
     label_list = read_labels(labels) if labels is not None else _classes(data)
     outputs = _claim(out, overwrite, data is not None)  # refuse a bad --out before any work
-    model = load_zero_shot(backbone, weights, label_list, templates or [], device=device)
+    model = load_zero_shot(backbone, weights, label_list, templates or [], device=device,
+                           text_cache=_claim_text_cache(outputs[0]) if outputs else None)
     spec = zero_shot_spec(model, frames=frames, sampling=sampling, stride=stride, views=parse_views(views))
     run = {"batch_size": batch_size, "workers": workers, "max_clips": max_clips, "progress": not quiet}
     if data is not None:
@@ -109,6 +110,17 @@ def _claim(out: Path | None, overwrite: bool, report: bool) -> list[Path]:
     write_predictions([], out, overwrite=True, check_only=True)
     claim_outputs([out], overwrite=overwrite, ours=predictions_by_stadapt)
     return [out]
+
+
+def _claim_text_cache(out: Path) -> Path:
+    """OUT.text.safetensors, where the label set's text embeddings are kept for the next run: a file stadapt
+    did not write there is refused before any work; one it wrote is read, or replaced for other labels."""
+    from stadapt.fileio import claim_outputs
+    from stadapt.model.text_cache import text_cache_by_stadapt, text_cache_path
+
+    cache = text_cache_path(out)
+    claim_outputs([cache], overwrite=True, ours=text_cache_by_stadapt)
+    return cache
 
 
 def _evaluate(model: Any, spec: Any, data: Path, data_list: Path | None, out: Path, run: dict[str, Any]) -> None:

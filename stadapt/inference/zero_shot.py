@@ -133,10 +133,10 @@ def _report(model: ZeroShotModel, spec: InputSpec, prepared: Any, list_file: Pat
 
 
 def load_zero_shot(backbone: str, weights: str | None, labels: Sequence[str], templates: Sequence[str] = (),
-                   *, device: str = "auto") -> ZeroShotModel:
+                   *, device: str = "auto", text_cache: Path | None = None) -> ZeroShotModel:
     """`build_zero_shot` on `device` ("auto": CUDA where there is one), templates defaulting to
-    DEFAULT_TEMPLATE."""
+    DEFAULT_TEMPLATE; `text_cache`: where the label set's text embeddings are kept (OUT.text.safetensors)."""
     from stadapt.runtime.device import resolve_device
 
     return build_zero_shot(backbone, weights, labels, list(templates) or [DEFAULT_TEMPLATE],
-                           device=torch.device(resolve_device(device)))
+                           device=torch.device(resolve_device(device)), text_cache=text_cache)

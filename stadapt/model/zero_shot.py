@@ -25,6 +25,7 @@ from stadapt.backbones.weights import fingerprint
 from stadapt.errors import StadaptError
 from stadapt.model.blocks import embed, run_blocks
 from stadapt.model.classifier import load_backbone_weights
+from stadapt.model.text_cache import cached_class_embeddings
 from stadapt.vocabulary import weights_is_path
 
 DEFAULT_TEMPLATE = "a video of {}."
@@ -73,9 +74,11 @@ class ZeroShotModel:
 
 def build_zero_shot(backbone: str, weights: str | Path | None, labels: Sequence[str],
                     templates: Sequence[str] = (DEFAULT_TEMPLATE,), *, device: torch.device | str = "cpu",
-                    options: dict[str, Any] | None = None) -> ZeroShotModel:
+                    options: dict[str, Any] | None = None, text_cache: Path | None = None) -> ZeroShotModel:
     """The zero-shot classifier of `backbone` (PLUGIN:VARIANT) with `weights` (a tag or a file holding both
-    towers) over `labels`, each filled into every template (`{}` marks where); in eval mode on `device`."""
+    towers) over `labels`, each filled into every template (`{}` marks where); in eval mode on `device`.
+    With `text_cache` (OUT.text.safetensors) the label set's text embeddings are read from there when it holds
+    them for these weights, labels and templates, else computed and filed there."""
     labels, templates = check_labels(labels), check_templates(templates)
     plugin, variant = parse_backbone(backbone)
     if weights is None:
@@ -94,7 +97,8 @@ def build_zero_shot(backbone: str, weights: str | Path | None, labels: Sequence[
     record = {"source": str(path.resolve()) if weights_is_path(weights) else str(weights),
               "fingerprint": fingerprint(image)}
     tower = tower.to(device).eval()
-    classes = tower.embed_labels(labels, templates)
+    classes = cached_class_embeddings(tower, labels, templates, backbone=f"{plugin.name}:{variant.name}",
+                                      source=record["source"], cache=text_cache)
     model = ZeroShotClassifier(image, tower, classes).to(device).eval()
     return ZeroShotModel(model, f"{plugin.name}:{variant.name}", variant, record, labels, templates)
 

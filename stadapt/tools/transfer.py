@@ -133,6 +133,47 @@ def _train_split(split: int, recipe: Any, *, overwrite: bool, progress: bool) ->
                             "move what is there away, or choose another --out") from None
 
 
+def check_text_tower(recipe: Any) -> None:
+    """Refuse, before any work, zero-shot scoring for a source whose backbone has no text tower."""
+    from stadapt.backbones.registry import parse_backbone
+
+    plugin, variant = parse_backbone(recipe.backbone.name)
+    plugin.text_tower(variant.name, recipe.backbone.weights, **dict(recipe.backbone.options))
+
+
+def zero_shot_split(recipe: Any, out: Path, *, progress: bool) -> float | None:
+    """The source backbone's own zero-shot top-1 on a split's test list, with the split's input (frames,
+    sampling, stride, views) and classes.txt's names as labels: its image and text towers before any training
+    on the target. Written as eval's report at `out`, and read back from there when a re-run finds it."""
+    from stadapt.data.prepared import open_prepared
+    from stadapt.fileio import json_by_stadapt
+    from stadapt.inference.zero_shot import load_zero_shot, zero_shot_eval, zero_shot_spec
+    from stadapt.model.text_cache import text_cache_path
+    from stadapt.runtime.views import parse_views
+
+    found = json_by_stadapt(out, "zero_shot") if out.is_file() else None
+    if found is not None:
+        return found.get("top1")
+    data = recipe.data
+    model = load_zero_shot(recipe.backbone.name, recipe.backbone.weights, open_prepared(Path(data.root)).classes,
+                           device=recipe.train.device, text_cache=text_cache_path(out))
+    spec = zero_shot_spec(model, frames=data.frames, sampling=data.sampling, stride=data.stride,
+                          views=parse_views(data.views))
+    report = zero_shot_eval(Path(data.root), Path(data.val_list), model, spec, out, workers=0, progress=progress)
+    return report.get("top1")
+
+
+def _add_zero_shot(summary: dict[str, Any], planned: dict[int, Any], out: Path, *, progress: bool) -> None:
+    """Each split's zero-shot top-1 (the source backbone before any training on the target) beside its
+    fine-tuned top-1, and their mean."""
+    for result in summary["splits"]:
+        split = result["split"]
+        result["zero_shot_top1"] = zero_shot_split(planned[split], out / f"zero_shot_split{split}.json",
+                                                   progress=progress)
+    before = [r["zero_shot_top1"] for r in summary["splits"]]
+    summary["zero_shot_mean_top1"] = None if None in before else sum(before) / len(before)
+
+
 def finetune_transfer(
     source: Path | None,
     *,
@@ -144,8 +185,11 @@ def finetune_transfer(
     check: bool = False,
     progress: bool = True,
     overwrite: bool = False,
+    zero_shot: bool = False,
 ) -> dict[str, Any]:
-    """Prepare, train and evaluate every split; write and return the summary (transfer.json).
+    """Prepare, train and evaluate every split; write and return the summary (transfer.json). With
+    `zero_shot`, each split's test list is first scored by the source backbone's own zero-shot (its text
+    tower; `zero_shot_top1` beside the fine-tuned `top1`, `zero_shot_mean_top1` beside the mean).
 
     Run again with the same arguments, it picks up where it stopped: splits that finished are read
     back (not retrained), an interrupted split continues from its checkpoint, the rest start.
@@ -181,6 +225,8 @@ def finetune_transfer(
                                overrides=overrides, check_files=check_files)
 
     planned = {split: split_recipe(split, False) for split in splits}
+    if zero_shot:
+        check_text_tower(planned[splits[0]])
     # every split's state is judged before any work: a changed setting is refused up front
     states = {split: "new" if overwrite else split_state(r) for split, r in planned.items()}
     summary: dict[str, Any] = {"source": str(checkpoint.resolve()), "dataset": dataset, "splits": [],
@@ -200,16 +246,23 @@ def finetune_transfer(
         summary["splits"].append(_split_result(split, val, result.run_dir, reused=False))
     scores = [r["top1"] for r in summary["splits"] if r["top1"] is not None]
     summary.update(mean_top1=sum(scores) / len(scores) if scores else None, complete=True)
+    if zero_shot:
+        _add_zero_shot(summary, planned, out, progress=progress)
     atomic_write_text(out / "transfer.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"{'split':<8} {'top-1':>7} {'videos':>7}  run"]
+    zero_shot = "zero_shot_mean_top1" in summary  # the zero-shot column: the source before training
+    lines = [f"{'split':<8}" + (f" {'0-shot':>7}" if zero_shot else "") + f" {'top-1':>7} {'videos':>7}  run"]
     for r in summary["splits"]:
-        top1 = "-" if r["top1"] is None else f"{100 * r['top1']:.1f}%"
+        before = f" {_percent(r.get('zero_shot_top1')):>7}" if zero_shot else ""
         earlier = "  (finished earlier, not retrained)" if r.get("reused") else ""
-        lines.append(f"{r['split']:<8} {top1:>7} {r['videos'] or 0:>7}  {r['run']}{earlier}")
-    mean = summary["mean_top1"]
-    lines.append(f"{'mean':<8} {'-' if mean is None else f'{100 * mean:.1f}%':>7}")
+        lines.append(f"{r['split']:<8}{before} {_percent(r['top1']):>7} {r['videos'] or 0:>7}  {r['run']}{earlier}")
+    before = f" {_percent(summary['zero_shot_mean_top1']):>7}" if zero_shot else ""
+    lines.append(f"{'mean':<8}{before} {_percent(summary['mean_top1']):>7}")
     return "\n".join(lines)

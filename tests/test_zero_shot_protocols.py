@@ -1,0 +1,113 @@
+"""The text embeddings kept beside a zero-shot output, and finetune-transfer's zero-shot column.
+
+`stadapt zero-shot --out X.csv` keeps the label set's text embeddings in X.text.safetensors: a second run with
+the same weights, labels and templates reads them (the text tower is not run again), other labels recompute
+and replace them, and a file at that name that stadapt did not write is refused before any work.
+`finetune-transfer --zero-shot` scores each split's test list with the source backbone's own text tower."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli
+
+from stadapt.backbones.text import TextTower
+
+NAME = "stadapt-zs-cache"
+CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
+                                          "patch_size": 16},
+          "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny open_clip CLIP with random weights (one file, both towers) and a 2-frame video."""
+    import open_clip
+
+    from stadapt.data.encode import write_video
+
+    base = tmp_path_factory.mktemp("zs_cache")
+    (base / f"{NAME}.json").write_text(json.dumps(CONFIG))
+    open_clip.add_model_config(base)
+    torch.manual_seed(0)
+    model = open_clip.create_model(NAME, load_weights=False)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(20.0))
+    torch.save(model.state_dict(), base / "weights.pt")
+    clip = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    return {"weights": base / "weights.pt", "video": write_video(base / "clip.mp4", clip)}
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many prompts each encode_text call embedded (the text tower's work)."""
+    found: list[int] = []
+    original = TextTower.encode_text
+
+    def counting(self: TextTower, tokens: torch.Tensor) -> torch.Tensor:
+        found.append(len(tokens))
+        return original(self, tokens)
+
+    monkeypatch.setattr(TextTower, "encode_text", counting)
+    return found
+
+
+def zero_shot(tiny: dict[str, Path], out: Path, labels: str, *extra: str) -> str:
+    done = run_cli("zero-shot", str(tiny["video"]), "--backbone", f"clip:{NAME}", "--weights", str(tiny["weights"]),
+                   "--labels", labels, "--frames", "2", "--workers", "0", "--out", str(out), "-q", *extra)
+    assert done.returncode == 0, done.stderr
+    return out.read_text()
+
+
+def test_second_run_reads_the_text_embeddings(tiny: dict[str, Path], tmp_path: Path, calls: list[int]) -> None:
+    out, cache = tmp_path / "zs.csv", tmp_path / "zs.text.safetensors"
+    first = zero_shot(tiny, out, "juggling,knitting,surfing")
+    assert calls == [3] and cache.is_file()
+    second = zero_shot(tiny, out, "juggling,knitting,surfing", "--overwrite")
+    assert calls == [3]  # read, not recomputed
+    assert second.splitlines()[1].split(",")[5] == first.splitlines()[1].split(",")[5]  # the same probabilities
+    zero_shot(tiny, out, "juggling,knitting,surfing", "--overwrite", "--template", "a clip of {}.")
+    assert calls == [3, 3]  # other templates: another key, recomputed
+    zero_shot(tiny, out, "juggling,knitting", "--overwrite")
+    assert calls == [3, 3, 2]  # other labels: recomputed, the file replaced
+    zero_shot(tiny, out, "juggling,knitting", "--overwrite")
+    assert calls == [3, 3, 2]
+
+
+def test_a_users_file_at_the_cache_name_is_refused(tiny: dict[str, Path], tmp_path: Path, calls: list[int]) -> None:
+    cache = tmp_path / "zs.text.safetensors"
+    cache.write_text("mine")
+    done = run_cli("zero-shot", str(tiny["video"]), "--backbone", f"clip:{NAME}", "--weights", str(tiny["weights"]),
+                   "--labels", "a,b", "--out", str(tmp_path / "zs.csv"), "-q")
+    assert done.returncode == 2 and "stadapt did not write it" in done.stderr and "Traceback" not in done.stderr
+    assert cache.read_text() == "mine" and not (tmp_path / "zs.csv").exists() and calls == []
+
+
+def test_transfer_scores_a_split_zero_shot(tiny: dict[str, Path], tmp_path: Path, calls: list[int]) -> None:
+    """finetune-transfer --zero-shot's per-split score: eval's report of the split's test list, read back on
+    a re-run; and the summary's zero-shot column."""
+    from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+    from stadapt.recipe import recipe_from_dict
+    from stadapt.tools.transfer import format_summary, zero_shot_split
+
+    root = tmp_path / "split1"
+    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=1, val_per_class=1, frames=4,
+                                        size=32, clutter=2))
+    recipe = recipe_from_dict({"backbone": {"name": f"clip:{NAME}", "weights": str(tiny["weights"])},
+                               "data": {"root": str(root), "frames": 2, "views": "1x1", "num_workers": 0},
+                               "train": {"device": "cpu"}}, source="test", check_files=False)
+    out = tmp_path / "zero_shot_split1.json"
+    top1 = zero_shot_split(recipe, out, progress=False)
+    report = json.loads(out.read_text())
+    assert report["top1"] == top1 and report["videos"] == 2 and report["checkpoint"] is None
+    assert report["zero_shot"]["labels"] == (root / "classes.txt").read_text().splitlines()
+    assert zero_shot_split(recipe, out, progress=False) == top1 and calls == [2]  # read back, not run again
+    summary = {"splits": [{"split": 1, "top1": 1.0, "videos": 2, "run": "r", "zero_shot_top1": top1}],
+               "mean_top1": 1.0, "zero_shot_mean_top1": top1}
+    assert "0-shot" in format_summary(summary)
+    assert "0-shot" not in format_summary({"splits": summary["splits"], "mean_top1": 1.0})  # without --zero-shot
