@@ -4,9 +4,10 @@ checkpoint, and the typed `Contract` every reader takes the model and its input 
     DIR/stadapt.json  the contract (format_version 2): model config (plugin, variant, options, adapter
                       layout, tuning), classes, the `input` an InputSpec (stadapt.data.input_spec) describes
                       (frames, sampling, stride, test views, size, mean, std, interpolation, crop),
-                      backbone-weights source and fingerprint; provenance (recipe, step, stadapt version,
-                      what it was imported from); `file_xxh3_128`: the checksum of every other file written
-                      with it (the tensors, a run's trainer state)
+                      backbone-weights source and fingerprint; a text head's tower (`text_tower`: its
+                      weights source, fingerprint and prompt templates, never a copy); provenance (recipe,
+                      step, stadapt version, what it was imported from); `file_xxh3_128`: the checksum of
+                      every other file written with it (the tensors, a run's trainer state)
 
 The file names, checksums and the atomic write are `stadapt.checkpoints.files`. Every reader goes through
 `read_checkpoint`, which brings older metadata up to the current format in one converter (`upgrade_meta`),
@@ -220,6 +221,7 @@ def model_meta(built: Any, classes: Sequence[str] | None, *, input_spec: InputSp
         "classes": list(classes) if classes is not None else default_classes(config.num_classes),
         "input": input_spec.to_dict(),
         "parameters": built.model.parameter_counts(),
+        **({"text_tower": built.text_tower} if getattr(built, "text_tower", None) else {}),
         **extra,
     }
 
@@ -243,6 +245,7 @@ class Contract:
     classes: list[str]
     backbone_weights: dict[str, Any]
     meta: dict[str, Any] = field(repr=False)
+    text_tower: dict[str, Any] = field(default_factory=dict)  # a text head's: weights source, fingerprint, templates
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], path: str | Path) -> Contract:
@@ -255,7 +258,7 @@ class Contract:
                                   "the checkpoint is damaged") from exc
         classes = list(meta.get("classes") or default_classes(config.num_classes))
         return cls(model=config, input=spec, classes=classes, backbone_weights=dict(meta.get("backbone_weights") or {}),
-                   meta=dict(meta))
+                   meta=dict(meta), text_tower=dict(meta.get("text_tower") or {}))
 
     @property
     def recipe(self) -> dict[str, Any] | None:

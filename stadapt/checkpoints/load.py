@@ -165,9 +165,22 @@ def _rebuild(contract: Contract, backbone_weights: str | Path | None, path: str 
             f"the backbone weights {source} that {path} was made with are not there",
             "pass their new location with backbone_weights=... (CLI: --backbone-weights)",
         )
-    built = build_model(config, weights=source)
+    built = build_model(config, weights=source, classes=contract.classes)
     check_weights_fingerprint(built, recorded.get("fingerprint"), str(source))
+    check_text_tower(built, contract.text_tower, str(source))
     return built
+
+
+def check_text_tower(built: BuiltModel, recorded: dict[str, Any], source: str) -> None:
+    """A text head's tower must be the one the run trained with, as the backbone's weights must."""
+    expected = recorded.get("fingerprint")
+    found = (built.text_tower or {}).get("fingerprint")
+    if expected is not None and found != expected:
+        raise WeightsError(
+            f"the text tower from {source} differs from the one the checkpoint's text head was trained with "
+            f"(fingerprint {str(found)[:19]}... != {str(expected)[:19]}...)",
+            "pass the original weights file (both towers)",
+        )
 
 
 def _recorded_source(source: Any, path: str | Path) -> Any:

@@ -37,6 +37,9 @@ def evaluate(
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
                                        "trained so; float32 on the CPU), fp32, bf16, fp16 (CUDA)."),
     which: str = typer.Option(None, "--which", help=WHICH_HELP),
+    labels: str = typer.Option(None, "--labels", help="Evaluate over another label set, a file with one label a "
+                                                      "line that the list's labels index into: a run trained "
+                                                      "with a frozen text head (model.head.type: text)."),
 ) -> None:
     """Evaluate a trained model: softmax per view, averaged; top-1, top-5, per-class accuracy; writes
     eval.json, eval.predictions.csv and eval.confusion.png. Under torchrun the videos are split over
@@ -53,7 +56,7 @@ def evaluate(
             report, written = run_eval(target, views=views, data_list=data_list, root=root, batch_size=batch_size,
                                        workers=workers, device=device, backbone_weights=backbone_weights, out=out,
                                        progress=not quiet, max_clips=max_clips, precision=precision, which=which,
-                                       overwrite=overwrite)
+                                       overwrite=overwrite, labels=labels)
     finally:
         shutdown(world_from_env())
     if world_from_env().main:

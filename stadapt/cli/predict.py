@@ -31,6 +31,9 @@ def predict(
     workers: int = typer.Option(None, "--workers", min=0, help="DataLoader workers decoding videos; default: "
                                                                "none for one video, else up to 4."),
     max_clips: int = typer.Option(None, "--max-clips", min=1, help="At most this many clips per forward pass."),
+    labels: str = typer.Option(None, "--labels", help="Answer over these labels, 'a,b,c' or a file with one label "
+                                                      "a line, instead of the trained classes: a run trained "
+                                                      "with a frozen text head (model.head.type: text)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     precision: str = typer.Option("auto", "--precision",
                                   help="auto (the run's: bf16 autocast and a 16-bit frozen backbone on GPUs that "
@@ -49,7 +52,8 @@ def predict(
     with interrupt_says([out] if out is not None else [], "the predictions are written once every video is done"):
         results = predict_videos(found, checkpoint=checkpoint, onnx=onnx, top_k=top_k, views=views, device=device,
                                  backbone_weights=backbone_weights, precision=precision, which=which,
-                                 batch_size=batch_size, workers=workers, max_clips=max_clips, progress=not quiet)
+                                 batch_size=batch_size, workers=workers, max_clips=max_clips, progress=not quiet,
+                                 labels=labels)
         if out is not None:
             write_predictions(results, out, overwrite=overwrite)
     errors = sum("error" in r for r in results)

@@ -49,6 +49,7 @@ def run_eval(
     precision: str = "auto",
     which: str | None = None,
     overwrite: bool = False,
+    labels: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on a list; write the JSON report, a per-video predictions CSV and a
     confusion-matrix PNG beside it. Clips are made as the checkpoint's InputSpec says (`views` overrides
@@ -56,13 +57,16 @@ def run_eval(
     Under torchrun the videos are split over the processes (none twice, none dropped) and only the first
     process writes. Of a run, `which` checkpoint: "best", "last", or None = best when present (printed).
     An existing report at `out` (and the files named after it) is replaced only when stadapt wrote it and
-    `overwrite` is given; the default `out` (RUN/eval.json) is the run's own report, replaced by every eval."""
+    `overwrite` is given; the default `out` (RUN/eval.json) is the run's own report, replaced by every eval.
+    `labels` (a file, or 'a,b'): evaluate over another label set, which the list's labels index into (a run
+    with a frozen text head)."""
     from stadapt.checkpoints.hub import output_home
     from stadapt.data.prepared import open_prepared
     from stadapt.data.views import test_dataset
     from stadapt.errors import StadaptError
     from stadapt.fileio import claim_outputs
     from stadapt.inference.loading import load_for_inference
+    from stadapt.inference.relabel import check_label_indices, relabel
     from stadapt.runtime.device import resolve_device
     from stadapt.runtime.distributed import init_world, process_device, world_from_env
     from stadapt.runtime.precision import resolve_precision
@@ -75,6 +79,8 @@ def run_eval(
     torch_device = process_device(resolve_device(device), world_from_env())
     loaded = load_for_inference(checkpoint, backbone_weights=backbone_weights, device=torch_device,
                                 precision=precision)
+    if labels is not None:
+        relabel(loaded, labels)
     data = (loaded.meta.get("recipe") or {}).get("data") or {}
     if root is None and (not data or str(data.get("root")).startswith("<local>")):  # <local>: a pushed checkpoint
         raise StadaptError(f"{checkpoint} records no data set" if not data else
@@ -82,12 +88,14 @@ def run_eval(
                            "pass --root DIR --list FILE")
     prepared = open_prepared(root if root is not None else data["root"])
     list_file = data_list if data_list is not None else Path(data.get("val_list", "val.txt"))
-    if prepared.classes != loaded.classes:
+    if labels is None and prepared.classes != loaded.classes:
         raise StadaptError(
             f"{prepared.root}/classes.txt does not match the {len(loaded.classes)} classes the model was trained on",
             "evaluate on a data set prepared with the same classes",
         )
     entries = prepared.entries(list_file)
+    if labels is not None:
+        check_label_indices([e.label for e in entries], loaded.classes, str(prepared.list_path(list_file)))
     spec = loaded.input_spec.with_views(parse_views(views) if views else None)
     world = init_world(torch_device)
     pred = infer_dataset_sharded(loaded, entries, lambda part: test_dataset(part, spec), world,
@@ -98,6 +106,8 @@ def run_eval(
                                  progress=progress and world.main, max_clips=max_clips)
     summary = summarize(pred, loaded.classes)
     report = _report(loaded, spec, prepared, list_file, entries, pred, summary, world.size)
+    if labels is not None:
+        report["labels"] = list(loaded.classes)  # the label set evaluated over (--labels), not the trained classes
     if world.main:
         write_reports(out, report, pred, entries, loaded.classes, title=checkpoint.parent.parent.name)
     return report, out

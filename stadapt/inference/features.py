@@ -77,7 +77,7 @@ def extract_features(videos: list[Path], checkpoint: Path | None, *, which: str 
         for row, index in enumerate(batch.indices.tolist()):
             rows[index] = (pooled[row].cpu(), per_video[row].cpu() if per_video is not None else None)
     order = sorted(rows)
-    width = loaded.head.fc.in_features
+    width = loaded.backbone.feature_width  # what forward_features gives (a text head has no `fc`)
     meta = {"format": FORMAT, "checkpoint": str(loaded.loaded_from.path.resolve()), "step": loaded.meta.get("step"),
             "input": spec.to_dict(), "precision": loaded.loaded_from.precision,
             "pooling": "mean over views of forward_features"}

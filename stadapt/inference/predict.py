@@ -43,20 +43,26 @@ def predict_videos(
     workers: int | None = None,
     max_clips: int | None = None,
     progress: bool = False,
+    labels: str | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per video, in input order: `{"video", "top": [{"class", "index", "probability"}, ...],
     "precision"}` or `{"video", "error"}`. Clips are made as evaluation makes them, from the model's InputSpec;
     a checkpoint's videos go through DataLoader workers in batches and run in `precision` ("auto": the run's
-    on this device, float32 on the CPU); of a run, `which` checkpoint (None: best when present)."""
+    on this device, float32 on the CPU); of a run, `which` checkpoint (None: best when present). `labels` ('a,b'
+    or a file): answer over them instead of the trained classes (a run with a frozen text head)."""
     from stadapt.runtime.views import parse_views
 
     if onnx is not None and checkpoint is not None:
         raise StadaptError("give --checkpoint or --onnx, not both", "an exported model carries its own classes")
+    if onnx is not None and labels is not None:
+        raise StadaptError("--labels needs a checkpoint with a frozen text head, not an ONNX model",
+                           "pass --checkpoint RUN instead of --onnx")
     view_override = parse_views(views) if views else None
     if onnx is None:
         return _predict_checkpoint(videos, checkpoint, top_k=top_k, views=view_override, device=device,
                                    backbone_weights=backbone_weights, precision=precision, which=which,
-                                   batch_size=batch_size, workers=workers, max_clips=max_clips, progress=progress)
+                                   batch_size=batch_size, workers=workers, max_clips=max_clips, progress=progress,
+                                   labels=labels)
     if precision not in ("auto", "fp32"):
         raise StadaptError(f"--precision {precision} applies to checkpoints; an ONNX model runs as exported",
                            "leave --precision out with --onnx")
@@ -67,10 +73,11 @@ def predict_videos(
 def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, views: tuple[int, int] | None,
                         device: str, backbone_weights: str | None, precision: str, which: str | None,
                         batch_size: int, workers: int | None, max_clips: int | None,
-                        progress: bool) -> list[dict[str, Any]]:
+                        progress: bool, labels: str | None = None) -> list[dict[str, Any]]:
     """predict_videos of a checkpoint, in the precision it was loaded in."""
     from stadapt.inference.loading import load_for_inference
-    from stadapt.inference.loop import default_workers, infer_dataset, videos_dataset
+    from stadapt.inference.loop import default_workers, fuse, infer_dataset, videos_dataset
+    from stadapt.inference.relabel import relabel
     from stadapt.runs.lookup import resolve_target
     from stadapt.runtime.device import resolve_device
     from stadapt.runtime.precision import resolve_precision
@@ -78,10 +85,11 @@ def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, 
     checkpoint, _ = resolve_target(target, which)
     loaded = load_for_inference(checkpoint, backbone_weights=backbone_weights, device=resolve_device(device),
                                 precision=precision)
+    fusion = relabel(loaded, labels) if labels is not None else fuse
     pred = infer_dataset(loaded, videos_dataset(videos, loaded.input_spec.with_views(views)), batch_size=batch_size,
                          num_workers=default_workers(len(videos)) if workers is None else workers,
                          device=loaded.device, precision=resolve_precision(loaded.loaded_from.precision, loaded.device),
-                         progress=progress, desc="predict", max_clips=max_clips)
+                         progress=progress, desc="predict", max_clips=max_clips, fusion=fusion)
     return video_results(videos, pred, loaded.classes, top_k, loaded.loaded_from.precision)
 
 

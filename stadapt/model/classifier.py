@@ -8,7 +8,7 @@ tests a method's name. The built-ins are the paper's method and its baselines (p
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_s
 from stadapt.errors import WeightsError
 from stadapt.model.adapters import AdapterConfig
 from stadapt.model.blocks import NO_HOOKS, BlockHooks, embed, run_blocks
+from stadapt.model.text_head import HeadConfig, build_text_head, text_tower_for
 from stadapt.tuners import POOLINGS, ModelConfigError, Tuner, load_tuner, require_hooks
 from stadapt.tuners.registry import methods_without_needs
 from stadapt.vocabulary import weights_is_path
@@ -46,6 +47,7 @@ class ModelConfig:
     dropout: float = 0.5
     backbone_options: Mapping[str, Any] = field(default_factory=dict)
     tuning: str = "st_adapter"  # what trains: an installed tuning method
+    head: HeadConfig = field(default_factory=HeadConfig)  # linear, or the text tower's class embeddings
 
     def __post_init__(self) -> None:
         _check_tuning(self.tuning, has_settings=self.adapter is not None)
@@ -55,7 +57,8 @@ class ModelConfig:
         return load_tuner(self.tuning)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The checkpoint's `model` block; `head` only for a text head (a linear one reads as before)."""
+        out = {
             "backbone": self.backbone,
             "backbone_options": dict(self.backbone_options),
             "num_classes": self.num_classes,
@@ -64,6 +67,7 @@ class ModelConfig:
             "dropout": self.dropout,
             "tuning": self.tuning,
         }
+        return out if not self.head.text else {**out, "head": self.head.to_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -77,6 +81,7 @@ class ModelConfig:
             adapter=None if settings is None else load_tuner(tuning).read_settings(settings),
             dropout=float(data.get("dropout", 0.5)),
             tuning=tuning,
+            head=HeadConfig.from_dict(data.get("head")),
         )
 
 
@@ -139,7 +144,7 @@ class VideoClassifier(nn.Module):
         require_hooks(tuner, backbone, self.backbone_name, methods_without_needs)
         modules = tuner.attach(backbone, num_frames, adapter)
         self.adapters: nn.Module = modules if modules is not None else nn.ModuleDict()  # the method's modules
-        self.head = ClassifierHead(backbone.feature_width, num_classes, dropout)
+        self.head: nn.Module = ClassifierHead(backbone.feature_width, num_classes, dropout)  # or a TextHead
         self.checkpointing: bool | str = "adapters"  # False, "adapters", "mlp" or True (whole blocks)
         self.backbone_dtype = torch.float32  # see store_backbone_as
         self.set_tuning(tuning)
@@ -255,9 +260,11 @@ class BuiltModel:
     plugin: BackbonePlugin
     weights: dict[str, Any] | None
     load_report: LoadReport | None
+    text_tower: dict[str, Any] | None = None  # a text head's tower: weights source, fingerprint, templates
 
 
-def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed: int | None = None) -> BuiltModel:
+def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed: int | None = None,
+                classes: Sequence[str] | None = None) -> BuiltModel:
     """Build the model of `config`; load backbone weights from a local file or a hub tag, if given.
 
     Options implied by the weights (e.g. QuickGELU for OpenAI CLIP) are resolved here and recorded in
@@ -279,6 +286,7 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
     options = {**config.backbone_options, **implied}
     variant = plugin.configure(variant, options)
     config = replace(config, backbone=f"{plugin.name}:{variant.name}", backbone_options=options)
+    tower = text_tower_for(plugin, variant.name, weights, options) if config.head.text else None  # refuses first
     if weights is None and seed is not None:
         torch.manual_seed(seed)
     backbone = plugin.build(variant.name, **options)
@@ -297,7 +305,16 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
     config.tuner.check_fits(config.adapter, backbone, config.backbone)
     model = VideoClassifier(backbone, config.num_classes, config.num_frames, config.adapter, config.dropout,
                             tuning=config.tuning, backbone_name=config.backbone)
-    return BuiltModel(model, config, variant, plugin, weights_info, report)
+    text = None
+    if tower is not None:
+        names = list(classes) if classes is not None else [f"class_{i}" for i in range(config.num_classes)]
+        if len(names) != config.num_classes:
+            raise ValueError(f"a text head of {config.num_classes} classes given {len(names)} class names")
+        model.head = build_text_head(tower, config.head, names, config.dropout)
+        model.set_tuning(config.tuning)  # the new head's parameters as the method wants them
+        text = {"source": weights_info["source"] if weights_info else str(weights), "fingerprint": fingerprint(tower),
+                "templates": list(config.head.templates)}
+    return BuiltModel(model, config, variant, plugin, weights_info, report, text)
 
 
 def random_init_record(backbone: FrameBackbone, seed: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from stadapt.recipe.data_section import DataSection
 from stadapt.recipe.fields import Float, Int, PositiveFloat, PositiveInt, Section, raise_rules
+from stadapt.recipe.model_section import ModelSection
 from stadapt.vocabulary import (
     TUNING_MODES,
     BackboneStorage,
@@ -89,19 +90,6 @@ class AdapterSection(Section):
                 "odd_kernel", "sizes must be odd and positive (T, H, W), got {kernel}", {"kernel": list(value)}
             )
         return value
-
-
-class ModelSection(Section):
-    """The classifier head, and where the adapters start from."""
-
-    dropout: Float = Field(0.5, ge=0, lt=1)
-    """Dropout probability on the video feature, in training, before the linear classifier head."""
-    init_from: str | None = None
-    """A stadapt checkpoint folder (one with a `stadapt.json`, e.g. `runs/k400_vitb/checkpoints/last`)
-    whose trained tensors initialise this run's: every tensor this run trains besides the head (the
-    method's modules, and the backbone parameters it trains) must be there with the same shape; its head is
-    not used (the classes differ). Not applied on `--resume`. How finetune-transfer starts;
-    null = the method's modules start from their own initialisation."""
 
 
 class ScaleSection(Section):
@@ -296,7 +284,8 @@ class Recipe(Section):
     """A method's settings from a recipe section this schema does not name (a third party's method), by
     section; written back under that section."""
     model: ModelSection = Field(default_factory=ModelSection)
-    """The classifier head's dropout, and a checkpoint to start the adapters from."""
+    """The classifier head (linear, or the text tower's class embeddings) and its dropout, and a checkpoint to
+    start the adapters from."""
     data: DataSection
     """The prepared data set, how clips are sampled and augmented, test views, decoding."""
     optim: OptimSection = Field(default_factory=OptimSection)
@@ -333,6 +322,14 @@ class Recipe(Section):
         except Exception as exc:
             raise PydanticCustomError("tuning", "{message}", {"message": getattr(exc, "message", str(exc))}) from exc
         return value
+
+    @model_validator(mode="after")
+    def _text_head_weights(self) -> Recipe:
+        """A text head is the pretrained text tower's: a random backbone has none to embed the classes with."""
+        if self.model.head.type == "text" and self.backbone.weights is None:
+            raise_rules([("model.head.type", "text needs the backbone's pretrained weights (its text tower's): "
+                          "set backbone.weights")])
+        return self
 
     @model_validator(mode="after")
     def _method_settings(self) -> Recipe:

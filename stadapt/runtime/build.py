@@ -11,6 +11,7 @@ import torch
 
 from stadapt.backbones.plugin import VariantInfo
 from stadapt.model.classifier import BuiltModel, ModelConfig, build_model
+from stadapt.model.text_head import HeadConfig
 from stadapt.recipe import Recipe
 from stadapt.runtime.device import resolve_device
 from stadapt.runtime.precision import apply_memory_options, resolve_precision
@@ -30,14 +31,18 @@ def model_config(recipe: Recipe, num_classes: int) -> ModelConfig:
         dropout=recipe.model.dropout,
         backbone_options=dict(recipe.backbone.options),
         tuning=recipe.tuning,
+        head=HeadConfig(type=recipe.model.head.type, templates=tuple(recipe.model.head.templates),
+                        train=recipe.model.head.train),
     )
 
 
-def build_from_recipe(recipe: Recipe, num_classes: int, device: torch.device | str | None = None) -> BuiltModel:
+def build_from_recipe(recipe: Recipe, num_classes: int, device: torch.device | str | None = None, *,
+                      classes: Sequence[str] | None = None) -> BuiltModel:
     """The model of `recipe` with its tuning mode and memory options (`train.backbone_storage`,
     `train.checkpointing`) applied, still on the CPU. `device` (default: the recipe's `train.device`)
-    is where it will train, which decides `backbone_storage: auto`."""
-    built = build_model(model_config(recipe, num_classes), weights=recipe.backbone.weights, seed=recipe.train.seed)
+    is where it will train, which decides `backbone_storage: auto`. A text head embeds `classes`."""
+    built = build_model(model_config(recipe, num_classes), weights=recipe.backbone.weights, seed=recipe.train.seed,
+                        classes=classes)
     device = resolve_device(recipe.train.device) if device is None else torch.device(device)
     apply_memory_options(
         built.model,

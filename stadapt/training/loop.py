@@ -99,7 +99,8 @@ def _setup(recipe: Recipe, world: World, device: torch.device, start: RunStart, 
     prepared = open_prepared(recipe.data.root)
     train_entries = prepared.entries(recipe.data.train_list)
     val_entries = prepared.entries(recipe.data.val_list)
-    run_dir, resumed, built = open_run(recipe, world, device, start, len(prepared.classes))
+    run_dir, resumed, built = open_run(recipe, world, device, start, len(prepared.classes),
+                                       prepared.classes)
     model = built.model.to(device)
     optimizer = build_optimizer(model, recipe.optim, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scale_loss)

@@ -3,7 +3,7 @@ everything that can refuse the run has been checked, and a resumed run held to t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,7 +54,7 @@ def check_resumable(saved: Recipe, now: Recipe) -> None:
 
 
 def open_run(recipe: Recipe, world: World, device: torch.device, start: RunStart,
-             num_classes: int) -> tuple[RunDir, bool, BuiltModel]:
+             num_classes: int, classes: Sequence[str] | None = None) -> tuple[RunDir, bool, BuiltModel]:
     """Decide how the run starts (on the main process, agreed by all), build the model (which can still
     refuse), then create or take over the folder and write or check the recipe."""
     assert recipe.output.dir is not None  # load_recipe fills it in
@@ -63,7 +63,7 @@ def open_run(recipe: Recipe, world: World, device: torch.device, start: RunStart
                                             overwrite=start.overwrite, keep=recipe.train.keep_checkpoints))
     resumed = mode == "resume"
     torch.manual_seed(recipe.train.seed)
-    built = build_from_recipe(recipe, num_classes, device=device)  # refuses before the folder exists
+    built = build_from_recipe(recipe, num_classes, device=device, classes=classes)  # refuses before the folder exists
     check_decoder(recipe.data.decoder, recipe.data.decode_device)  # so does a decoder that cannot load
     if recipe.model.init_from and not resumed:
         init_adapters(built.model, Path(recipe.model.init_from))

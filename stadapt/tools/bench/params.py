@@ -41,12 +41,15 @@ def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int 
 def model_parameter_counts(config: ModelConfig) -> tuple[BuiltModel, dict[str, int], dict[str, int]]:
     """The model of `config` built on the meta device: (built, parts{backbone, adapters, head},
     {total, trainable} under the config's tuning)."""
+    from dataclasses import replace
+
     import torch
 
     from stadapt.model.classifier import build_model
+    from stadapt.model.text_head import HeadConfig
 
-    with torch.device("meta"):
-        built = build_model(config)
+    with torch.device("meta"):  # a text head's tower needs its weights read: counted as a linear head instead
+        built = build_model(replace(config, head=HeadConfig()))
     model = built.model
     parts = {
         "backbone": sum(p.numel() for p in model.backbone.parameters()),

@@ -1,0 +1,176 @@
+"""Text heads (`model.head.type: text`): a run whose classifier is the text tower's embeddings of its class
+names, which then answers labels it never trained on (`predict --labels`, `eval --labels`).
+
+A tiny open_clip model with a text tower and random weights (as tests/test_zero_shot.py builds one) is
+written as one full state dict, the run's `backbone.weights`; one real run trains 2 steps of 2-frame, 32 px
+clips of the synthetic set with a frozen text head. The other checkpoints are written as training writes
+them, without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import run_cli
+
+NAME = "stadapt-th-clip"
+CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
+                                          "patch_size": 16},
+          "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+CLASSES = ["moving right", "moving left"]
+RECIPE = """\
+backbone: {{name: "clip:{name}", weights: {weights}}}
+tuning: st_adapter
+adapter: {{bottleneck: 8}}
+model: {{dropout: 0.0, head: {{type: text, template: "a video of {{}}.", train: false}}}}
+data: {{root: {root}, frames: 2, stride: 2, views: 1x1, num_workers: 0}}
+optim: {{lr: 0.001, batch_size: 4, steps: 2}}
+train: {{device: cpu, seed: 0, log_every: 1, save_every: 100, loggers: [], keep_best: false}}
+"""
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The model's weights file, the synthetic data set and a run trained with a frozen text head."""
+    import open_clip
+
+    from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+
+    base = tmp_path_factory.mktemp("text_head")
+    (base / f"{NAME}.json").write_text(json.dumps(CONFIG))
+    open_clip.add_model_config(base)
+    torch.manual_seed(0)
+    model = open_clip.create_model(NAME, load_weights=False)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(20.0))
+    weights = base / f"{NAME}.pt"
+    torch.save(model.state_dict(), weights)
+    root = base / "data"
+    write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=2, frames=6,
+                                        size=32, clutter=2))
+    recipe = base / "text.yaml"
+    recipe.write_text(RECIPE.format(name=NAME, weights=json.dumps(str(weights)), root=json.dumps(str(root))))
+    done = run_cli("train", str(recipe), f"output.dir={base / 'run'}", "-q")
+    assert done.returncode == 0, done.stderr
+    return {"weights": weights, "root": root, "run": base / "run", "recipe": recipe, "base": base}
+
+
+def _built(zoo: dict, *, head: str = "text", train: bool = False, tuning: str = "linear"):
+    from stadapt.model.classifier import ModelConfig, build_model
+    from stadapt.model.text_head import HeadConfig
+
+    config = ModelConfig(f"clip:{NAME}", 2, 2, None, dropout=0.0, tuning=tuning,
+                         head=HeadConfig(type=head, templates=("a video of {}.", "a clip of {}."), train=train))
+    return build_model(config, weights=zoo["weights"], classes=CLASSES)
+
+
+def _predict(zoo: dict, *args: str) -> list[dict]:
+    videos = sorted(str(p) for p in (zoo["root"] / "videos" / "val").glob("*.mp4"))
+    done = run_cli("predict", *videos, "--checkpoint", str(zoo["run"]), "--json", "--workers", "0", "-q", *args)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_predict_over_the_trained_labels_gives_evals_top1(zoo: dict) -> None:
+    done = run_cli("eval", str(zoo["run"]), "--workers", "0", "-q")
+    assert done.returncode == 0, done.stderr
+    with (zoo["run"] / "eval.predictions.csv").open(newline="") as handle:
+        by_video = {Path(row["path"]).name: row["prediction_name"] for row in csv.DictReader(handle)}
+    assert len(by_video) == 4
+    plain = _predict(zoo)
+    relabelled = _predict(zoo, "--labels", ",".join(CLASSES))
+    for a, b in zip(plain, relabelled, strict=True):
+        assert a["top"][0]["class"] == b["top"][0]["class"] == by_video[Path(a["video"]).name]
+        assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"], abs=1e-5)
+
+
+def test_new_labels_get_probabilities_that_sum_to_one(zoo: dict) -> None:
+    labels = ["a cat", "fireworks", "a dog jumping"]
+    for result in _predict(zoo, "--labels", ",".join(labels), "-k", "3"):
+        assert sorted(t["class"] for t in result["top"]) == sorted(labels)
+        assert sum(t["probability"] for t in result["top"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_eval_over_another_label_set(zoo: dict, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("going right\ngoing left\n")
+    out = tmp_path / "eval.json"
+    done = run_cli("eval", str(zoo["run"]), "--labels", str(labels), "--out", str(out), "--workers", "0", "-q")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["labels"] == ["going right", "going left"] and report["videos"] == 4
+    assert set(report["per_class"]) == {"going right", "going left"}
+
+
+def test_the_checkpoint_records_the_tower_not_a_copy_and_checks_its_fingerprint(zoo: dict, tmp_path: Path) -> None:
+    from stadapt import load_model
+    from stadapt.checkpoints.format import read_checkpoint
+    from stadapt.errors import WeightsError
+    from stadapt.model.text_head import TextHead
+
+    meta, tensors = read_checkpoint(zoo["run"] / "checkpoints" / "last")
+    assert meta["model"]["head"] == {"type": "text", "templates": ["a video of {}."], "train": False}
+    assert meta["text_tower"]["source"] == str(zoo["weights"].resolve())
+    assert meta["text_tower"]["fingerprint"].startswith("sha256:")
+    assert not [k for k in tensors if k.startswith("head.")] and tensors  # the adapters only
+    loaded = load_model(zoo["run"] / "checkpoints" / "last")
+    assert isinstance(loaded.head, TextHead) and not any(p.requires_grad for p in loaded.head.parameters())
+    expected = loaded.head.tower.embed_labels(CLASSES, ["a video of {}."]) * 20.0
+    assert torch.allclose(loaded.head.weight, expected, atol=1e-4)
+    copy = tmp_path / "ckpt"
+    shutil.copytree(zoo["run"] / "checkpoints" / "last", copy)
+    edited = json.loads((copy / "stadapt.json").read_text())
+    edited["text_tower"]["fingerprint"] = "sha256:" + "0" * 64
+    (copy / "stadapt.json").write_text(json.dumps(edited))
+    with pytest.raises(WeightsError, match="text tower"):
+        load_model(copy)
+
+
+def test_a_trained_text_head_starts_at_the_frozen_heads_logits(zoo: dict) -> None:
+    frozen, trained = _built(zoo), _built(zoo, train=True)
+    assert not [n for n, p in frozen.model.named_parameters() if p.requires_grad]
+    assert [n for n, p in trained.model.named_parameters() if p.requires_grad] == ["head.fc.weight", "head.fc.bias"]
+    video = torch.randn(3, 3, 2, 32, 32)
+    with torch.no_grad():
+        a, b = frozen.model.eval()(video), trained.model.eval()(video)
+    assert a.shape == (3, 2) and torch.allclose(a, b, atol=1e-5)
+    assert frozen.text_tower is not None and frozen.text_tower["templates"] == ["a video of {}.", "a clip of {}."]
+    # the logits are the zero-shot computation: logit scale x cosine of the projected feature with the labels
+    tower = frozen.model.head.tower
+    features = frozen.model.forward_features(video)
+    cos = torch.nn.functional.normalize(tower.project_image(features), dim=-1) @ \
+        tower.embed_labels(CLASSES, ["a video of {}.", "a clip of {}."]).t()
+    assert torch.allclose(a, 20.0 * cos, atol=1e-4)
+
+
+def test_a_linear_run_given_labels_is_refused_in_one_line(zoo: dict, tmp_path: Path) -> None:
+    from stadapt.checkpoints.format import model_meta, write_checkpoint
+    from stadapt.data.input_spec import input_spec_from_data
+
+    built = _built(zoo, head="linear")
+    spec = input_spec_from_data({"frames": 2, "sampling": "stride", "stride": 2, "views": "1x1"}, built.variant)
+    linear = write_checkpoint(tmp_path / "linear", built.model.trainable_state_dict(),
+                              model_meta(built, CLASSES, input_spec=spec))
+    video = str(next((zoo["root"] / "videos" / "val").glob("*.mp4")))
+    done = run_cli("predict", video, "--checkpoint", str(linear), "--labels", "a,b", "--workers", "0", "-q")
+    assert done.returncode == 2 and "has a linear head" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("backbone.name=clip:tiny", "clip:tiny is an image-only model"),
+    ("backbone.weights=null", "text needs the backbone's pretrained weights"),
+    ("model.head.template=a video", "must hold '{}' exactly once"),
+])
+def test_refusals_at_recipe_and_build_time(zoo: dict, tmp_path: Path, override: str, expected: str) -> None:
+    done = run_cli("train", str(zoo["recipe"]), override, f"output.dir={tmp_path / 'run'}", "-q")
+    assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()  # one line, or a recipe's one problem under its file's name
+    assert len(lines) == 1 or (len(lines) == 2 and "has 1 problem" in lines[0]), done.stderr
+    assert not (tmp_path / "run").exists()
