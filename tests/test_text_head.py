@@ -61,7 +61,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"weights": weights, "root": root, "run": base / "run", "recipe": recipe, "base": base}
 
 
-def _built(zoo: dict, *, head: str = "text", train: bool = False, tuning: str = "linear"):
+def _built(zoo: dict, *, head: str = "text", train: bool = False, tuning: str = "partial_finetune"):
     from stadapt.model.classifier import ModelConfig, build_model
     from stadapt.model.text_head import HeadConfig
 
@@ -134,8 +134,9 @@ def test_the_checkpoint_records_the_tower_not_a_copy_and_checks_its_fingerprint(
 
 def test_a_trained_text_head_starts_at_the_frozen_heads_logits(zoo: dict) -> None:
     frozen, trained = _built(zoo), _built(zoo, train=True)
-    assert not [n for n, p in frozen.model.named_parameters() if p.requires_grad]
-    assert [n for n, p in trained.model.named_parameters() if p.requires_grad] == ["head.fc.weight", "head.fc.bias"]
+    heads = [[n for n, p in b.model.named_parameters() if p.requires_grad and n.startswith("head.")]
+             for b in (frozen, trained)]
+    assert heads == [[], ["head.fc.weight", "head.fc.bias"]]
     video = torch.randn(3, 3, 2, 32, 32)
     with torch.no_grad():
         a, b = frozen.model.eval()(video), trained.model.eval()(video)
@@ -167,6 +168,7 @@ def test_a_linear_run_given_labels_is_refused_in_one_line(zoo: dict, tmp_path: P
     ("backbone.name=clip:tiny", "clip:tiny is an image-only model"),
     ("backbone.weights=null", "text needs the backbone's pretrained weights"),
     ("model.head.template=a video", "must hold '{}' exactly once"),
+    ("tuning=linear", "tuning=linear with a frozen text head trains nothing"),
 ])
 def test_refusals_at_recipe_and_build_time(zoo: dict, tmp_path: Path, override: str, expected: str) -> None:
     done = run_cli("train", str(zoo["recipe"]), override, f"output.dir={tmp_path / 'run'}", "-q")

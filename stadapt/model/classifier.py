@@ -23,7 +23,7 @@ from stadapt.backbones.weights import LoadReport, fingerprint, load_into, read_s
 from stadapt.errors import WeightsError
 from stadapt.model.adapters import AdapterConfig
 from stadapt.model.blocks import NO_HOOKS, BlockHooks, embed, run_blocks
-from stadapt.model.text_head import HeadConfig, build_text_head, text_tower_for
+from stadapt.model.text_head import HeadConfig, TextHeadError, build_text_head, text_tower_for
 from stadapt.tuners import POOLINGS, ModelConfigError, Tuner, load_tuner, require_hooks
 from stadapt.tuners.registry import methods_without_needs
 from stadapt.vocabulary import weights_is_path
@@ -312,6 +312,9 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
             raise ValueError(f"a text head of {config.num_classes} classes given {len(names)} class names")
         model.head = build_text_head(tower, config.head, names, config.dropout)
         model.set_tuning(config.tuning)  # the new head's parameters as the method wants them
+        if not any(p.requires_grad for p in model.parameters()):
+            raise TextHeadError(f"tuning={config.tuning} with a frozen text head trains nothing",
+                                "pick a method that trains (e.g. st_adapter), or set model.head.train: true")
         text = {"source": weights_info["source"] if weights_info else str(weights), "fingerprint": fingerprint(tower),
                 "templates": list(config.head.templates)}
     return BuiltModel(model, config, variant, plugin, weights_info, report, text)
