@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -56,6 +57,12 @@ def predict(
                                  labels=labels)
         if out is not None:
             write_predictions(results, out, overwrite=overwrite)
+    show_predictions(results, out, as_json)
+
+
+def show_predictions(results: list[dict[str, Any]], out: Path | None, as_json: bool) -> None:
+    """predict's report: what was written to `out` (errors to stderr), or each video's top classes (as JSON
+    lines with --json); exit status 1 when a video could not be predicted."""
     errors = sum("error" in r for r in results)
     if out is not None:
         typer.echo(f"wrote {out}: {len(results) - errors} video(s) predicted, {errors} error(s)")

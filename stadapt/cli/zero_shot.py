@@ -3,7 +3,6 @@ image-text backbone's own text tower, no training; predict's output over files, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +140,7 @@ def _predict(model: Any, spec: Any, found: list[Path], out: Path | None, overwri
              run: dict[str, Any]) -> None:
     """predict's output for the videos: printed, as JSON lines, or written to --out (CSV / JSONL)."""
     from stadapt.cli.interrupt import interrupt_says
+    from stadapt.cli.predict import show_predictions
     from stadapt.inference.predict import write_predictions
     from stadapt.inference.zero_shot import zero_shot_videos
 
@@ -148,19 +148,4 @@ def _predict(model: Any, spec: Any, found: list[Path], out: Path | None, overwri
         results = zero_shot_videos(found, model, spec, top_k=top_k, **run)
         if out is not None:
             write_predictions(results, out, overwrite=overwrite)
-    errors = sum("error" in r for r in results)
-    if out is not None:
-        typer.echo(f"wrote {out}: {len(results) - errors} video(s) predicted, {errors} error(s)")
-        for result in results:
-            if "error" in result:
-                typer.echo(f"error: {result['error']}", err=True)
-    for result in results if out is None else ():
-        if as_json:
-            typer.echo(json.dumps(result, ensure_ascii=False))
-        elif "error" in result:
-            typer.echo(f"{result['video']}\n  error: {result['error']}")
-        else:
-            lines = [f"  {100 * t['probability']:5.1f}%  {t['class']}" for t in result["top"]]
-            typer.echo("\n".join([result["video"], *lines]))
-    if errors:
-        raise typer.Exit(1)
+    show_predictions(results, out, as_json)
