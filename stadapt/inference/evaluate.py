@@ -125,26 +125,36 @@ def _report(loaded: Any, spec: Any, prepared: Any, list_file: Path, entries: lis
         "checkpoint": str(loaded.loaded_from.path.resolve()),
         "checkpoint_sha256": file_sha256(tensors_path(loaded.loaded_from.path)),
         "step": loaded.meta.get("step"),
+        **run_record(spec, prepared, list_file, entries, pred, fusion=FUSION,
+                     precision=loaded.loaded_from.precision, processes=processes),
+        **summary,
+    }
+
+
+def run_record(spec: Any, prepared: Any, list_file: Path, entries: list[Any], pred: Predictions, *, fusion: str,
+               precision: str, processes: int) -> dict[str, Any]:
+    """What every eval.json says of the run itself: the list and its digests, the views and their fusion,
+    the input, the precision and processes, what was listed and skipped, the time (eval's and zero-shot's)."""
+    return {
         "list": str(prepared.list_path(list_file)),
         "list_sha256": prepared.list_sha256(list_file),
         "classes_sha256": (prepared.manifest or {}).get("classes_sha256"),
         "views": spec.views_text,
         "temporal_views": spec.views[0],
         "spatial_views": spec.views[1],
-        "fusion": FUSION,
+        "fusion": fusion,
         "frames": spec.frames,
         "sampling": spec.sampling,
         "stride": spec.stride,
         "crop_size": spec.image_size,
         "short_side": spec.image_size,
         "input": spec.to_dict(),
-        "precision": loaded.loaded_from.precision,
+        "precision": precision,
         "processes": processes,
         "listed": len(entries),
         "skipped": len(pred.skipped),
         "skipped_videos": pred.skipped,
         "seconds": round(pred.seconds, 3),
-        **summary,
     }
 
 

@@ -99,6 +99,7 @@ def _report(model: ZeroShotModel, spec: InputSpec, prepared: Any, list_file: Pat
             summary: dict[str, Any]) -> dict[str, Any]:
     """eval.json of a zero-shot model: no checkpoint, the zero-shot setting instead, then eval's fields."""
     from stadapt import __version__
+    from stadapt.inference.evaluate import run_record
     from stadapt.inference.loop import FUSION
 
     tower = model.model.tower
@@ -109,25 +110,9 @@ def _report(model: ZeroShotModel, spec: InputSpec, prepared: Any, list_file: Pat
         "zero_shot": {"backbone": model.backbone, "weights": model.weights, "labels": model.labels,
                       "templates": model.templates, "logit_scale": tower.logit_scale, "logit_bias": tower.logit_bias,
                       "probabilities": "sigmoid per label" if tower.sigmoid else "softmax over the labels"},
-        "list": str(prepared.list_path(list_file)),
-        "list_sha256": prepared.list_sha256(list_file),
-        "classes_sha256": (prepared.manifest or {}).get("classes_sha256"),
-        "views": spec.views_text,
-        "temporal_views": spec.views[0],
-        "spatial_views": spec.views[1],
-        "fusion": FUSION.replace("softmax", "sigmoid") if tower.sigmoid else FUSION,
-        "frames": spec.frames,
-        "sampling": spec.sampling,
-        "stride": spec.stride,
-        "crop_size": spec.image_size,
-        "short_side": spec.image_size,
-        "input": spec.to_dict(),
-        "precision": "fp32",
-        "processes": 1,
-        "listed": len(entries),
-        "skipped": len(pred.skipped),
-        "skipped_videos": pred.skipped,
-        "seconds": round(pred.seconds, 3),
+        **run_record(spec, prepared, list_file, entries, pred,
+                     fusion=FUSION.replace("softmax", "sigmoid") if tower.sigmoid else FUSION, precision="fp32",
+                     processes=1),
         **summary,
     }
 
