@@ -223,3 +223,23 @@ def write_distribution(site: Path, module: str, source: str, entry_points: str) 
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(entry_points)
     return site
+
+
+def write_tiny_open_clip(base: Path, name: str, config: dict, *, logit_scale: float = 20.0) -> Path:
+    """A tiny open_clip image-text model of `config`, registered with open_clip under `name` (a config file in
+    `base`), with random weights (seed 0) and the logit scale `logit_scale`, its state dict written to
+    `base/<name>.pt`: the weights file the clip plugin builds both towers from."""
+    import json
+    import math
+
+    import open_clip
+
+    (base / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(base)
+    torch.manual_seed(0)
+    model = open_clip.create_model(name, load_weights=False)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(logit_scale))
+    weights = base / f"{name}.pt"
+    torch.save(model.state_dict(), weights)
+    return weights

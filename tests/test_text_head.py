@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, write_tiny_open_clip
 
 NAME = "stadapt-th-clip"
 CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
@@ -38,19 +37,10 @@ train: {{device: cpu, seed: 0, log_every: 1, save_every: 100, loggers: [], keep_
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The model's weights file, the synthetic data set and a run trained with a frozen text head."""
-    import open_clip
-
     from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 
     base = tmp_path_factory.mktemp("text_head")
-    (base / f"{NAME}.json").write_text(json.dumps(CONFIG))
-    open_clip.add_model_config(base)
-    torch.manual_seed(0)
-    model = open_clip.create_model(NAME, load_weights=False)
-    with torch.no_grad():
-        model.logit_scale.fill_(math.log(20.0))
-    weights = base / f"{NAME}.pt"
-    torch.save(model.state_dict(), weights)
+    weights = write_tiny_open_clip(base, NAME, CONFIG)
     root = base / "data"
     write_synthetic(root, SyntheticSpec(motions=("horizontal",), train_per_class=2, val_per_class=2, frames=6,
                                         size=32, clutter=2))

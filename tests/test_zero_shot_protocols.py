@@ -8,13 +8,12 @@ and replace them, and a file at that name that stadapt did not write is refused 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import run_cli, write_tiny_open_clip
 
 from stadapt.backbones.text import TextTower
 
@@ -27,20 +26,12 @@ CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny open_clip CLIP with random weights (one file, both towers) and a 2-frame video."""
-    import open_clip
-
     from stadapt.data.encode import write_video
 
     base = tmp_path_factory.mktemp("zs_cache")
-    (base / f"{NAME}.json").write_text(json.dumps(CONFIG))
-    open_clip.add_model_config(base)
-    torch.manual_seed(0)
-    model = open_clip.create_model(NAME, load_weights=False)
-    with torch.no_grad():
-        model.logit_scale.fill_(math.log(20.0))
-    torch.save(model.state_dict(), base / "weights.pt")
+    weights = write_tiny_open_clip(base, NAME, CONFIG)
     clip = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    return {"weights": base / "weights.pt", "video": write_video(base / "clip.mp4", clip)}
+    return {"weights": weights, "video": write_video(base / "clip.mp4", clip)}
 
 
 @pytest.fixture
