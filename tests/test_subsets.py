@@ -99,6 +99,24 @@ def test_vifi_split_file_videos(tmp_path: Path) -> None:
     assert result.returncode == 2 and "train_cooking_3.mp4" in result.stderr
 
 
+def test_a_split_file_finds_videos_whatever_their_container(tmp_path: Path) -> None:
+    """ViFi-CLIP's K400 files name `val/{youtube_id}_{start}_{end}.mp4`; prepare-data k400 lists the video it
+    found by that stem, which a download script may have left as .mkv or .webm."""
+    root = tmp_path / "k400"
+    root.mkdir()
+    (root / "classes.txt").write_text("abseiling\nair drumming\n")
+    (root / "val.txt").write_text("val/abseiling/-egPJubR-CE_000001_000011.mkv 0\n"
+                                  "val/air drumming/0htNc0u9TDk_000000_000010.webm 1\n"
+                                  "val/air drumming/1438aE9LMgY_000055_000065.mp4 1\n")
+    split = tmp_path / "novel_val.txt"
+    split.write_text("val/-egPJubR-CE_000001_000011.mp4 74\nval/0htNc0u9TDk_000000_000010.mp4 14\n")
+    result = run_cli("prepare-data", "subset", "--root", str(root), "--list", "val.txt", "--split-file",
+                     str(split), "--out", "novel.txt")
+    assert result.returncode == 0, result.stderr
+    assert lines(root / "novel.txt") == ["val/abseiling/-egPJubR-CE_000001_000011.mkv 0",
+                                         "val/air drumming/0htNc0u9TDk_000000_000010.webm 1"]
+
+
 def test_unknown_class_and_no_selection(tmp_path: Path) -> None:
     root = prepared(tmp_path)
     (tmp_path / "c.txt").write_text("archery\nyodelling\n")

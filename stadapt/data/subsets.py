@@ -67,8 +67,15 @@ def read_class_names(path: Path, known: Sequence[str]) -> list[str]:
 
 
 def video_name(path: str) -> str:
-    """A video's file name, whatever separators its list used: how split files and lists are matched."""
+    """A video's file name, whatever separators its list used."""
     return PureWindowsPath(PurePosixPath(path).name).name
+
+
+def video_key(path: str) -> str:
+    """What split files and lists are matched by: the file name without its container suffix, so a split
+    file's `x.mp4` finds the `x.mkv` or `x.webm` a download script left (prepare-data k400 finds videos by
+    stem too)."""
+    return PurePosixPath(video_name(path)).stem
 
 
 def read_split_file(path: Path) -> list[str]:
@@ -91,14 +98,14 @@ def select(rows: list[Row], classes: list[str], *, keep: Sequence[str] | None = 
         wanted = {classes.index(name) for name in keep}
         rows = [row for row in rows if row.label in wanted]
     if videos is not None:
-        by_name = {video_name(row.path): row for row in rows}
-        missing = [name for name in dict.fromkeys(videos) if name not in by_name]
+        by_key = {video_key(row.path): row for row in rows}
+        missing = [name for name in dict.fromkeys(videos) if video_key(name) not in by_key]
         if missing:
             raise DataError(f"{len(missing)} video(s) of split file {split_file} are not in the list: "
                             f"{preview(missing)}", "pass the list those videos belong to (train.txt for a "
                                                    "*_train.txt split file, val.txt for a *_val.txt one)")
-        named = set(videos)
-        rows = [row for row in rows if video_name(row.path) in named]
+        named = {video_key(name) for name in videos}
+        rows = [row for row in rows if video_key(row.path) in named]
     if shots is not None:
         rows = few_shot(rows, classes, shots, seed)
     if not rows:
