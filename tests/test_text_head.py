@@ -96,6 +96,7 @@ def test_eval_over_another_label_set(zoo: dict, tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["labels"] == ["going right", "going left"] and report["videos"] == 4
     assert set(report["per_class"]) == {"going right", "going left"}
+    assert report["fusion"] == "mean of per-view softmax probabilities"  # a CLIP tower: softmax over the labels
 
 
 def test_the_checkpoint_records_the_tower_not_a_copy_and_checks_its_fingerprint(zoo: dict, tmp_path: Path) -> None:
@@ -166,3 +167,70 @@ def test_refusals_at_recipe_and_build_time(zoo: dict, tmp_path: Path, override: 
     lines = done.stderr.strip().splitlines()  # one line, or a recipe's one problem under its file's name
     assert len(lines) == 1 or (len(lines) == 2 and "has 1 problem" in lines[0]), done.stderr
     assert not (tmp_path / "run").exists()
+
+
+# A SigLIP-style text head (logit bias, each label's own sigmoid): its views fuse as the mean of their
+# sigmoids, in predict (with and without --labels) and eval alike, and eval.json says so.
+SIGMOID_NAME = "stadapt-th-sigmoid"
+
+
+@pytest.fixture(scope="module")
+def sigmoid_run(zoo: dict) -> Path:
+    """A checkpoint with a frozen text head on a tower with a logit bias (sigmoid per label) and 2 temporal
+    test views, written as training writes one, without training."""
+    from stadapt.checkpoints.format import model_meta, write_checkpoint
+    from stadapt.data.input_spec import input_spec_from_data
+    from stadapt.model.classifier import ModelConfig, build_model
+    from stadapt.model.text_head import HeadConfig
+
+    weights = write_tiny_open_clip(zoo["base"], SIGMOID_NAME, {**CONFIG, "init_logit_bias": -1.0})
+    config = ModelConfig(f"clip:{SIGMOID_NAME}", 2, 2, None, dropout=0.0, tuning="partial_finetune",
+                         head=HeadConfig(type="text"))
+    built = build_model(config, weights=weights, classes=CLASSES)
+    assert built.model.head.sigmoid
+    spec = input_spec_from_data({"frames": 2, "sampling": "stride", "stride": 2, "views": "2x1"}, built.variant)
+    return write_checkpoint(zoo["base"] / "sigmoid", built.model.trainable_state_dict(),
+                            model_meta(built, CLASSES, input_spec=spec))
+
+
+def _mean_of_view_sigmoids(checkpoint: Path, video: str, labels: list[str] | None) -> dict[str, float]:
+    """Each label's sigmoid of the model's logits, averaged over the video's views (computed here)."""
+    from stadapt import load_model
+
+    loaded = load_model(checkpoint)
+    if labels is not None:
+        loaded.head.set_labels(labels, loaded.config.head.templates)
+    with torch.no_grad():
+        probs = loaded(loaded.transform()(video)).float().sigmoid().mean(dim=0)
+    return dict(zip(labels or CLASSES, probs.tolist(), strict=True))
+
+
+@pytest.mark.parametrize("labels", [None, ["a cat", "fireworks", "a dog jumping"]])
+def test_a_sigmoid_text_head_fuses_its_views_by_sigmoid_in_predict(zoo: dict, sigmoid_run: Path,
+                                                                   labels: list[str] | None) -> None:
+    videos = sorted(str(p) for p in (zoo["root"] / "videos" / "val").glob("*.mp4"))[:2]
+    args = ["--labels", ",".join(labels)] if labels else []
+    done = run_cli("predict", *videos, "--checkpoint", str(sigmoid_run), "--json", "--workers", "0", "-q",
+                   "-k", "3", *args)
+    assert done.returncode == 0, done.stderr
+    for video, line in zip(videos, done.stdout.splitlines(), strict=True):
+        got = {t["class"]: t["probability"] for t in json.loads(line)["top"]}
+        assert got == pytest.approx(_mean_of_view_sigmoids(sigmoid_run, video, labels), abs=1e-5)
+
+
+@pytest.mark.parametrize("labels", [None, ["going right", "going left"]])
+def test_a_sigmoid_text_head_fuses_its_views_by_sigmoid_in_eval(zoo: dict, sigmoid_run: Path, tmp_path: Path,
+                                                                labels: list[str] | None) -> None:
+    out = tmp_path / "eval.json"
+    args = ["--labels", ",".join(labels)] if labels else []
+    done = run_cli("eval", str(sigmoid_run), "--root", str(zoo["root"]), "--list", "val.txt", "--out", str(out),
+                   "--workers", "0", "-q", *args)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["fusion"] == "mean of per-view sigmoid probabilities" and report["views"] == "2x1"
+    with out.with_suffix(".predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4
+    for row in rows:
+        expected = _mean_of_view_sigmoids(sigmoid_run, row["path"], labels)
+        assert float(row["probability"]) == pytest.approx(max(expected.values()), abs=1e-5)

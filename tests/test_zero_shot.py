@@ -97,11 +97,14 @@ def _by_label(result: dict) -> torch.Tensor:
 @pytest.mark.parametrize("name", [CLIP, SIGMOID], ids=["clip_softmax", "siglip_sigmoid"])
 def test_probabilities_equal_open_clips_own_zero_shot(zoo: dict, name: str) -> None:
     """Two templates (prompt ensembling), through the inference loop as predict runs it."""
+    from stadapt.inference.loop import fusion_for
     from stadapt.inference.zero_shot import load_zero_shot, zero_shot_spec, zero_shot_videos
 
     entry = zoo[name]
     model = load_zero_shot(f"clip:{name}", str(entry["weights"]), LABELS, TEMPLATES, device="cpu")
     assert model.model.tower.sigmoid == (name == SIGMOID)
+    # the views' fusion (and eval.json's `fusion`) is the one predict and eval use for the same head
+    assert fusion_for(model.model)[1] == f"mean of per-view {'sigmoid' if name == SIGMOID else 'softmax'} probabilities"
     results = zero_shot_videos([entry["video"]], model, zero_shot_spec(model, frames=2), top_k=len(LABELS))
     ours = _by_label(results[0])
     expected = _open_clip_probabilities(entry, name, LABELS, TEMPLATES)

@@ -68,7 +68,3 @@ class TextTower(nn.Module):
         """(B, D) image (or video) embeddings and (C, D) unit-norm class embeddings -> (B, C) logits."""
         logits = self.logit_scale * F.normalize(images.float(), dim=-1) @ classes.float().t()
         return logits if self.logit_bias is None else logits + self.logit_bias
-
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Per-label probabilities: sigmoid of each logit (SigLIP) or the softmax over the labels."""
-        return logits.float().sigmoid() if self.sigmoid else logits.float().softmax(dim=-1)

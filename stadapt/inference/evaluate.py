@@ -1,7 +1,8 @@
 """`stadapt eval`: multi-view evaluation of a checkpoint on a list, and its reports.
 
-The prediction itself (softmax per view, probabilities averaged over the views of a video) is the one
-loop, stadapt.inference.loop, split over the processes by stadapt.inference.views as training's validation is.
+The prediction itself (softmax per view, or each label's sigmoid for a SigLIP text head, averaged over the
+views of a video: `loop.fusion_for`) is the one loop, stadapt.inference.loop, split over the processes by
+stadapt.inference.views as training's validation is.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stadapt.inference.loop import FUSION, Predictions
+from stadapt.inference.loop import Predictions, fusion_for
 from stadapt.inference.views import infer_dataset_sharded, summarize
 from stadapt.runs.lookup import resolve_target
 
@@ -125,7 +126,7 @@ def _report(loaded: Any, spec: Any, prepared: Any, list_file: Path, entries: lis
         "checkpoint": str(loaded.loaded_from.path.resolve()),
         "checkpoint_sha256": file_sha256(tensors_path(loaded.loaded_from.path)),
         "step": loaded.meta.get("step"),
-        **run_record(spec, prepared, list_file, entries, pred, fusion=FUSION,
+        **run_record(spec, prepared, list_file, entries, pred, fusion=fusion_for(loaded)[1],
                      precision=loaded.loaded_from.precision, processes=processes),
         **summary,
     }

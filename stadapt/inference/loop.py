@@ -1,5 +1,6 @@
 """The one multi-view inference loop: a test dataset in batches on the device, a model over their views in
-chunks under the run's autocast, and the fusion of the views (`fuse`).
+chunks under the run's autocast, and the fusion of the views (the model's own, `fusion_for`: the mean of
+per-view softmax, or of each label's sigmoid for a SigLIP text head or zero-shot model).
 
 Temporal views are spread evenly over a video, spatial views are 1 centre crop or 3 crops along the long
 side (`stadapt.data.views.test_dataset`); DataLoader workers decode, `to_model_input` makes the views where
@@ -20,12 +21,30 @@ from typing import Any
 import torch
 
 FUSION = "mean of per-view softmax probabilities"
+SIGMOID_FUSION = "mean of per-view sigmoid probabilities"
+
+Fusion = Callable[[torch.Tensor], torch.Tensor]
 
 
 def fuse(logits: torch.Tensor) -> torch.Tensor:
     """(B, V, C) logits of the views of B videos -> (B, C) float32 probabilities: softmax per view, then
     the mean over the views (`FUSION`)."""
     return logits.float().softmax(dim=-1).mean(dim=1)
+
+
+def fuse_sigmoid(logits: torch.Tensor) -> torch.Tensor:
+    """(B, V, C) logits -> (B, C) float32 probabilities: each label's sigmoid per view, then the mean over
+    the views (`SIGMOID_FUSION`; the labels' probabilities need not sum to 1)."""
+    return logits.float().sigmoid().mean(dim=1)
+
+
+def fusion_for(model: Any) -> tuple[Fusion, str]:
+    """The views' fusion of `model` and its description (eval.json's `fusion`): the mean of each label's
+    sigmoid when its classifier scores labels independently (a text head's or a zero-shot model's SigLIP
+    tower says `sigmoid`), else of the softmax over the classes. One function, so predict, eval,
+    validation and zero-shot never disagree about a model's probabilities."""
+    sigmoid = any(getattr(getattr(model, part, None), "sigmoid", False) is True for part in ("head", "tower"))
+    return (fuse_sigmoid, SIGMOID_FUSION) if sigmoid else (fuse, FUSION)
 
 
 @dataclass
@@ -111,11 +130,11 @@ def infer_dataset(
     progress: bool = True,
     desc: str = "eval",
     max_clips: int | None = None,
-    fusion: Callable[[torch.Tensor], torch.Tensor] = fuse,
 ) -> Predictions:
     """Run every video's views (dataset items are (V, 3, T, S, S)) through `model` (a module, put in eval
-    mode for the pass, or any clips -> logits callable) and fuse them with `fusion` ((B, V, C) logits ->
-    (B, C) probabilities; default `fuse`, a zero-shot SigLIP model's is its sigmoid's mean)."""
+    mode for the pass, or any clips -> logits callable) and fuse them as the model's head says
+    (`fusion_for`)."""
+    fusion = fusion_for(model)[0]
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module is not None and module.training
     if module is not None:

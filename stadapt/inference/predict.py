@@ -4,8 +4,8 @@ exported ONNX model, printed or written as CSV / JSONL with class names.
 Videos go through the one multi-view loop (stadapt.inference.loop) as in evaluation: decoded by DataLoader
 workers in batches with the model's InputSpec (frame sampling, test views, crop and normalisation as the
 checkpoint, or the graph's metadata, records them), views fused as the mean of per-view softmax
-probabilities. A video that cannot be decoded gets an error entry instead of a prediction; the others are
-still predicted.
+probabilities (of each label's sigmoid for a SigLIP text head: `loop.fusion_for`). A video that cannot be
+decoded gets an error entry instead of a prediction; the others are still predicted.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, 
                         progress: bool, labels: str | None = None) -> list[dict[str, Any]]:
     """predict_videos of a checkpoint, in the precision it was loaded in."""
     from stadapt.inference.loading import load_for_inference
-    from stadapt.inference.loop import default_workers, fuse, infer_dataset, videos_dataset
+    from stadapt.inference.loop import default_workers, infer_dataset, videos_dataset
     from stadapt.inference.relabel import relabel
     from stadapt.runs.lookup import resolve_target
     from stadapt.runtime.device import resolve_device
@@ -85,11 +85,12 @@ def _predict_checkpoint(videos: list[Path], target: Path | None, *, top_k: int, 
     checkpoint, _ = resolve_target(target, which)
     loaded = load_for_inference(checkpoint, backbone_weights=backbone_weights, device=resolve_device(device),
                                 precision=precision)
-    fusion = relabel(loaded, labels) if labels is not None else fuse
+    if labels is not None:
+        relabel(loaded, labels)
     pred = infer_dataset(loaded, videos_dataset(videos, loaded.input_spec.with_views(views)), batch_size=batch_size,
                          num_workers=default_workers(len(videos)) if workers is None else workers,
                          device=loaded.device, precision=resolve_precision(loaded.loaded_from.precision, loaded.device),
-                         progress=progress, desc="predict", max_clips=max_clips, fusion=fusion)
+                         progress=progress, desc="predict", max_clips=max_clips)
     return video_results(videos, pred, loaded.classes, top_k, loaded.loaded_from.precision)
 
 

@@ -3,23 +3,20 @@
 The head's classes become the text embeddings of the new labels, made by the text tower the checkpoint
 records (rebuilt from its weights source and checked by fingerprint when the model loaded), with the run's
 own prompt templates; the adapted video embedding is unchanged. Probabilities are the softmax over the new
-labels, or each label's sigmoid for a SigLIP model.
+labels, or each label's sigmoid for a SigLIP model: the head's own fusion (`stadapt.inference.loop.fusion_for`),
+with or without new labels.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-
-import torch
 
 from stadapt.checkpoints.load import LoadedModel
 from stadapt.errors import StadaptError
 from stadapt.model.text_head import TextHead
 
 
-def relabel(loaded: LoadedModel, labels: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def relabel(loaded: LoadedModel, labels: str) -> None:
     """Make `loaded` answer over `labels` ('a,b,c' or a file with one label a line) in place, its `classes`
-    included; returns the views' fusion ((B, V, C) logits -> (B, C) probabilities) of its head."""
+    included."""
     from stadapt.inference.zero_shot import read_labels
     from stadapt.model.zero_shot import check_labels
 
@@ -32,7 +29,6 @@ def relabel(loaded: LoadedModel, labels: str) -> Callable[[torch.Tensor], torch.
     names = check_labels(read_labels(labels))
     head.set_labels(names, loaded.config.head.templates)
     loaded.classes = names
-    return lambda logits: head.probabilities(logits).mean(dim=1)
 
 
 def check_label_indices(labels: list[int], classes: list[str], source: str) -> None:

@@ -3,8 +3,9 @@
 The classifier is stadapt.model.zero_shot's (text embeddings computed once per label set); the videos go
 through the one multi-view loop (stadapt.inference.loop) as predict's do, decoded by DataLoader workers in
 batches, each view's probabilities (softmax over the labels, or SigLIP's sigmoid per label) averaged over the
-views. Over files the output is predict's (`predict_videos`' dicts, CSV / JSONL); over a prepared list it is
-eval's report (eval.json, its predictions CSV and confusion matrix) with the zero-shot setting recorded.
+views, as `loop.fusion_for` fuses every model's. Over files the output is predict's (`predict_videos`'
+dicts, CSV / JSONL); over a prepared list it is eval's report (eval.json, its predictions CSV and confusion
+matrix) with the zero-shot setting recorded.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def zero_shot_videos(videos: list[Path], model: ZeroShotModel, spec: InputSpec, 
     device = next(model.model.parameters()).device
     pred = infer_dataset(model.model, videos_dataset(videos, spec), batch_size=batch_size,
                          num_workers=default_workers(len(videos)) if workers is None else workers, device=device,
-                         progress=progress, desc="zero-shot", max_clips=max_clips, fusion=model.model.fuse)
+                         progress=progress, desc="zero-shot", max_clips=max_clips)
     return video_results(videos, pred, model.labels, top_k, "fp32")
 
 
@@ -89,7 +90,7 @@ def zero_shot_eval(root: Path, list_file: Path, model: ZeroShotModel, spec: Inpu
     device = next(model.model.parameters()).device
     pred = infer_dataset(model.model, test_dataset(entries, spec), batch_size=batch_size,
                          num_workers=2 if workers is None else workers, device=device, progress=progress,
-                         desc="zero-shot", max_clips=max_clips, fusion=model.model.fuse)
+                         desc="zero-shot", max_clips=max_clips)
     report = _report(model, spec, prepared, list_file, entries, pred, summarize(pred, prepared.classes))
     write_reports(out, report, pred, entries, prepared.classes, title=f"zero-shot {model.backbone}")
     return report
@@ -100,7 +101,7 @@ def _report(model: ZeroShotModel, spec: InputSpec, prepared: Any, list_file: Pat
     """eval.json of a zero-shot model: no checkpoint, the zero-shot setting instead, then eval's fields."""
     from stadapt import __version__
     from stadapt.inference.evaluate import run_record
-    from stadapt.inference.loop import FUSION
+    from stadapt.inference.loop import fusion_for
 
     tower = model.model.tower
     return {
@@ -110,8 +111,7 @@ def _report(model: ZeroShotModel, spec: InputSpec, prepared: Any, list_file: Pat
         "zero_shot": {"backbone": model.backbone, "weights": model.weights, "labels": model.labels,
                       "templates": model.templates, "logit_scale": tower.logit_scale, "logit_bias": tower.logit_bias,
                       "probabilities": "sigmoid per label" if tower.sigmoid else "softmax over the labels"},
-        **run_record(spec, prepared, list_file, entries, pred,
-                     fusion=FUSION.replace("softmax", "sigmoid") if tower.sigmoid else FUSION, precision="fp32",
+        **run_record(spec, prepared, list_file, entries, pred, fusion=fusion_for(model.model)[1], precision="fp32",
                      processes=1),
         **summary,
     }

@@ -80,7 +80,7 @@ class TextHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.projection = tower.image_projection
         self.trains = bool(train)
-        self.sigmoid = tower.sigmoid
+        self.sigmoid = tower.sigmoid  # each label its own sigmoid (SigLIP): how inference fuses the views
         self._tower = [tower]  # in a list: not a submodule, so neither in the state dict nor moved with the model
         weight, bias = self._scaled(class_embeddings)
         if self.trains:
@@ -127,10 +127,6 @@ class TextHead(nn.Module):
         device = self.weight.device
         weight, bias = self._scaled(self.tower.embed_labels(labels, templates))
         self.weight, self.bias = weight.to(device), bias.to(device)
-
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Per-label probabilities: the sigmoid of each logit (SigLIP) or the softmax over the labels."""
-        return logits.float().sigmoid() if self.sigmoid else logits.float().softmax(dim=-1)
 
 
 def text_tower_for(plugin: Any, variant: str, weights: Any, options: Mapping[str, Any]) -> TextTower:

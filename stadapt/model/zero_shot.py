@@ -54,11 +54,6 @@ class ZeroShotClassifier(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.tower.logits(self.video_embeddings(video), self.class_embeddings)
 
-    def fuse(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, V, C) logits of the views -> (B, C) probabilities: per view (sigmoid for SigLIP, else softmax),
-        then the mean over the views, as predict fuses its views."""
-        return self.tower.probabilities(logits).mean(dim=1)
-
 
 @dataclass
 class ZeroShotModel:
