@@ -102,3 +102,42 @@ def test_transfer_scores_a_split_zero_shot(tiny: dict[str, Path], tmp_path: Path
                "mean_top1": 1.0, "zero_shot_mean_top1": top1}
     assert "0-shot" in format_summary(summary)
     assert "0-shot" not in format_summary({"splits": summary["splits"], "mean_top1": 1.0})  # without --zero-shot
+
+
+def test_transfer_scores_the_source_run_zero_shot(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """finetune-transfer --zero-shot's "after" column: a source run with a frozen text head answers the
+    target's class names (eval --labels) with no training on the target; a linear-head source has none."""
+    from stadapt.checkpoints.format import model_meta, write_checkpoint
+    from stadapt.data.input_spec import input_spec_from_data
+    from stadapt.data.synthetic import SyntheticSpec, write_synthetic
+    from stadapt.model.classifier import ModelConfig, build_model
+    from stadapt.model.text_head import HeadConfig
+    from stadapt.recipe import recipe_from_dict
+    from stadapt.tools.transfer import adapted_zero_shot_split, format_summary
+
+    root = tmp_path / "split1"
+    write_synthetic(root, SyntheticSpec(motions=("horizontal", "vertical"), train_per_class=1, val_per_class=1,
+                                        frames=4, size=32, clutter=2))
+    recipe = recipe_from_dict({"backbone": {"name": f"clip:{NAME}", "weights": str(tiny["weights"])},
+                               "data": {"root": str(root), "frames": 2, "views": "1x1", "num_workers": 0},
+                               "train": {"device": "cpu"}}, source="test", check_files=False)
+    sources = {}
+    for head in ("text", "linear"):  # a K400-like source over two classes the target does not have
+        config = ModelConfig(f"clip:{NAME}", 2, 2, None, dropout=0.0, tuning="partial_finetune",
+                             head=HeadConfig(type=head))
+        built = build_model(config, weights=str(tiny["weights"]), classes=["juggling", "knitting"])
+        spec = input_spec_from_data({"frames": 2, "sampling": "stride", "stride": 2, "views": "1x1"}, built.variant)
+        meta = model_meta(built, ["juggling", "knitting"], input_spec=spec)
+        sources[head] = (write_checkpoint(tmp_path / head, built.model.trainable_state_dict(), meta), meta)
+    out = tmp_path / "adapted_zero_shot_split1.json"
+    top1 = adapted_zero_shot_split(*sources["text"], recipe, out, progress=False)
+    report = json.loads(out.read_text())
+    assert report["labels"] == (root / "classes.txt").read_text().splitlines() and report["videos"] == 4
+    assert report["top1"] == top1 and report["checkpoint"] == str(sources["text"][0].resolve())
+    out.write_text(out.read_text().replace(f'"top1": {json.dumps(top1)}', '"top1": 0.123'))
+    assert adapted_zero_shot_split(*sources["text"], recipe, out, progress=False) == 0.123  # read back, not rerun
+    assert adapted_zero_shot_split(*sources["linear"], recipe, tmp_path / "none.json", progress=False) is None
+    summary = {"splits": [{"split": 1, "top1": 1.0, "videos": 4, "run": "r", "zero_shot_top1": 0.25,
+                           "adapted_zero_shot_top1": top1}],
+               "mean_top1": 1.0, "zero_shot_mean_top1": 0.25, "adapted_zero_shot_mean_top1": top1}
+    assert format_summary(summary).splitlines()[0].split()[:4] == ["split", "0-shot", "adapted", "top-1"]

@@ -26,7 +26,9 @@ def finetune_transfer(
                                                               "that exist (without it, a re-run continues)."),
     zero_shot: bool = typer.Option(False, "--zero-shot", help="Also score each split's test list zero-shot with "
                                                             "the source backbone's own text tower, before any "
-                                                            "training on it (needs an image-text backbone)."),
+                                                            "training on it (needs an image-text backbone), and, "
+                                                            "for a source run with a frozen text head, with that "
+                                                            "run over the target's class names."),
     quiet: bool = quiet_option(help="No progress bars; the console shows warnings only."),
 ) -> None:
     """Transfer a Kinetics-400 model to UCF-101 or HMDB-51 as the paper does: new head, the source's

@@ -163,15 +163,40 @@ def zero_shot_split(recipe: Any, out: Path, *, progress: bool) -> float | None:
     return report.get("top1")
 
 
-def _add_zero_shot(summary: dict[str, Any], planned: dict[int, Any], out: Path, *, progress: bool) -> None:
-    """Each split's zero-shot top-1 (the source backbone before any training on the target) beside its
-    fine-tuned top-1, and their mean."""
+def adapted_zero_shot_split(checkpoint: Path, meta: dict[str, Any], recipe: Any, out: Path, *,
+                            progress: bool) -> float | None:
+    """The source run itself, zero-shot on a split's test list: a run trained with a frozen text head answers
+    the target's class names (eval --labels), with no training on the target, as X-CLIP and ViFi-CLIP report
+    K400 to UCF-101 / HMDB-51. None for a source with any other head. Read back from `out` on a re-run."""
+    from stadapt.fileio import json_by_stadapt
+    from stadapt.inference.evaluate import run_eval
+    from stadapt.model.text_head import HeadConfig
+
+    if not HeadConfig.from_dict((meta.get("model") or {}).get("head")).frozen_text:
+        return None
+    found = json_by_stadapt(out, "labels") if out.is_file() else None
+    if found is not None:
+        return found.get("top1")
+    root = Path(recipe.data.root)
+    report, _ = run_eval(checkpoint, root=root, data_list=Path(recipe.data.val_list), out=out, overwrite=True,
+                         labels=str(root / "classes.txt"), device=recipe.train.device, workers=0, progress=progress)
+    return report.get("top1")
+
+
+def _add_zero_shot(summary: dict[str, Any], planned: dict[int, Any], out: Path, source: tuple[Path, dict], *,
+                   progress: bool) -> None:
+    """Each split's zero-shot top-1 before any training (the source backbone) and, for a source run with a
+    frozen text head, after training on the source (that run, no training on the target), beside the
+    fine-tuned top-1; and their means."""
     for result in summary["splits"]:
         split = result["split"]
         result["zero_shot_top1"] = zero_shot_split(planned[split], out / f"zero_shot_split{split}.json",
                                                    progress=progress)
-    before = [r["zero_shot_top1"] for r in summary["splits"]]
-    summary["zero_shot_mean_top1"] = None if None in before else sum(before) / len(before)
+        result["adapted_zero_shot_top1"] = adapted_zero_shot_split(
+            *source, planned[split], out / f"adapted_zero_shot_split{split}.json", progress=progress)
+    for key in ("zero_shot_top1", "adapted_zero_shot_top1"):
+        scores = [r[key] for r in summary["splits"]]
+        summary[key.replace("_top1", "_mean_top1")] = None if None in scores else sum(scores) / len(scores)
 
 
 def finetune_transfer(
@@ -247,7 +272,7 @@ def finetune_transfer(
     scores = [r["top1"] for r in summary["splits"] if r["top1"] is not None]
     summary.update(mean_top1=sum(scores) / len(scores) if scores else None, complete=True)
     if zero_shot:
-        _add_zero_shot(summary, planned, out, progress=progress)
+        _add_zero_shot(summary, planned, out, (checkpoint.resolve(), meta), progress=progress)
     atomic_write_text(out / "transfer.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -257,12 +282,16 @@ def _percent(value: float | None) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    zero_shot = "zero_shot_mean_top1" in summary  # the zero-shot column: the source before training
-    lines = [f"{'split':<8}" + (f" {'0-shot':>7}" if zero_shot else "") + f" {'top-1':>7} {'videos':>7}  run"]
+    """The splits' table: with --zero-shot, the zero-shot columns before the fine-tuned top-1 (the source
+    backbone, and the source run where it has a frozen text head)."""
+    columns = [("zero_shot", "0-shot")] if "zero_shot_mean_top1" in summary else []
+    if summary.get("adapted_zero_shot_mean_top1") is not None:
+        columns.append(("adapted_zero_shot", "adapted"))
+    lines = [f"{'split':<8}" + "".join(f" {title:>7}" for _, title in columns) + f" {'top-1':>7} {'videos':>7}  run"]
     for r in summary["splits"]:
-        before = f" {_percent(r.get('zero_shot_top1')):>7}" if zero_shot else ""
+        before = "".join(f" {_percent(r.get(f'{key}_top1')):>7}" for key, _ in columns)
         earlier = "  (finished earlier, not retrained)" if r.get("reused") else ""
         lines.append(f"{r['split']:<8}{before} {_percent(r['top1']):>7} {r['videos'] or 0:>7}  {r['run']}{earlier}")
-    before = f" {_percent(summary['zero_shot_mean_top1']):>7}" if zero_shot else ""
+    before = "".join(f" {_percent(summary[f'{key}_mean_top1']):>7}" for key, _ in columns)
     lines.append(f"{'mean':<8}{before} {_percent(summary['mean_top1']):>7}")
     return "\n".join(lines)
