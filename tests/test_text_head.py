@@ -193,16 +193,17 @@ def sigmoid_run(zoo: dict) -> Path:
                             model_meta(built, CLASSES, input_spec=spec))
 
 
-def _mean_of_view_sigmoids(checkpoint: Path, video: str, labels: list[str] | None) -> dict[str, float]:
-    """Each label's sigmoid of the model's logits, averaged over the video's views (computed here)."""
+def _mean_of_view_sigmoids(checkpoint: Path, videos: list[str], labels: list[str] | None) -> list[dict[str, float]]:
+    """Per video, each label's sigmoid of the model's logits, averaged over the video's views (computed here)."""
     from stadapt import load_model
 
     loaded = load_model(checkpoint)
     if labels is not None:
         loaded.head.set_labels(labels, loaded.config.head.templates)
+    transform = loaded.transform()
     with torch.no_grad():
-        probs = loaded(loaded.transform()(video)).float().sigmoid().mean(dim=0)
-    return dict(zip(labels or CLASSES, probs.tolist(), strict=True))
+        probs = [loaded(transform(video)).float().sigmoid().mean(dim=0) for video in videos]
+    return [dict(zip(labels or CLASSES, p.tolist(), strict=True)) for p in probs]
 
 
 @pytest.mark.parametrize("labels", [None, ["a cat", "fireworks", "a dog jumping"]])
@@ -213,9 +214,10 @@ def test_a_sigmoid_text_head_fuses_its_views_by_sigmoid_in_predict(zoo: dict, si
     done = run_cli("predict", *videos, "--checkpoint", str(sigmoid_run), "--json", "--workers", "0", "-q",
                    "-k", "3", *args)
     assert done.returncode == 0, done.stderr
-    for video, line in zip(videos, done.stdout.splitlines(), strict=True):
+    expected = _mean_of_view_sigmoids(sigmoid_run, videos, labels)
+    for line, want in zip(done.stdout.splitlines(), expected, strict=True):
         got = {t["class"]: t["probability"] for t in json.loads(line)["top"]}
-        assert got == pytest.approx(_mean_of_view_sigmoids(sigmoid_run, video, labels), abs=1e-5)
+        assert got == pytest.approx(want, abs=1e-5)
 
 
 @pytest.mark.parametrize("labels", [None, ["going right", "going left"]])
@@ -231,6 +233,49 @@ def test_a_sigmoid_text_head_fuses_its_views_by_sigmoid_in_eval(zoo: dict, sigmo
     with out.with_suffix(".predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4
-    for row in rows:
-        expected = _mean_of_view_sigmoids(sigmoid_run, row["path"], labels)
-        assert float(row["probability"]) == pytest.approx(max(expected.values()), abs=1e-5)
+    expected = _mean_of_view_sigmoids(sigmoid_run, [row["path"] for row in rows], labels)
+    for row, want in zip(rows, expected, strict=True):
+        assert float(row["probability"]) == pytest.approx(max(want.values()), abs=1e-5)
+
+
+def _shown_counts(recipe: Path, *overrides: str) -> dict[str, int]:
+    """`recipe show`'s parameter lines (YAML comments: the output stays a valid recipe) as numbers."""
+    import re
+
+    import yaml
+
+    done = run_cli("recipe", "show", str(recipe), *overrides)
+    assert done.returncode == 0, done.stderr
+    assert isinstance(yaml.safe_load(done.stdout), dict)
+    text = "\n".join(line for line in done.stdout.splitlines() if line.startswith("#   "))
+    return {key: int(value.replace(",", "")) for key, value in
+            re.findall(r"(backbone|adapters|head|total|trainable) ([\d,]+)", text)}
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["frozen", "trained"])
+def test_recipe_show_counts_a_text_head_as_training_does(zoo: dict, train: bool) -> None:
+    """The head line and the totals equal the run's own counts: a frozen text head trains nothing (its class
+    embeddings and the projection are frozen), a trained one is a linear layer over the joint embedding."""
+    from stadapt.checkpoints.format import read_checkpoint
+    from stadapt.model.classifier import build_model
+    from stadapt.recipe import load_recipe
+    from stadapt.runtime.build import model_config
+
+    override = f"model.head.train={str(train).lower()}"
+    shown = _shown_counts(zoo["recipe"], override)
+    if train:  # what `stadapt train` builds and counts for this recipe
+        recipe = load_recipe(zoo["recipe"], [override])
+        model = build_model(model_config(recipe, len(CLASSES)), weights=zoo["weights"], classes=CLASSES).model
+        counts = model.parameter_counts()
+    else:  # what the trained run recorded
+        meta, _ = read_checkpoint(zoo["run"] / "checkpoints" / "last")
+        counts = meta["parameters"]
+        from stadapt import load_model
+
+        model = load_model(zoo["run"] / "checkpoints" / "last")
+    head = model.head
+    assert shown["head"] == sum(p.numel() for p in head.parameters())
+    assert {"total": shown["total"], "trainable": shown["trainable"]} == counts
+    embedding = CONFIG["embed_dim"]
+    trained_head = embedding * len(CLASSES) + len(CLASSES) if train else 0
+    assert sum(p.numel() for p in head.parameters() if p.requires_grad) == trained_head

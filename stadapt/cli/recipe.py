@@ -24,7 +24,8 @@ def show(
     no_params: bool = typer.Option(False, "--no-params", help="Skip the parameter counts (no model is built)."),
 ) -> None:
     """Print the fully resolved recipe (every field, its base: chain merged, overrides applied) and the
-    model's parameter counts under its tuning (built on the meta device: no weights, instant)."""
+    model's parameter counts under its tuning (built on the meta device: no weights, instant; a text head's
+    tower is built without weights on the CPU, as its plugin builds it)."""
     from stadapt.recipe import describe_source, load_recipe
     from stadapt.recipe.dump import resolved_yaml
 

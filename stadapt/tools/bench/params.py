@@ -1,18 +1,21 @@
 """Parameter counts of a backbone with and without ST-Adapters, without allocating its weights.
 
-The model is built on PyTorch's `meta` device (shapes only), so even ViT-H/14 is counted in a second.
+The model is built on PyTorch's `meta` device (shapes only), so even ViT-H/14 is counted in a second; a
+text head (`model.head.type: text`) is the real one, its tower built without weights on the CPU.
 "Without adapters" is the same frozen backbone and head (a linear probe): the adapters are the only
 difference, so the two columns differ by exactly their parameters.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from stadapt.model.adapters import AdapterConfig, STAdapter
 
 if TYPE_CHECKING:
     from stadapt.model.classifier import BuiltModel, ModelConfig
+    from stadapt.model.text_head import HeadConfig
 
 
 def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int = 400,
@@ -41,15 +44,15 @@ def parameter_report(backbone: str, *, adapter: AdapterConfig, num_classes: int 
 def model_parameter_counts(config: ModelConfig) -> tuple[BuiltModel, dict[str, int], dict[str, int]]:
     """The model of `config` built on the meta device: (built, parts{backbone, adapters, head},
     {total, trainable} under the config's tuning)."""
-    from dataclasses import replace
-
     import torch
 
     from stadapt.model.classifier import build_model
     from stadapt.model.text_head import HeadConfig
 
-    with torch.device("meta"):  # a text head's tower needs its weights read: counted as a linear head instead
+    with torch.device("meta"):  # build_model reads a text head's weights: built linear, its text head put next
         built = build_model(replace(config, head=HeadConfig()))
+    if config.head.text:
+        _with_text_head(built, config.head)
     model = built.model
     parts = {
         "backbone": sum(p.numel() for p in model.backbone.parameters()),
@@ -57,6 +60,25 @@ def model_parameter_counts(config: ModelConfig) -> tuple[BuiltModel, dict[str, i
         "head": sum(p.numel() for p in model.head.parameters()),
     }
     return built, parts, model.parameter_counts()
+
+
+def _with_text_head(built: BuiltModel, head: HeadConfig) -> None:
+    """Replace the meta model's linear head by the text head `head`, as training builds it: the projection
+    into the joint space (frozen) and, with `train`, a linear layer of (joint dim D) x classes over it.
+    Its tower is the plugin's built without weights (random, nothing read; on the CPU, as the plugin builds
+    it: seconds for a large model); the class embeddings are zeros of its D, their values count for nothing."""
+    import torch
+
+    from stadapt.model.text_head import TextHead
+
+    config, model = built.config, built.model
+    with torch.random.fork_rng(devices=[]):
+        tower = built.plugin.text_tower(built.variant.name, None, **config.backbone_options)
+    with torch.no_grad():
+        dim = tower.project_image(torch.zeros(1, model.backbone.feature_width)).shape[-1]
+    model.head = TextHead(tower, torch.zeros(config.num_classes, dim), train=head.train, dropout=config.dropout)
+    model.set_tuning(config.tuning)  # the new head's parameters as the method wants them
+    built.config = replace(config, head=head)
 
 
 def format_parameter_report(report: dict[str, Any]) -> str:
