@@ -182,6 +182,7 @@ def test_the_wheel_and_sdist_carry_the_licence_the_version_and_py_typed(tmp_path
         assert f"{info}/licenses/LICENSE" in names
         assert "stadapt/py.typed" in names
         assert "stadapt_clip/weights/tiny_synthetic.safetensors" in names
+        assert "stadapt_clip/weights/stadapt-clip-tiny.json" in names  # its open_clip configuration (text tower)
     assert "License-Expression: Apache-2.0" in meta.splitlines() and "License-File: LICENSE" in meta.splitlines()
     assert f"Version: {version}" in meta.splitlines() and "Requires-Python: >=3.11" in meta.splitlines()
     assert not any(line.startswith("License:") for line in meta.splitlines())  # the old free-text field

@@ -156,7 +156,7 @@ def test_a_linear_run_given_labels_is_refused_in_one_line(zoo: dict, tmp_path: P
 
 
 @pytest.mark.parametrize(("override", "expected"), [
-    ("backbone.name=clip:tiny", "clip:tiny is an image-only model"),
+    ("backbone.name=timm:swin_tiny_test", "timm:swin_tiny_test is an image model without a text tower"),
     ("backbone.weights=null", "text needs the backbone's pretrained weights"),
     ("model.head.template=a video", "must hold '{}' exactly once"),
     ("tuning=linear", "tuning=linear with a frozen text head trains nothing"),

@@ -38,11 +38,13 @@ _ARCHS: dict[str, _Arch] = {
     "ViT-L-14-336": _Arch(336, 14, 1024, 24, 16, 768, "CLIP ViT-L/14 at 336 px",
                           ("ViT-L/14@336px", "ViT-L-14@336px"), "ViT-L-14-336"),
     "tiny": _Arch(32, 8, 128, 4, 4, 64, "a tiny CLIP-architecture ViT (32 px, patch 8, width 128, 4 blocks) "
-                  "for tests and the CPU quickstart"),
+                  "for tests and the CPU quickstart; its `synthetic` weights have a text tower",
+                  open_clip_name="stadapt-clip-tiny"),
 }
 
 
-# clip:tiny pretrained as an image model on single synthetic frames (python -m stadapt_clip.pretrain)
+# clip:tiny pretrained as an image model on single synthetic frames, then a text tower locked-image tuned to it
+# (python -m stadapt_clip.pretrain); open_clip knows its configuration as weights/stadapt-clip-tiny.json
 TINY_SYNTHETIC = "synthetic"
 # the curated OpenAI-architecture variants, whose names do not say which activation a weights file used
 _ASK_ACTIVATION = frozenset({"ViT-B-16", "ViT-L-14", "ViT-L-14-336"})
@@ -141,12 +143,8 @@ class ClipPlugin(BackbonePlugin):
     def text_tower(self, variant: str, weights: str | Path | None = None, **options: Any) -> TextTower:
         """open_clip's text tower of any model whose configuration has one (CLIP, SigLIP, EVA-CLIP, PE-Core...),
         from the image tower's weights source: a pretrained tag, or a full open_clip state dict file."""
-        from stadapt.backbones.text import NoTextTowerError
         from stadapt_clip.text import build_text_tower
 
-        if variant in _ARCHS and _ARCHS[variant].open_clip_name is None:
-            raise NoTextTowerError(f"clip:{variant} is an image-only model (its weights were trained without text)",
-                                   "pick an open_clip model with a text tower, e.g. clip:ViT-B-16")
         return build_text_tower(self, variant, weights, dict(options), curated=variant in _ARCHS)
 
     def configure(self, info: VariantInfo, options: Mapping[str, Any]) -> VariantInfo:

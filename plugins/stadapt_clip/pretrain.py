@@ -7,7 +7,9 @@ randomly initialised ViT does not learn the motion task at all (measured: chance
 this step is what makes the quickstart a faithful miniature of the real use.
 
 `python -m stadapt_clip.pretrain` remakes the shipped weights file, stadapt_clip/weights/tiny_synthetic.safetensors
-(it lives with the CLIP plugin, whose `clip:tiny` variant and `synthetic` tag it makes).
+(it lives with the CLIP plugin, whose `clip:tiny` variant and `synthetic` tag it makes): this image tower,
+then the text tower that learns to meet it with the image tower locked (stadapt_clip.pretrain_text).
+`--text-only` remakes just the text side against the file's image tower, which stays byte for byte.
 """
 
 from __future__ import annotations
@@ -85,15 +87,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default: {DEFAULT_OUT}")
     parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--text-steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text-only", action="store_true",
+                        help="keep --out's image tower and train only the text side against it")
     args = parser.parse_args()
-    from safetensors.torch import save_file
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
-    state = pretrain(steps=args.steps, seed=args.seed)
+    from stadapt_clip.pretrain_text import pretrain_text
+
+    if args.text_only:
+        image = {k: v for k, v in load_file(str(args.out)).items() if k.startswith("visual.") and k != "visual.proj"}
+        with safe_open(str(args.out), "pt") as f:
+            image_steps = (f.metadata() or {}).get("steps", "?")
+    else:
+        image, image_steps = pretrain(steps=args.steps, seed=args.seed), str(args.steps)
+    state = pretrain_text(image, steps=args.text_steps, seed=args.seed)
+    # the vocabulary's table is most of the file; half precision halves what the repository carries
+    state["token_embedding.weight"] = state["token_embedding.weight"].half()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(args.out),
-              metadata={"backbone": BACKBONE, "made_by": "python -m stadapt_clip.pretrain",
-                        "steps": str(args.steps), "seed": str(args.seed)})
+              metadata={"backbone": BACKBONE, "made_by": "python -m stadapt_clip.pretrain", "steps": image_steps,
+                        "text_steps": str(args.text_steps), "seed": str(args.seed)})
     print(f"wrote {args.out}")
 
 

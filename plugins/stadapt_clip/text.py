@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # what OpenAI's TorchScript archives hold besides the weights (open_clip drops them too)
 _OPENAI_META = ("input_resolution", "context_length", "vocab_size")
+TINY_CONFIG = Path(__file__).resolve().parent / "weights" / "stadapt-clip-tiny.json"
 
 
 class _MatMul(nn.Module):
@@ -67,7 +68,7 @@ def build_text_tower(plugin: ClipPlugin, variant: str, weights: str | Path | Non
     kwargs: dict[str, Any] = {} if quick is None else {"quick_gelu": bool(quick)}
     if options.get("image_size"):
         kwargs["force_image_size"] = int(options["image_size"])
-    with _quiet_open_clip():  # "No pretrained weights loaded ... initialized randomly": ours load next
+    with quiet_open_clip():  # "No pretrained weights loaded ... initialized randomly": ours load next
         model = open_clip.create_model(name, pretrained=None, load_weights=False, **kwargs)
     source = None
     if weights is not None:
@@ -86,7 +87,7 @@ def build_text_tower(plugin: ClipPlugin, variant: str, weights: str | Path | Non
 
 
 @contextmanager
-def _quiet_open_clip() -> Iterator[None]:
+def quiet_open_clip() -> Iterator[None]:
     """open_clip's warnings through the root logger silenced while it builds (they would reach stderr)."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
@@ -102,12 +103,24 @@ def _open_clip_identifier(variant: str) -> str:
     from stadapt_clip.models import CONFIG_FILE, hub_repo
     from stadapt_clip.plugin import _open_clip_name
 
+    if variant == "tiny":
+        return register_tiny()
     repo = hub_repo(variant)
     if repo is None:
         return _open_clip_name(variant)
     from stadapt.backbones.hub import hf_cached_file
 
     return f"local-dir:{hf_cached_file(repo, CONFIG_FILE, what='configuration').parent}"
+
+
+def register_tiny() -> str:
+    """Add clip:tiny's image-text configuration (weights/stadapt-clip-tiny.json) to open_clip's registry, once;
+    the name open_clip knows it by."""
+    import open_clip
+
+    if TINY_CONFIG.stem not in open_clip.list_models():
+        open_clip.add_model_config(TINY_CONFIG)
+    return TINY_CONFIG.stem
 
 
 def _tokenizer(name: str, variant: str) -> Any:
