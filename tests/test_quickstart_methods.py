@@ -57,11 +57,34 @@ def test_two_methods_give_one_table_with_both_rows(tmp_path: Path) -> None:
     assert aim["total_parameters"] > linear["total_parameters"]  # the same backbone, AIM's adapters on top
     assert all(row["steps"] == 2 and row["videos"] == 4 for row in written["models"])
     table = format_methods(summary).splitlines()
-    assert table[0].split() == ["method", "trainable", "top-1", "steps", "train", "s"]
+    assert table[0].split() == ["method", "head", "trainable", "top-1", "steps", "train", "s"]
     for line, row in zip(table[1:3], written["models"], strict=True):
-        assert line.split()[:2] == [row["tuning"], f"{row['trainable_parameters']:,}"]
-        assert line.split()[2] == f"{100 * row['top1']:.1f}%"
+        assert line.split()[:3] == [row["tuning"], "linear", f"{row['trainable_parameters']:,}"]
+        assert line.split()[3] == f"{100 * row['top1']:.1f}%"
     assert "time-reversal pair" in table[4]  # then what the table shows
+
+
+def test_heads_add_the_zero_shot_row_and_a_text_head_per_method_that_trains(tmp_path: Path) -> None:
+    summary = run_quickstart(tmp_path / "qs", spec=SPEC, steps=2, progress=False, summary_file=tmp_path / "q.json",
+                             methods=["st_adapter", "linear"], heads=["linear", "text"])
+    rows = summary["models"]
+    # linear with a frozen text head would train nothing: the zero-shot row is that model
+    assert [(row["tuning"], row["head"]) for row in rows] == [
+        ("zero-shot", "text"), ("st_adapter", "linear"), ("st_adapter", "text"), ("linear", "linear")]
+    zero, adapted_linear, adapted_text, _ = rows
+    assert zero["steps"] == 0 and zero["trainable_parameters"] == 0 and zero["videos"] == 4
+    assert json.loads(Path(zero["eval"]).read_text())["zero_shot"]["labels"] == ["moving right", "moving left"]
+    # the frozen text head trains no head at all: only the adapters, where the linear head adds width x classes
+    assert adapted_text["trainable_parameters"] < adapted_linear["trainable_parameters"]
+    assert Path(adapted_text["run"]).name == "quickstart_st_adapter_text_head"
+    assert "st_adapter (text head)" in format_methods(summary)
+
+
+def test_unknown_heads_exit_2_naming_the_choices(tmp_path: Path) -> None:
+    done = run_cli("quickstart", "--heads", "linear,cosine", "--out", str(tmp_path / "qs"), "-q")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "unknown head(s) cosine" in done.stderr and "linear, text, text-trained" in done.stderr
+    assert not (tmp_path / "qs").exists()
 
 
 def test_unknown_names_exit_2_listing_the_installed_methods(tmp_path: Path) -> None:

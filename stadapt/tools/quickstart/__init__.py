@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stadapt.errors import DataError
+from stadapt.model.text_head import HEAD_TYPES
 
 # The quickstart recipe: tuned by measurement on a 2-core CPU (the measured table: README.md, docs/getting-started.md).
 RECIPE: dict[str, Any] = {
@@ -30,16 +31,28 @@ RECIPE: dict[str, Any] = {
 LINEAR_STEPS = 300  # the probe converges long before: more steps would only cost time
 # (tuning method, its steps): the adapters, then the probe, on the same data and backbone
 METHODS: tuple[tuple[str, int], ...] = (("st_adapter", RECIPE["optim"]["steps"]), ("linear", LINEAR_STEPS))
+# --heads: the classifier each method trains with (the recipe's model.head); text heads read the class names
+# (the model's head types, frozen, and the text head that trains)
+HEADS: dict[str, dict[str, Any]] = {**{kind: {"type": kind, "train": False} for kind in HEAD_TYPES},
+                                    "text-trained": {"type": "text", "train": True}}
+DEFAULT_HEAD = HEAD_TYPES[0]  # the linear head: every run's unless --heads says otherwise
+
+
+def is_text_head(head: str) -> bool:
+    """Whether the quickstart head `head` reads the class names through the text tower."""
+    return bool(HEADS[head]["type"] == "text")
 
 
 def quickstart_recipe(tuning: str, data_root: Path, runs: Path, *, seed: int = 0, steps: int | None = None,
-                      check_files: bool = True) -> Any:
-    """The quickstart's recipe with `tuning` (and that method's default settings)."""
+                      check_files: bool = True, head: str = DEFAULT_HEAD) -> Any:
+    """The quickstart's recipe with `tuning` (and that method's default settings) and the classifier `head`
+    (one of HEADS)."""
     from stadapt.recipe import recipe_from_dict
 
     raw = json.loads(json.dumps(RECIPE))
-    raw["name"] = f"quickstart_{tuning}"
+    raw["name"] = f"quickstart_{tuning}" + (f"_{head.replace('-', '_')}_head" if is_text_head(head) else "")
     raw["tuning"] = tuning
+    raw["model"]["head"] = dict(HEADS[head])
     raw["data"]["root"] = str(data_root)
     raw["output"] = {"dir": str(runs / raw["name"])}
     raw["train"]["seed"] = seed
@@ -73,17 +86,17 @@ def run_quickstart(
     spec: Any = None,
     steps: int | None = None,
     methods: Sequence[str] | None = None,
+    heads: Sequence[str] | None = None,
 ) -> dict:
-    """Data, one training and one evaluation per method; returns (and writes) the side-by-side summary.
+    """Data, one training and one evaluation per method and head; returns (and writes) the side-by-side summary.
 
-    `methods` (default: ST-Adapter, then the linear probe) are checked first (installed, and each fits the
-    backbone: stadapt.tools.quickstart.methods), before minutes go into data and training. `spec` (a
-    SyntheticSpec) and `steps` shrink it further, for tests.
+    `methods` (default: ST-Adapter, then the linear probe) and `heads` (default: linear) are checked first
+    (installed, and each fits the backbone: stadapt.tools.quickstart.methods), before minutes go into data and
+    training. A text head adds the backbone's zero-shot score as the first row. `spec` (a SyntheticSpec) and
+    `steps` shrink it further, for tests.
     """
     from stadapt.data.synthetic import SyntheticSpec
     from stadapt.fileio import atomic_write_text
-    from stadapt.inference.evaluate import run_eval
-    from stadapt.training.loop import train
 
     out = Path(out)
     data_root = out / "data" / "synthetic"
@@ -91,31 +104,15 @@ def run_quickstart(
     start = time.perf_counter()
     spec = spec if spec is not None else SyntheticSpec(seed=seed)
     names = [tuning for tuning, _ in METHODS] if methods is None else list(methods)
-    if methods is not None:
-        from stadapt.tools.quickstart.methods import check_methods
+    pairs = [(tuning, DEFAULT_HEAD) for tuning in names]
+    if methods is not None or heads is not None:
+        from stadapt.tools.quickstart.methods import plan_runs
 
-        check_methods(names, data_root, runs, seed=seed, num_classes=len(spec.classes))
+        pairs = plan_runs(names, list(heads or [DEFAULT_HEAD]), data_root, runs, seed=seed, classes=spec.classes)
     data_state = ensure_data(data_root, spec, progress)
-    rows = []
-    for tuning in names:
-        recipe = quickstart_recipe(tuning, data_root, runs, seed=seed, steps=steps)
-        began = time.perf_counter()
-        result = train(recipe, source="stadapt quickstart", overwrite=True, progress=progress)
-        trained = time.perf_counter() - began
-        report, report_path = run_eval(result.run_dir, views="1x1", progress=progress)
-        rows.append({
-            "model": recipe.name,
-            "tuning": tuning,
-            "top1": report["top1"],
-            "top5": report["top5"],
-            "steps": result.steps,
-            "train_seconds": round(trained, 1),
-            "videos": report["videos"],
-            "trainable_parameters": result.parameters["trainable"],
-            "total_parameters": result.parameters["total"],
-            "run": str(result.run_dir),
-            "eval": str(report_path),
-        })
+    rows = [zero_shot_row(data_root, runs, progress)] if any(is_text_head(h) for _, h in pairs) else []
+    rows += [_trained_row(tuning, head, data_root, runs, seed=seed, steps=steps, progress=progress)
+             for tuning, head in pairs]
     summary = {
         "data": {"root": str(data_root.resolve()), "classes": spec.classes, "state": data_state,
                  "train_videos": len(spec.classes) * spec.train_per_class,
@@ -128,6 +125,55 @@ def run_quickstart(
     atomic_write_text(target, json.dumps(summary, indent=2) + "\n")
     summary["written_to"] = str(target)
     return summary
+
+
+def _trained_row(tuning: str, head: str, data_root: Path, runs: Path, *, seed: int, steps: int | None,
+                 progress: bool) -> dict[str, Any]:
+    """Train the quickstart's model of `tuning` with `head`, evaluate it: its row of the summary."""
+    from stadapt.inference.evaluate import run_eval
+    from stadapt.training.loop import train
+
+    recipe = quickstart_recipe(tuning, data_root, runs, seed=seed, steps=steps, head=head)
+    began = time.perf_counter()
+    result = train(recipe, source="stadapt quickstart", overwrite=True, progress=progress)
+    trained = time.perf_counter() - began
+    report, report_path = run_eval(result.run_dir, views="1x1", progress=progress)
+    return {
+        "model": recipe.name,
+        "tuning": tuning,
+        "head": head,
+        "top1": report["top1"],
+        "top5": report["top5"],
+        "steps": result.steps,
+        "train_seconds": round(trained, 1),
+        "videos": report["videos"],
+        "trainable_parameters": result.parameters["trainable"],
+        "total_parameters": result.parameters["total"],
+        "run": str(result.run_dir),
+        "eval": str(report_path),
+    }
+
+
+def zero_shot_row(data_root: Path, runs: Path, progress: bool) -> dict[str, Any]:
+    """The backbone's zero-shot score on the held-out clips (class names through its text tower, no
+    training), with the quickstart's input: the row that text heads start from."""
+    from stadapt.inference.zero_shot import load_zero_shot, zero_shot_eval, zero_shot_spec
+    from stadapt.model.text_head import DEFAULT_TEMPLATE
+
+    data = RECIPE["data"]
+    classes = (data_root / "classes.txt").read_text(encoding="utf-8").split("\n")
+    model = load_zero_shot(RECIPE["backbone"]["name"], RECIPE["backbone"]["weights"],
+                           [name for name in classes if name.strip()], [DEFAULT_TEMPLATE], device="cpu")
+    spec = zero_shot_spec(model, frames=data["frames"], sampling=data["sampling"], stride=data["stride"])
+    report_path = runs / "quickstart_zero_shot" / "eval.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report = zero_shot_eval(data_root, Path("val.txt"), model, spec, report_path, workers=data["num_workers"],
+                            progress=progress)
+    total = sum(p.numel() for p in model.model.parameters())
+    return {"model": "quickstart_zero_shot", "tuning": "zero-shot", "head": "text", "top1": report["top1"],
+            "top5": report["top5"], "steps": 0, "train_seconds": 0.0, "videos": report["videos"],
+            "trainable_parameters": 0, "total_parameters": total, "run": str(report_path.parent),
+            "eval": str(report_path)}
 
 
 def format_summary(summary: dict) -> str:
