@@ -238,6 +238,25 @@ def test_a_sigmoid_text_head_fuses_its_views_by_sigmoid_in_eval(zoo: dict, sigmo
         assert float(row["probability"]) == pytest.approx(max(want.values()), abs=1e-5)
 
 
+def test_an_exported_sigmoid_text_head_predicts_as_its_checkpoint(zoo: dict, sigmoid_run: Path,
+                                                                   tmp_path: Path) -> None:
+    """The export records the views' fusion, so predict --onnx fuses by each label's sigmoid as the
+    checkpoint does (it fused by softmax)."""
+    pytest.importorskip("onnxruntime")
+    from stadapt.inference.onnx_meta import read_onnx_metadata
+
+    graph = tmp_path / "model.onnx"
+    done = run_cli("export", "--onnx", "--checkpoint", str(sigmoid_run), "--out", str(graph), "--exporter",
+                   "torchscript", "-q")
+    assert done.returncode == 0, done.stderr
+    assert read_onnx_metadata(graph).fusion == "mean of per-view sigmoid probabilities"
+    videos = sorted(str(p) for p in (zoo["root"] / "videos" / "val").glob("*.mp4"))[:2]
+    done = run_cli("predict", *videos, "--onnx", str(graph), "--json", "--workers", "0", "-q", "-k", "2")
+    assert done.returncode == 0, done.stderr
+    for line, want in zip(done.stdout.splitlines(), _mean_of_view_sigmoids(sigmoid_run, videos, None), strict=True):
+        assert {t["class"]: t["probability"] for t in json.loads(line)["top"]} == pytest.approx(want, abs=1e-5)
+
+
 def _shown_counts(recipe: Path, *overrides: str) -> dict[str, int]:
     """`recipe show`'s parameter lines (YAML comments: the output stays a valid recipe) as numbers."""
     import re

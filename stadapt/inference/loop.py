@@ -43,7 +43,8 @@ def fusion_for(model: Any) -> tuple[Fusion, str]:
     sigmoid when its classifier scores labels independently (a text head's or a zero-shot model's SigLIP
     tower says `sigmoid`), else of the softmax over the classes. One function, so predict, eval,
     validation and zero-shot never disagree about a model's probabilities."""
-    sigmoid = any(getattr(getattr(model, part, None), "sigmoid", False) is True for part in ("head", "tower"))
+    parts = [getattr(model, part, None) for part in ("head", "tower")] + [model]  # the model: an ONNX runner
+    sigmoid = any(getattr(part, "sigmoid", False) is True for part in parts)
     return (fuse_sigmoid, SIGMOID_FUSION) if sigmoid else (fuse, FUSION)
 
 

@@ -10,6 +10,7 @@ was recorded stay in step. Every value is a string: JSON for lists and the Input
     sampling, stride, views
     input_spec                  the checkpoint's InputSpec (JSON), what a reader uses when present
     input_dtype, input_layout   "float32" (normalised clips) or "uint8" (frames, normalised inside)
+    fusion                      how a video's views are fused (a SigLIP text head's: each label's sigmoid)
     backbone, stadapt_version,  provenance: the backbone, the stadapt that wrote it, the checkpoint, the
     checkpoint, exporter,       exporter (and why not the dynamo one)
     exporter_fallback_reason
@@ -26,6 +27,7 @@ from typing import Any
 
 from stadapt.data.input_spec import InputSpec, input_spec_from_record
 from stadapt.errors import StadaptError
+from stadapt.inference.loop import FUSION
 
 PRODUCER = "stadapt"
 INPUT_LAYOUT = "B,3,T,H,W normalised RGB"
@@ -33,9 +35,10 @@ UINT8_LAYOUT = "B,T,H,W,3 uint8 RGB 0-255, H=W=image_size; normalised inside"
 REQUIRED = ("classes", "mean", "std", "image_size", "num_frames")  # what every stadapt export wrote
 
 
-def onnx_metadata(spec: InputSpec, meta: dict[str, Any], checkpoint: Path, input_dtype: str) -> dict[str, str]:
-    """What a consumer needs beside the graph: classes, normalisation, sampling, input layout, provenance
-    (`meta`: the checkpoint's stadapt.json)."""
+def onnx_metadata(spec: InputSpec, meta: dict[str, Any], checkpoint: Path, input_dtype: str,
+                  fusion: str = FUSION) -> dict[str, str]:
+    """What a consumer needs beside the graph: classes, normalisation, sampling, input layout, the views'
+    fusion, provenance (`meta`: the checkpoint's stadapt.json)."""
     from stadapt import __version__
 
     classes = list(meta.get("classes") or [])
@@ -56,6 +59,7 @@ def onnx_metadata(spec: InputSpec, meta: dict[str, Any], checkpoint: Path, input
         "checkpoint": str(checkpoint.resolve()),
         "input_dtype": input_dtype,
         "input_layout": UINT8_LAYOUT if input_dtype == "uint8" else INPUT_LAYOUT,
+        "fusion": fusion,
     }
 
 
@@ -88,6 +92,7 @@ class OnnxMeta:
     spec: InputSpec
     classes: list[str]
     input_dtype: str  # "float32": normalised (B, 3, T, S, S) clips; "uint8": (B, T, S, S, 3) frames
+    fusion: str = FUSION  # the views' fusion (graphs exported before it was recorded: softmax, as they were)
 
 
 def read_onnx_metadata(path: Path) -> OnnxMeta:
@@ -113,4 +118,5 @@ def read_onnx_metadata(path: Path) -> OnnxMeta:
             "frames": props["num_frames"], "image_size": props["image_size"], "mean": json.loads(props["mean"]),
             "std": json.loads(props["std"]),
             **{key: props[key] for key in ("sampling", "stride", "views", "interpolation") if key in props}})
-    return OnnxMeta(spec=spec, classes=json.loads(props["classes"]), input_dtype=props.get("input_dtype", "float32"))
+    return OnnxMeta(spec=spec, classes=json.loads(props["classes"]), input_dtype=props.get("input_dtype", "float32"),
+                    fusion=props.get("fusion", FUSION))

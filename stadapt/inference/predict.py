@@ -161,9 +161,24 @@ def write_predictions(results: list[dict[str, Any]], out: Path, *, overwrite: bo
     return out
 
 
+class _OnnxRun:
+    """clips -> logits of an exported graph, run by onnxruntime; `sigmoid`: its views fuse by each label's
+    sigmoid (the graph's recorded fusion, read by `loop.fusion_for` as it reads a model's head)."""
+
+    def __init__(self, session: Any, uint8: bool, sigmoid: bool) -> None:
+        self.session, self.uint8, self.sigmoid = session, uint8, sigmoid
+        self.name = session.get_inputs()[0].name
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        feed = (clips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy() if self.uint8
+                else clips.numpy().astype(np.float32))
+        return torch.from_numpy(self.session.run(None, {self.name: feed})[0])
+
+
 def _onnx_runner(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any, list[str]]:
     """(clips -> logits, InputSpec, classes) of an exported model, from its metadata (stadapt.inference.onnx_meta)."""
     from stadapt.extras import require
+    from stadapt.inference.loop import SIGMOID_FUSION
     from stadapt.inference.onnx_meta import read_onnx_metadata
 
     require("onnx", what="stadapt predict with an .onnx model")
@@ -171,14 +186,7 @@ def _onnx_runner(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], An
     meta = read_onnx_metadata(path)
     spec = meta.spec
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
     uint8 = meta.input_dtype == "uint8"  # `export --input uint8`: (B, T, S, S, 3) frames, normalised inside
     if uint8:  # clips in 0..255 instead of normalised: the graph does the normalisation
         spec = replace(spec, mean=(0.0, 0.0, 0.0), std=(1.0 / 255.0,) * 3)
-
-    def run(clips: torch.Tensor) -> torch.Tensor:
-        feed = (clips.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).numpy() if uint8
-                else clips.numpy().astype(np.float32))
-        return torch.from_numpy(session.run(None, {name: feed})[0])
-
-    return run, spec, meta.classes
+    return _OnnxRun(session, uint8, meta.fusion == SIGMOID_FUSION), spec, meta.classes

@@ -219,6 +219,7 @@ def export_onnx(
     data_bytes, exporter, fallback_reason, opset, input_dtype, metadata and (when verified) `verification`.
     """
     from stadapt.checkpoints.load import load_checkpoint
+    from stadapt.inference.loop import fusion_for
 
     checkpoint, out = Path(checkpoint), Path(out)
     if input_dtype not in INPUT_DTYPES:
@@ -231,7 +232,7 @@ def export_onnx(
         model.backbone_dtype = torch.float32
     exported = Uint8Frames(model, config["mean"], config["std"]).eval() if input_dtype == "uint8" else model
     param_bytes = sum(t.numel() * 4 for t in [*model.parameters(), *model.buffers()])
-    metadata = onnx_metadata(loaded.input_spec, meta, checkpoint, input_dtype)
+    metadata = onnx_metadata(loaded.input_spec, meta, checkpoint, input_dtype, fusion_for(model)[1])
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         return _write_onnx(exported, out, config, metadata, opset, verify_clips, tolerance,
