@@ -100,10 +100,18 @@ def test_bad_arguments_are_clear(source_run: Path, tmp_path: Path) -> None:
     assert result.returncode == 2 and "--splits" in result.stderr
 
 
-def test_zero_shot_needs_a_text_tower(source_run: Path, tmp_path: Path) -> None:
+def test_zero_shot_needs_a_text_tower(tmp_path: Path) -> None:
+    """An image-only source (a timm ViT) is refused in one line before any work."""
+    data = tmp_path / "k400ish"
+    write_synthetic(data, SyntheticSpec(motions=("horizontal",), train_per_class=1, val_per_class=1, frames=4,
+                                        size=32, clutter=2))
+    recipe = tmp_path / "source.yaml"
+    recipe.write_text(SOURCE.format(root=json.dumps(str(data))).replace(
+        "{name: clip:tiny, weights: synthetic}", "{name: timm:vit_tiny_test}").replace("steps: 2", "steps: 1"))
+    assert run_cli("train", str(recipe), f"output.dir={tmp_path / 'run'}", "-q").returncode == 0
     out = tmp_path / "transfer"
-    result = run_cli("finetune-transfer", "--from", str(source_run), "--dataset", "ucf101", "--root", str(tmp_path),
-                     "--out", str(out), "--zero-shot")
+    result = run_cli("finetune-transfer", "--from", str(tmp_path / "run"), "--dataset", "ucf101", "--root",
+                     str(tmp_path), "--out", str(out), "--zero-shot")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "clip:tiny" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "timm:vit_tiny_test" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()  # refused before any work
