@@ -115,3 +115,22 @@ def test_zero_shot_needs_a_text_tower(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "timm:vit_tiny_test" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()  # refused before any work
+
+
+def test_zero_shot_labels_are_checked_before_any_work(source_run: Path, tmp_path: Path) -> None:
+    """--labels names the classes as text for the zero-shot scores: one per class of the data set, and only
+    with --zero-shot; either mistake is one line before anything is prepared or trained."""
+    lists = tmp_path / "ucf" / "ucfTrainTestlist"  # the annotation files alone: the classes are read from them
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_text("1 MoveRight\n2 MoveDown\n")
+    for split in (1, 2, 3):
+        (lists / f"trainlist0{split}.txt").write_text("MoveRight/v_MoveRight_g01_c01.avi 1\n")
+        (lists / f"testlist0{split}.txt").write_text("MoveDown/v_MoveDown_g01_c01.avi\n")
+    out = tmp_path / "transfer"
+    common = ["finetune-transfer", "--from", str(source_run), "--dataset", "ucf101", "--root", str(tmp_path / "ucf"),
+              "--out", str(out)]
+    for extra, problem in ((["--zero-shot", "--labels", "move right,move down,jump"], "3 labels for the 2 classes"),
+                           (["--labels", "move right,move down"], "add --zero-shot")):
+        result = run_cli(*common, *extra)
+        assert result.returncode == 2 and problem in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()

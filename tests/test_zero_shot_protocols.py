@@ -98,6 +98,8 @@ def test_transfer_scores_a_split_zero_shot(tiny: dict[str, Path], tmp_path: Path
     assert report["top1"] == top1 and report["videos"] == 2 and report["checkpoint"] is None
     assert report["zero_shot"]["labels"] == (root / "classes.txt").read_text().splitlines()
     assert zero_shot_split(recipe, out, progress=False) == top1 and calls == [2]  # read back, not run again
+    zero_shot_split(recipe, out, progress=False, labels=["going right", "going left"])  # other labels: run
+    assert json.loads(out.read_text())["zero_shot"]["labels"] == ["going right", "going left"] and calls == [2, 2]
     summary = {"splits": [{"split": 1, "top1": 1.0, "videos": 2, "run": "r", "zero_shot_top1": top1}],
                "mean_top1": 1.0, "zero_shot_mean_top1": top1}
     assert "0-shot" in format_summary(summary)
@@ -137,6 +139,9 @@ def test_transfer_scores_the_source_run_zero_shot(tiny: dict[str, Path], tmp_pat
     out.write_text(out.read_text().replace(f'"top1": {json.dumps(top1)}', '"top1": 0.123'))
     assert adapted_zero_shot_split(*sources["text"], recipe, out, progress=False) == 0.123  # read back, not rerun
     assert adapted_zero_shot_split(*sources["linear"], recipe, tmp_path / "none.json", progress=False) is None
+    worded = ["going right", "going left", "going down", "going up"]  # --labels: the classes as text
+    adapted_zero_shot_split(*sources["text"], recipe, out, progress=False, labels=worded)  # other labels: run
+    assert json.loads(out.read_text())["labels"] == worded
     summary = {"splits": [{"split": 1, "top1": 1.0, "videos": 4, "run": "r", "zero_shot_top1": 0.25,
                            "adapted_zero_shot_top1": top1}],
                "mean_top1": 1.0, "zero_shot_mean_top1": 0.25, "adapted_zero_shot_mean_top1": top1}

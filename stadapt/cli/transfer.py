@@ -29,6 +29,9 @@ def finetune_transfer(
                                                             "training on it (needs an image-text backbone), and, "
                                                             "for a source run with a frozen text head, with that "
                                                             "run over the target's class names."),
+    labels: str = typer.Option(None, "--labels", metavar="FILE|a,b,...",
+                               help="With --zero-shot: the classes as text, one a line in the data set's class "
+                                    "order (e.g. 'apply eye makeup' for ApplyEyeMakeup); default: their names."),
     quiet: bool = quiet_option(help="No progress bars; the console shows warnings only."),
 ) -> None:
     """Transfer a Kinetics-400 model to UCF-101 or HMDB-51 as the paper does: new head, the source's
@@ -47,7 +50,8 @@ def finetune_transfer(
         raise StadaptError(f"--splits {splits!r} is not a comma-separated list of numbers",
                            "e.g. --splits 1,2,3") from None
     summary = run_transfer(source, dataset=dataset, root=root, splits=chosen, out=out, overrides=overrides or [],
-                           check=check, progress=not quiet, overwrite=overwrite, zero_shot=zero_shot)
+                           check=check, progress=not quiet, overwrite=overwrite, zero_shot=zero_shot,
+                           labels=labels)
     stopped = summary.get("interrupted")
     if stopped:
         import shlex

@@ -7,6 +7,7 @@ stadapt.inference.views as training's validation is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def run_eval(
     precision: str = "auto",
     which: str | None = None,
     overwrite: bool = False,
-    labels: str | None = None,
+    labels: str | Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate a checkpoint on a list; write the JSON report, a per-video predictions CSV and a
     confusion-matrix PNG beside it. Clips are made as the checkpoint's InputSpec says (`views` overrides
@@ -59,8 +60,8 @@ def run_eval(
     process writes. Of a run, `which` checkpoint: "best", "last", or None = best when present (printed).
     An existing report at `out` (and the files named after it) is replaced only when stadapt wrote it and
     `overwrite` is given; the default `out` (RUN/eval.json) is the run's own report, replaced by every eval.
-    `labels` (a file, or 'a,b'): evaluate over another label set, which the list's labels index into (a run
-    with a frozen text head)."""
+    `labels` (a file, 'a,b', or the labels): evaluate over another label set, which the list's labels index
+    into (a run with a frozen text head)."""
     from stadapt.checkpoints.hub import output_home
     from stadapt.data.prepared import open_prepared
     from stadapt.data.views import test_dataset

@@ -9,14 +9,16 @@ with or without new labels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from stadapt.checkpoints.load import LoadedModel
 from stadapt.errors import StadaptError
 from stadapt.model.text_head import TextHead
 
 
-def relabel(loaded: LoadedModel, labels: str) -> None:
-    """Make `loaded` answer over `labels` ('a,b,c' or a file with one label a line) in place, its `classes`
-    included."""
+def relabel(loaded: LoadedModel, labels: str | Sequence[str]) -> None:
+    """Make `loaded` answer over `labels` ('a,b,c', a file with one label a line, or the labels themselves)
+    in place, its `classes` included."""
     from stadapt.inference.zero_shot import read_labels
     from stadapt.model.zero_shot import check_labels
 
@@ -26,7 +28,7 @@ def relabel(loaded: LoadedModel, labels: str) -> None:
         raise StadaptError(f"{loaded.loaded_from.path} has {kind}, so it answers only the classes it trained on, "
                            "not --labels",
                            "leave --labels out, or train with model.head: {type: text, train: false}")
-    names = check_labels(read_labels(labels))
+    names = check_labels(read_labels(labels) if isinstance(labels, str) else list(labels))
     head.set_labels(names, loaded.config.head.templates)
     loaded.classes = names
 

@@ -141,21 +141,23 @@ def check_text_tower(recipe: Any) -> None:
     plugin.text_tower(variant.name, recipe.backbone.weights, **dict(recipe.backbone.options))
 
 
-def zero_shot_split(recipe: Any, out: Path, *, progress: bool) -> float | None:
+def zero_shot_split(recipe: Any, out: Path, *, progress: bool, labels: list[str] | None = None) -> float | None:
     """The source backbone's own zero-shot top-1 on a split's test list, with the split's input (frames,
-    sampling, stride, views) and classes.txt's names as labels: its image and text towers before any training
-    on the target. Written as eval's report at `out`, and read back from there when a re-run finds it."""
+    sampling, stride, views) and `labels` (default: classes.txt's names): its image and text towers before any
+    training on the target. Written as eval's report at `out`, read back from there when a re-run finds one
+    of the same labels."""
     from stadapt.data.prepared import open_prepared
     from stadapt.fileio import json_by_stadapt
     from stadapt.inference.zero_shot import load_zero_shot, zero_shot_eval, zero_shot_spec
     from stadapt.model.text_cache import text_cache_path
     from stadapt.runtime.views import parse_views
 
-    found = json_by_stadapt(out, "zero_shot") if out.is_file() else None
-    if found is not None:
-        return found.get("top1")
     data = recipe.data
-    model = load_zero_shot(recipe.backbone.name, recipe.backbone.weights, open_prepared(Path(data.root)).classes,
+    labels = labels or open_prepared(Path(data.root)).classes
+    found = json_by_stadapt(out, "zero_shot") if out.is_file() else None
+    if found is not None and (found.get("zero_shot") or {}).get("labels") == labels:
+        return found.get("top1")
+    model = load_zero_shot(recipe.backbone.name, recipe.backbone.weights, labels,
                            device=recipe.train.device, text_cache=text_cache_path(out))
     spec = zero_shot_spec(model, frames=data.frames, sampling=data.sampling, stride=data.stride,
                           views=parse_views(data.views))
@@ -163,37 +165,55 @@ def zero_shot_split(recipe: Any, out: Path, *, progress: bool) -> float | None:
     return report.get("top1")
 
 
+def transfer_labels(labels: str, dataset: str, root: Path, split: int) -> list[str]:
+    """`--labels` (a file, or 'a,b'), checked before any work: one label per class of the data set."""
+    from stadapt.data.formats import READERS
+    from stadapt.inference.zero_shot import read_labels
+    from stadapt.model.zero_shot import check_labels
+
+    names = check_labels(read_labels(labels))
+    classes = READERS[dataset](root, split=split).classes
+    if len(names) != len(classes):
+        raise TransferError(f"--labels gives {len(names)} labels for the {len(classes)} classes of {dataset}",
+                            "give one label per class, one a line in the data set's class order")
+    return names
+
+
 def adapted_zero_shot_split(checkpoint: Path, meta: dict[str, Any], recipe: Any, out: Path, *,
-                            progress: bool) -> float | None:
+                            progress: bool, labels: list[str] | None = None) -> float | None:
     """The source run itself, zero-shot on a split's test list: a run trained with a frozen text head answers
     the target's class names (eval --labels), with no training on the target, as X-CLIP and ViFi-CLIP report
-    K400 to UCF-101 / HMDB-51. None for a source with any other head. Read back from `out` on a re-run."""
+    K400 to UCF-101 / HMDB-51, over `labels` (default: classes.txt's names). None for a source with any other
+    head. Read back from `out` on a re-run with the same labels."""
     from stadapt.fileio import json_by_stadapt
     from stadapt.inference.evaluate import run_eval
     from stadapt.model.text_head import HeadConfig
 
     if not HeadConfig.from_dict((meta.get("model") or {}).get("head")).frozen_text:
         return None
-    found = json_by_stadapt(out, "labels") if out.is_file() else None
-    if found is not None:
-        return found.get("top1")
+    from stadapt.data.prepared import open_prepared
+
     root = Path(recipe.data.root)
+    labels = labels or open_prepared(root).classes
+    found = json_by_stadapt(out, "labels") if out.is_file() else None
+    if found is not None and found.get("labels") == labels:
+        return found.get("top1")
     report, _ = run_eval(checkpoint, root=root, data_list=Path(recipe.data.val_list), out=out, overwrite=True,
-                         labels=str(root / "classes.txt"), device=recipe.train.device, workers=0, progress=progress)
+                         labels=labels, device=recipe.train.device, workers=0, progress=progress)
     return report.get("top1")
 
 
 def _add_zero_shot(summary: dict[str, Any], planned: dict[int, Any], out: Path, source: tuple[Path, dict], *,
-                   progress: bool) -> None:
+                   progress: bool, labels: list[str] | None) -> None:
     """Each split's zero-shot top-1 before any training (the source backbone) and, for a source run with a
     frozen text head, after training on the source (that run, no training on the target), beside the
     fine-tuned top-1; and their means."""
     for result in summary["splits"]:
         split = result["split"]
         result["zero_shot_top1"] = zero_shot_split(planned[split], out / f"zero_shot_split{split}.json",
-                                                   progress=progress)
+                                                   progress=progress, labels=labels)
         result["adapted_zero_shot_top1"] = adapted_zero_shot_split(
-            *source, planned[split], out / f"adapted_zero_shot_split{split}.json", progress=progress)
+            *source, planned[split], out / f"adapted_zero_shot_split{split}.json", progress=progress, labels=labels)
     for key in ("zero_shot_top1", "adapted_zero_shot_top1"):
         scores = [r[key] for r in summary["splits"]]
         summary[key.replace("_top1", "_mean_top1")] = None if None in scores else sum(scores) / len(scores)
@@ -211,10 +231,13 @@ def finetune_transfer(
     progress: bool = True,
     overwrite: bool = False,
     zero_shot: bool = False,
+    labels: str | None = None,
 ) -> dict[str, Any]:
     """Prepare, train and evaluate every split; write and return the summary (transfer.json). With
     `zero_shot`, each split's test list is first scored by the source backbone's own zero-shot (its text
-    tower; `zero_shot_top1` beside the fine-tuned `top1`, `zero_shot_mean_top1` beside the mean).
+    tower; `zero_shot_top1` beside the fine-tuned `top1`, `zero_shot_mean_top1` beside the mean), and by the
+    source run where it has a frozen text head (`adapted_zero_shot_top1`), over `labels` (a file or 'a,b':
+    the classes as text; default: their names).
 
     Run again with the same arguments, it picks up where it stopped: splits that finished are read
     back (not retrained), an interrupted split continues from its checkpoint, the rest start.
@@ -250,8 +273,12 @@ def finetune_transfer(
                                overrides=overrides, check_files=check_files)
 
     planned = {split: split_recipe(split, False) for split in splits}
+    if labels is not None and not zero_shot:
+        raise TransferError("--labels names the classes for the zero-shot scores", "add --zero-shot, or leave "
+                                                                                   "--labels out")
     if zero_shot:
         check_text_tower(planned[splits[0]])
+    names = transfer_labels(labels, dataset, root, splits[0]) if labels is not None else None
     # every split's state is judged before any work: a changed setting is refused up front
     states = {split: "new" if overwrite else split_state(r) for split, r in planned.items()}
     summary: dict[str, Any] = {"source": str(checkpoint.resolve()), "dataset": dataset, "splits": [],
@@ -272,7 +299,7 @@ def finetune_transfer(
     scores = [r["top1"] for r in summary["splits"] if r["top1"] is not None]
     summary.update(mean_top1=sum(scores) / len(scores) if scores else None, complete=True)
     if zero_shot:
-        _add_zero_shot(summary, planned, out, (checkpoint.resolve(), meta), progress=progress)
+        _add_zero_shot(summary, planned, out, (checkpoint.resolve(), meta), progress=progress, labels=names)
     atomic_write_text(out / "transfer.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
