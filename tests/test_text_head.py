@@ -298,3 +298,36 @@ def test_recipe_show_counts_a_text_head_as_training_does(zoo: dict, train: bool)
     embedding = CONFIG["embed_dim"]
     trained_head = embedding * len(CLASSES) + len(CLASSES) if train else 0
     assert sum(p.numel() for p in head.parameters() if p.requires_grad) == trained_head
+
+
+def test_the_checkpoint_keeps_the_class_embeddings_so_loading_does_not_embed_the_names(
+        zoo: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen text head's class embeddings are a checkpoint file (checksummed like the others): loading
+    reads them instead of running the text tower over every class name (18 s for 400 names with ViT-B/16's
+    on 2 CPU cores); new --labels still run it, once; a damaged file is refused like any checkpoint file."""
+    from stadapt import load_model
+    from stadapt.backbones.text import TextTower
+    from stadapt.checkpoints.files import TEXT_HEAD_FILE
+
+    checkpoint = zoo["run"] / "checkpoints" / "last"
+    assert (checkpoint / TEXT_HEAD_FILE).is_file()
+    calls: list[int] = []
+    original = TextTower.encode_text
+
+    def counting(self: TextTower, tokens: torch.Tensor) -> torch.Tensor:
+        calls.append(len(tokens))
+        return original(self, tokens)
+
+    monkeypatch.setattr(TextTower, "encode_text", counting)
+    kept = load_model(checkpoint)
+    assert calls == []  # nothing embedded on load
+    computed = kept.head.tower.embed_labels(CLASSES, ["a video of {}."])
+    assert torch.allclose(kept.head.class_embeddings, computed, atol=1e-6)  # the same as embedding them now
+    copy = tmp_path / "damaged"
+    shutil.copytree(checkpoint, copy)
+    data = bytearray((copy / TEXT_HEAD_FILE).read_bytes())
+    data[-1] ^= 0xFF
+    (copy / TEXT_HEAD_FILE).write_bytes(bytes(data))
+    done = run_cli("predict", str(next((zoo["root"] / "videos" / "val").glob("*.mp4"))), "--checkpoint", str(copy),
+                   "--workers", "0", "-q")
+    assert done.returncode == 2 and "is damaged" in done.stderr and TEXT_HEAD_FILE in done.stderr, done.stderr

@@ -31,6 +31,7 @@ from stadapt.checkpoints.files import (
     DIGESTS,
     META_FILE,
     TENSORS_FILE,
+    TEXT_HEAD_FILE,
     checksum,
     load_tensors_verified,
     refuse_unless_replaceable,
@@ -224,6 +225,29 @@ def model_meta(built: Any, classes: Sequence[str] | None, *, input_spec: InputSp
         **({"text_tower": built.text_tower} if getattr(built, "text_tower", None) else {}),
         **extra,
     }
+
+
+def text_head_files(model: torch.nn.Module) -> dict[str, bytes]:
+    """The checkpoint file of a frozen text head's class embeddings ({TEXT_HEAD_FILE: bytes}), for
+    `write_checkpoint(extra_files=...)`; none for any other head (a trained one keeps its classes in its layer)."""
+    from safetensors.torch import save
+
+    from stadapt.model.text_head import TextHead
+
+    head = getattr(model, "head", None)
+    if not isinstance(head, TextHead) or head.trains:
+        return {}
+    embeddings = head.class_embeddings.detach().float().cpu().contiguous()
+    return {TEXT_HEAD_FILE: save({"class_embeddings": embeddings}, metadata={"format": FORMAT})}
+
+
+def stored_class_embeddings(path: Path, meta: Mapping[str, Any]) -> torch.Tensor | None:
+    """The class embeddings a checkpoint kept for its frozen text head (checked against the recorded
+    checksum), or None where it has none (an older checkpoint, another head): then they are computed."""
+    file = Path(path) / TEXT_HEAD_FILE
+    if not file.is_file():
+        return None
+    return load_tensors_verified(file, meta).get("class_embeddings")
 
 
 def checkpoint_variant(meta: Mapping[str, Any]) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from stadapt.checkpoints.format import Contract, load_trainable, read_checkpoint
+from stadapt.checkpoints.format import Contract, load_trainable, read_checkpoint, stored_class_embeddings
 from stadapt.data.input_spec import InputSpec
 from stadapt.errors import CheckpointError, WeightsError
 from stadapt.model.classifier import BuiltModel, ModelConfig, VideoClassifier, build_model, check_weights_fingerprint
@@ -165,7 +165,8 @@ def _rebuild(contract: Contract, backbone_weights: str | Path | None, path: str 
             f"the backbone weights {source} that {path} was made with are not there",
             "pass their new location with backbone_weights=... (CLI: --backbone-weights)",
         )
-    built = build_model(config, weights=source, classes=contract.classes)
+    kept = stored_class_embeddings(Path(path), contract.meta) if config.head.text else None  # a frozen text head's
+    built = build_model(config, weights=source, classes=contract.classes, class_embeddings=kept)
     check_weights_fingerprint(built, recorded.get("fingerprint"), str(source))
     check_text_tower(built, contract.text_tower, str(source))
     return built

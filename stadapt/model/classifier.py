@@ -264,13 +264,14 @@ class BuiltModel:
 
 
 def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed: int | None = None,
-                classes: Sequence[str] | None = None) -> BuiltModel:
+                classes: Sequence[str] | None = None, class_embeddings: torch.Tensor | None = None) -> BuiltModel:
     """Build the model of `config`; load backbone weights from a local file or a hub tag, if given.
 
     Options implied by the weights (e.g. QuickGELU for OpenAI CLIP) are resolved here and recorded in
     the returned config, so a checkpoint rebuilds exactly the same architecture. Without weights,
     `seed` (if given) seeds torch before the backbone is built and is recorded with the backbone's
-    fingerprint in `BuiltModel.weights`, so a checkpoint can rebuild the same random backbone.
+    fingerprint in `BuiltModel.weights`, so a checkpoint can rebuild the same random backbone. A text head
+    embeds `classes`, or takes `class_embeddings` where a checkpoint kept them.
     """
     plugin, variant = parse_backbone(config.backbone)
     implied = plugin.options_for_weights(variant.name, weights) if weights is not None else {}
@@ -310,7 +311,7 @@ def build_model(config: ModelConfig, weights: str | Path | None = None, *, seed:
         names = list(classes) if classes is not None else [f"class_{i}" for i in range(config.num_classes)]
         if len(names) != config.num_classes:
             raise ValueError(f"a text head of {config.num_classes} classes given {len(names)} class names")
-        model.head = build_text_head(tower, config.head, names, config.dropout)
+        model.head = build_text_head(tower, config.head, names, config.dropout, class_embeddings)
         model.set_tuning(config.tuning)  # the new head's parameters as the method wants them
         if not any(p.requires_grad for p in model.parameters()):
             raise TextHeadError(f"tuning={config.tuning} with a frozen text head trains nothing",

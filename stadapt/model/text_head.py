@@ -83,6 +83,8 @@ class TextHead(nn.Module):
         self.sigmoid = tower.sigmoid  # each label its own sigmoid (SigLIP): how inference fuses the views
         self._tower = [tower]  # in a list: not a submodule, so neither in the state dict nor moved with the model
         weight, bias = self._scaled(class_embeddings)
+        # the unit class embeddings themselves: what a checkpoint keeps so loading need not embed the names again
+        self.register_buffer("class_embeddings", class_embeddings.detach().float().clone(), persistent=False)
         if self.trains:
             self.fc = nn.Linear(weight.shape[1], weight.shape[0])
             with torch.no_grad():
@@ -125,8 +127,10 @@ class TextHead(nn.Module):
             raise TextHeadError("this run's text head trained (model.head.train: true): its classes are fixed",
                                 "train with model.head: {type: text, train: false} to answer new labels")
         device = self.weight.device
-        weight, bias = self._scaled(self.tower.embed_labels(labels, templates))
+        embeddings = self.tower.embed_labels(labels, templates)
+        weight, bias = self._scaled(embeddings)
         self.weight, self.bias = weight.to(device), bias.to(device)
+        self.class_embeddings = embeddings.float().to(device)
 
 
 def text_tower_for(plugin: Any, variant: str, weights: Any, options: Mapping[str, Any]) -> TextTower:
@@ -139,7 +143,10 @@ def text_tower_for(plugin: Any, variant: str, weights: Any, options: Mapping[str
         return plugin.text_tower(variant, weights, **dict(options)).eval()
 
 
-def build_text_head(tower: TextTower, config: HeadConfig, classes: Sequence[str], dropout: float) -> TextHead:
-    """The text head of `classes` (their embeddings with `config`'s templates)."""
-    return TextHead(tower, tower.embed_labels(list(classes), list(config.templates)), train=config.train,
-                    dropout=dropout)
+def build_text_head(tower: TextTower, config: HeadConfig, classes: Sequence[str], dropout: float,
+                    embeddings: torch.Tensor | None = None) -> TextHead:
+    """The text head of `classes`: their embeddings with `config`'s templates, or `embeddings` where a
+    checkpoint kept them (the tower's own, of the same names and templates: its fingerprint is checked)."""
+    if embeddings is None or embeddings.ndim != 2 or embeddings.shape[0] != len(classes):
+        embeddings = tower.embed_labels(list(classes), list(config.templates))
+    return TextHead(tower, embeddings, train=config.train, dropout=dropout)

@@ -83,8 +83,8 @@ class RunDir:
     def recover_best(self) -> Path | None:
         return rotation.recover_best(self.checkpoints)
 
-    def save_best(self, tensors: Any, meta: dict[str, Any]) -> Path:
-        return rotation.save_best(self.checkpoints, tensors, meta)
+    def save_best(self, tensors: Any, meta: dict[str, Any], extra_files: dict[str, bytes] | None = None) -> Path:
+        return rotation.save_best(self.checkpoints, tensors, meta, extra_files)
 
     def save_checkpoint(self, step: int, tensors: Any, meta: dict[str, Any], extra_files: dict[str, bytes],
                         keep: int) -> Path:

@@ -97,13 +97,13 @@ def recover_best(folder: Path) -> Path | None:
     return best if best.is_dir() else None
 
 
-def save_best(folder: Path, tensors: Any, meta: dict[str, Any]) -> Path:
+def save_best(folder: Path, tensors: Any, meta: dict[str, Any], extra_files: dict[str, bytes] | None = None) -> Path:
     """Write `best` atomically (the same staging and swap as `last`; a crash leaves a complete one that
-    `recover_best` puts back). Inference only: no trainer state."""
+    `recover_best` puts back). Inference only: no trainer state; `extra_files` what a reader needs besides."""
     from stadapt.checkpoints.format import write_checkpoint
 
     try:
-        return write_checkpoint(folder / "best", tensors, meta, overwrite=True)
+        return write_checkpoint(folder / "best", tensors, meta, overwrite=True, extra_files=extra_files)
     except DiskFullError as exc:
         raise DiskFullError(exc.path, exc.reason, exc.intact, continue_after_disk_full()) from None
 

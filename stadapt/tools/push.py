@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from stadapt.checkpoints.files import BACKBONE_FILE, META_FILE, tensors_path
+from stadapt.checkpoints.files import BACKBONE_FILE, META_FILE, TEXT_HEAD_FILE, tensors_path
 from stadapt.checkpoints.format import read_checkpoint
 from stadapt.checkpoints.hub import PREFIX, parse_hub_id
 from stadapt.errors import StadaptError, first_line, preview
@@ -73,6 +73,8 @@ def bundle(target: Path | None, repo: str,
     files = {META_FILE: public_json((checkpoint / META_FILE).read_bytes(), places), tensor_file.name: tensors}
     if (meta.get("backbone_weights") or {}).get("source") == BACKBONE_FILE:  # it carries its backbone: so does the copy
         files[BACKBONE_FILE] = (checkpoint / BACKBONE_FILE).read_bytes()
+    if (checkpoint / TEXT_HEAD_FILE).is_file():  # a frozen text head's class embeddings: loading reads them
+        files[TEXT_HEAD_FILE] = (checkpoint / TEXT_HEAD_FILE).read_bytes()
     eval_path = (run if run is not None else checkpoint) / EVAL_FILE
     report = None
     if eval_path.is_file():

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from stadapt.checkpoints.format import model_meta
+from stadapt.checkpoints.format import model_meta, text_head_files
 from stadapt.inference.views import ValidationResult, validate
 from stadapt.runs.layout import RunDir
 from stadapt.runs.metrics import read_metrics
@@ -109,7 +109,8 @@ def _meta_for_save(run: Run, **extra: Any) -> dict[str, Any]:
 def _save_best(run: Run, val: ValidationResult) -> None:
     """checkpoints/best: the weights that just scored the best validation top-1, with that score."""
     if run.world.main:
-        run.dir.save_best(run.model.trainable_state_dict(), _meta_for_save(run, validation=val.to_dict()))
+        run.dir.save_best(run.model.trainable_state_dict(), _meta_for_save(run, validation=val.to_dict()),
+                          text_head_files(run.model))
     run.world.barrier()
 
 
@@ -119,8 +120,9 @@ def save(run: Run) -> None:
     if run.world.main:
         recipe, state = run.recipe, run.state
         meta = _meta_for_save(run)
-        run.dir.save_checkpoint(state.step, run.model.trainable_state_dict(), meta,
-                                state_files(run.optimizer, run.scaler, state, rngs), keep=recipe.train.keep_checkpoints)
+        extra = {**state_files(run.optimizer, run.scaler, state, rngs), **text_head_files(run.model)}
+        run.dir.save_checkpoint(state.step, run.model.trainable_state_dict(), meta, extra,
+                                keep=recipe.train.keep_checkpoints)
     run.world.barrier()
 
 
