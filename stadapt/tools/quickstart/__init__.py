@@ -36,6 +36,7 @@ METHODS: tuple[tuple[str, int], ...] = (("st_adapter", RECIPE["optim"]["steps"])
 HEADS: dict[str, dict[str, Any]] = {**{kind: {"type": kind, "train": False} for kind in HEAD_TYPES},
                                     "text-trained": {"type": "text", "train": True}}
 DEFAULT_HEAD = HEAD_TYPES[0]  # the linear head: every run's unless --heads says otherwise
+ZERO_SHOT = "zero-shot"  # the row of the backbone itself, classifying by the class names with no training
 
 
 def is_text_head(head: str) -> bool:
@@ -157,20 +158,23 @@ def _trained_row(tuning: str, head: str, data_root: Path, runs: Path, *, seed: i
 def zero_shot_row(data_root: Path, runs: Path, progress: bool) -> dict[str, Any]:
     """The backbone's zero-shot score on the held-out clips (class names through its text tower, no
     training), with the quickstart's input: the row that text heads start from."""
+    from stadapt.data.prepared import open_prepared
+    from stadapt.fileio import claim_outputs
+    from stadapt.inference.evaluate import report_by_stadapt, report_paths
     from stadapt.inference.zero_shot import load_zero_shot, zero_shot_eval, zero_shot_spec
     from stadapt.model.text_head import DEFAULT_TEMPLATE
 
     data = RECIPE["data"]
-    classes = (data_root / "classes.txt").read_text(encoding="utf-8").split("\n")
-    model = load_zero_shot(RECIPE["backbone"]["name"], RECIPE["backbone"]["weights"],
-                           [name for name in classes if name.strip()], [DEFAULT_TEMPLATE], device="cpu")
-    spec = zero_shot_spec(model, frames=data["frames"], sampling=data["sampling"], stride=data["stride"])
     report_path = runs / "quickstart_zero_shot" / "eval.json"
+    claim_outputs(report_paths(report_path), overwrite=True, ours=report_by_stadapt)  # replaces only its own
+    model = load_zero_shot(RECIPE["backbone"]["name"], RECIPE["backbone"]["weights"],
+                           open_prepared(data_root).classes, [DEFAULT_TEMPLATE], device="cpu")
+    spec = zero_shot_spec(model, frames=data["frames"], sampling=data["sampling"], stride=data["stride"])
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report = zero_shot_eval(data_root, Path("val.txt"), model, spec, report_path, workers=data["num_workers"],
                             progress=progress)
     total = sum(p.numel() for p in model.model.parameters())
-    return {"model": "quickstart_zero_shot", "tuning": "zero-shot", "head": "text", "top1": report["top1"],
+    return {"model": "quickstart_zero_shot", "tuning": ZERO_SHOT, "head": "text", "top1": report["top1"],
             "top5": report["top5"], "steps": 0, "train_seconds": 0.0, "videos": report["videos"],
             "trainable_parameters": 0, "total_parameters": total, "run": str(report_path.parent),
             "eval": str(report_path)}

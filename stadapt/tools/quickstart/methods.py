@@ -115,7 +115,7 @@ def format_methods(summary: dict) -> str:
 
 def _label(row: dict) -> str:
     """A row's name in the note: the method, with its head where that is not the linear one."""
-    from stadapt.tools.quickstart import DEFAULT_HEAD, is_text_head
+    from stadapt.tools.quickstart import DEFAULT_HEAD, ZERO_SHOT, is_text_head
 
     head = row.get("head", DEFAULT_HEAD)
-    return f"{row['tuning']} ({head} head)" if is_text_head(head) and row["steps"] else row["tuning"]
+    return f"{row['tuning']} ({head} head)" if is_text_head(head) and row["tuning"] != ZERO_SHOT else row["tuning"]
