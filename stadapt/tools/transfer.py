@@ -185,14 +185,13 @@ def adapted_zero_shot_split(checkpoint: Path, meta: dict[str, Any], recipe: Any,
     the target's class names (eval --labels), with no training on the target, as X-CLIP and ViFi-CLIP report
     K400 to UCF-101 / HMDB-51, over `labels` (default: classes.txt's names). None for a source with any other
     head. Read back from `out` on a re-run with the same labels."""
+    from stadapt.data.prepared import open_prepared
     from stadapt.fileio import json_by_stadapt
     from stadapt.inference.evaluate import run_eval
     from stadapt.model.text_head import HeadConfig
 
     if not HeadConfig.from_dict((meta.get("model") or {}).get("head")).frozen_text:
         return None
-    from stadapt.data.prepared import open_prepared
-
     root = Path(recipe.data.root)
     labels = labels or open_prepared(root).classes
     found = json_by_stadapt(out, "labels") if out.is_file() else None
