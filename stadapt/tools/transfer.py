@@ -179,6 +179,18 @@ def transfer_labels(labels: str, dataset: str, root: Path, split: int) -> list[s
     return names
 
 
+def _check_zero_shot(zero_shot: bool, labels: str | None, recipe: Any, dataset: str, root: Path,
+                     split: int) -> list[str] | None:
+    """Before any work: --zero-shot needs a text tower, --labels needs --zero-shot and one label a class;
+    the labels, or None for the class names."""
+    if labels is not None and not zero_shot:
+        raise TransferError("--labels names the classes for the zero-shot scores",
+                            "add --zero-shot, or leave --labels out")
+    if zero_shot:
+        check_text_tower(recipe)
+    return transfer_labels(labels, dataset, root, split) if labels is not None else None
+
+
 def adapted_zero_shot_split(checkpoint: Path, meta: dict[str, Any], recipe: Any, out: Path, *,
                             progress: bool, labels: list[str] | None = None) -> float | None:
     """The source run itself, zero-shot on a split's test list: a run trained with a frozen text head answers
@@ -272,12 +284,7 @@ def finetune_transfer(
                                overrides=overrides, check_files=check_files)
 
     planned = {split: split_recipe(split, False) for split in splits}
-    if labels is not None and not zero_shot:
-        raise TransferError("--labels names the classes for the zero-shot scores", "add --zero-shot, or leave "
-                                                                                   "--labels out")
-    if zero_shot:
-        check_text_tower(planned[splits[0]])
-    names = transfer_labels(labels, dataset, root, splits[0]) if labels is not None else None
+    names = _check_zero_shot(zero_shot, labels, planned[splits[0]], dataset, root, splits[0])
     # every split's state is judged before any work: a changed setting is refused up front
     states = {split: "new" if overwrite else split_state(r) for split, r in planned.items()}
     summary: dict[str, Any] = {"source": str(checkpoint.resolve()), "dataset": dataset, "splits": [],
