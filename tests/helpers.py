@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -243,3 +244,19 @@ def write_tiny_open_clip(base: Path, name: str, config: dict, *, logit_scale: fl
     weights = base / f"{name}.pt"
     torch.save(model.state_dict(), weights)
     return weights
+
+
+def count_encode_text(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch TextTower.encode_text (through pytest's `monkeypatch`) to record how many prompts each call
+    embedded: the text tower's work, which a cache or a checkpoint's kept embeddings should spare."""
+    from stadapt.backbones.text import TextTower
+
+    found: list[int] = []
+    original = TextTower.encode_text
+
+    def counting(self: TextTower, tokens: torch.Tensor) -> torch.Tensor:
+        found.append(len(tokens))
+        return original(self, tokens)
+
+    monkeypatch.setattr(TextTower, "encode_text", counting)
+    return found

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli, write_tiny_open_clip
+from helpers import count_encode_text, run_cli, write_tiny_open_clip
 
 NAME = "stadapt-th-clip"
 CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
@@ -306,19 +306,11 @@ def test_the_checkpoint_keeps_the_class_embeddings_so_loading_does_not_embed_the
     reads them instead of running the text tower over every class name (18 s for 400 names with ViT-B/16's
     on 2 CPU cores); new --labels still run it, once; a damaged file is refused like any checkpoint file."""
     from stadapt import load_model
-    from stadapt.backbones.text import TextTower
     from stadapt.checkpoints.files import TEXT_HEAD_FILE
 
     checkpoint = zoo["run"] / "checkpoints" / "last"
     assert (checkpoint / TEXT_HEAD_FILE).is_file()
-    calls: list[int] = []
-    original = TextTower.encode_text
-
-    def counting(self: TextTower, tokens: torch.Tensor) -> torch.Tensor:
-        calls.append(len(tokens))
-        return original(self, tokens)
-
-    monkeypatch.setattr(TextTower, "encode_text", counting)
+    calls = count_encode_text(monkeypatch)
     kept = load_model(checkpoint)
     assert calls == []  # nothing embedded on load
     computed = kept.head.tower.embed_labels(CLASSES, ["a video of {}."])

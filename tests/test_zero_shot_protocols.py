@@ -12,10 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import run_cli, write_tiny_open_clip
-
-from stadapt.backbones.text import TextTower
+from helpers import count_encode_text, run_cli, write_tiny_open_clip
 
 NAME = "stadapt-zs-cache"
 CONFIG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
@@ -37,15 +34,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many prompts each encode_text call embedded (the text tower's work)."""
-    found: list[int] = []
-    original = TextTower.encode_text
-
-    def counting(self: TextTower, tokens: torch.Tensor) -> torch.Tensor:
-        found.append(len(tokens))
-        return original(self, tokens)
-
-    monkeypatch.setattr(TextTower, "encode_text", counting)
-    return found
+    return count_encode_text(monkeypatch)
 
 
 def zero_shot(tiny: dict[str, Path], out: Path, labels: str, *extra: str) -> str:
