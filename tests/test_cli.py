@@ -18,6 +18,9 @@ def test_backbones_lists_the_clip_variants():
     rows = {r["backbone"]: r for r in json.loads(result.stdout)["backbones"]}
     assert {"clip:ViT-B-16", "clip:ViT-L-14", "clip:ViT-L-14-336", "clip:tiny"} <= set(rows)
     assert rows["clip:ViT-L-14-336"]["input"] == 336 and "openai" in rows["clip:ViT-B-16"]["pretrained_tags"]
+    # which models zero-shot and text heads can use (the conformance suite holds each plugin to it)
+    assert rows["clip:ViT-B-16"]["text_tower"] and rows["clip:tiny"]["text_tower"]
+    assert not rows["timm:vit_tiny_test"]["text_tower"] and not rows["swag:ViT-B-16"]["text_tower"]
 
 
 def test_conformance_from_the_cli():

@@ -16,7 +16,8 @@ from torch import nn
 
 from stadapt.data.synthetic import SyntheticSpec, write_synthetic
 
-TEXT = {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}
+# a text tower as open_clip's tokenizer needs it (its 49,408-token vocabulary): the conformance suite embeds text
+TEXT = {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 REPOS = {
     # an OpenCLIP-style ViT trained with GELU (no -quickgelu), with its own preprocessing
     "stadapt-test/tiny-gelu": {

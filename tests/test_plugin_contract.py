@@ -34,7 +34,8 @@ class OpenPlugin(BackbonePlugin):
 
     def variants(self):
         info = self._clip().variants()["tiny"]
-        return {"copy-of-tiny": dataclasses.replace(info, name="copy-of-tiny", aliases=())}
+        # an image-only copy: this plugin keeps the default text_tower (none), as its VariantInfo must say
+        return {"copy-of-tiny": dataclasses.replace(info, name="copy-of-tiny", aliases=(), text_tower=False)}
 
     def resolve_variant(self, name):
         if name.startswith("cnn-"):
@@ -42,7 +43,7 @@ class OpenPlugin(BackbonePlugin):
                                        "use a ViT: stadapt backbones --search open")
         known = self._clip().variants()
         if name.startswith(PREFIX) and name[len(PREFIX):] in known:
-            return dataclasses.replace(known[name[len(PREFIX):]], name=name, aliases=())
+            return dataclasses.replace(known[name[len(PREFIX):]], name=name, aliases=(), text_tower=False)
         return None
 
     def search(self, pattern):
@@ -118,3 +119,26 @@ def test_typed_variant_fields_of_the_built_in_plugins() -> None:
         assert (info.width, info.blocks, info.patch_size, info.prefix_tokens) == expected
     found = load_plugin("clip").search("vit-b*")  # curated and open_clip's (issue 15), no ResNet
     assert {"ViT-B-16", "ViT-B-16-SigLIP2", "ViT-B-32-quickgelu"} <= set(found) and "RN50" not in found
+
+
+def test_the_suite_holds_a_plugin_to_its_text_tower_flag() -> None:
+    """A variant that says it has a text tower, from a plugin that keeps the default hook (none), fails the
+    suite's text-tower check, and only that check (as the open plugin above did before it said so)."""
+    from stadapt.backbones.plugin import BackbonePlugin
+    from stadapt.model.conformance import check_plugin
+
+    clip = load_plugin("clip")
+
+    class Claims(BackbonePlugin):
+        name = "claims"
+        test_variant = "tiny"
+
+        def variants(self):
+            return {"tiny": clip.variants()["tiny"]}  # text_tower=True, as clip's own
+
+        def build(self, variant, **options):
+            return clip.build(variant, **options)
+
+    failed = [r for r in check_plugin(Claims()) if not r.ok]
+    assert [r.name for r in failed] == ["a text tower exactly where the variant says"]
+    assert "without a text tower" in failed[0].detail

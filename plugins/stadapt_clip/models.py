@@ -44,6 +44,7 @@ class OpenClipModel:
     std: tuple[float, float, float]
     interpolation: str
     preprocess_source: str  # where mean/std came from, for the description
+    text_tower: bool = False  # the configuration has a text tower (zero-shot, text heads)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,6 +145,7 @@ def open_clip_model(name: str) -> OpenClipModel | None:
         std=tuple(preprocess.get("std", CLIP_STD)),
         interpolation=str(preprocess.get("interpolation", "bicubic")),
         preprocess_source=str(preprocess.get("source", "open_clip's default (OpenAI's)")),
+        text_tower=bool(model_cfg.get("text_cfg")),
     )
 
 

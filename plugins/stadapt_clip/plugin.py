@@ -38,7 +38,7 @@ _ARCHS: dict[str, _Arch] = {
     "ViT-L-14-336": _Arch(336, 14, 1024, 24, 16, 768, "CLIP ViT-L/14 at 336 px",
                           ("ViT-L/14@336px", "ViT-L-14@336px"), "ViT-L-14-336"),
     "tiny": _Arch(32, 8, 128, 4, 4, 64, "a tiny CLIP-architecture ViT (32 px, patch 8, width 128, 4 blocks) "
-                  "for tests and the CPU quickstart; its `synthetic` weights have a text tower",
+                  "for tests and the CPU quickstart",
                   open_clip_name="stadapt-clip-tiny"),
 }
 
@@ -80,6 +80,7 @@ class ClipPlugin(BackbonePlugin):
                 blocks=arch.layers,
                 patch_size=arch.patch_size,
                 prefix_tokens=1,
+                text_tower=True,  # every curated variant is an image-text model (clip:tiny's synthetic weights too)
             )
             for name, arch in _ARCHS.items()
         }
@@ -272,6 +273,7 @@ def _variant_info(model: OpenClipModel) -> VariantInfo:
         blocks=blocks,
         patch_size=patch,
         prefix_tokens=prefix,
+        text_tower=model.text_tower,
     )
 
 

@@ -41,6 +41,9 @@ class VariantInfo:
     patch_size: int | None = None
     #: tokens before the patch tokens in each block's input ([CLS] and register tokens); 0 for none
     prefix_tokens: int | None = None
+    #: whether `BackbonePlugin.text_tower` gives this variant one (zero-shot, text heads); `stadapt backbones`
+    #: shows it, the conformance suite holds the plugin to it
+    text_tower: bool = False
     #: the plugin's own notes on the variant; the core never reads them
     extra: Mapping[str, Any] = field(default_factory=dict)
 

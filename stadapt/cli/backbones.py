@@ -55,6 +55,7 @@ def backbones(
                 "backbone": f"{entry.name}:{info.name}",
                 "family": info.family or entry.name,
                 "input": info.image_size,
+                "text_tower": info.text_tower,
                 "distribution": entry.distribution,
                 "aliases": list(info.aliases),
                 **({"pretrained_tags": list(plugin.pretrained_tags(info.name))} if as_json else {}),
@@ -77,14 +78,14 @@ def _table(rows: list[dict]) -> None:
     if not rows:
         typer.echo("no backbone plugins installed (the `stadapt.backbones` entry-point group is empty)")
         return
-    headers = ("BACKBONE", "FAMILY", "INPUT", "DISTRIBUTION", "DESCRIPTION")
-    cells = [(r["backbone"], r["family"], f"{r['input']}px", r["distribution"],
+    headers = ("BACKBONE", "FAMILY", "INPUT", "TEXT", "DISTRIBUTION", "DESCRIPTION")
+    cells = [(r["backbone"], r["family"], f"{r['input']}px", "yes" if r["text_tower"] else "-", r["distribution"],
               r["description"] + (f" [aka {', '.join(r['aliases'])}]" if r["aliases"] else "")) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers[:-1])]
     for line in (headers, *cells):
         typer.echo("  ".join(v.ljust(w) for v, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1])
     typer.echo("\nUse as --backbone PLUGIN:VARIANT; weights from a local file, or a pretrained tag where a "
-               "network exists.")
+               "network exists. TEXT: the model has a text tower (stadapt zero-shot, text heads).")
 
 
 def _params(spec: str, bottleneck: int, ratio: float | None, positions: str, classes: int, as_json: bool) -> None:

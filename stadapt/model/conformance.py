@@ -300,6 +300,27 @@ def _check_embed_hook(check: Callable[[FrameBackbone, torch.Tensor], str], s: _S
     return check(s.backbone, s.images)
 
 
+def _check_text_tower(s: _Subject) -> str:
+    """`text_tower` builds (random weights) exactly where the variant says it has one, its text and image
+    embeddings in one space; elsewhere it refuses with NoTextTowerError."""
+    from stadapt.backbones.text import NoTextTowerError, TextTower
+
+    if not s.info.text_tower:
+        try:
+            s.plugin.text_tower(s.info.name, None)
+        except NoTextTowerError:
+            return "none, as the variant says"
+        raise AssertionError("text_tower() built one, but the variant says it has none (VariantInfo.text_tower)")
+    tower = s.plugin.text_tower(s.info.name, None)
+    _expect(isinstance(tower, TextTower), "text_tower() did not return a stadapt.backbones.text.TextTower")
+    with torch.no_grad():
+        image = tower.project_image(s.backbone.native_forward(s.images))
+    text = tower.embed_labels(["a", "b"], ["a photo of {}."])
+    _expect(image.shape[-1] == text.shape[-1],
+            f"image embeddings of {image.shape[-1]} and text embeddings of {text.shape[-1]} dims")
+    return f"{text.shape[-1]}-dim joint space"
+
+
 _SUBJECT_CHECKS: list[tuple[str, Callable[[_Subject], str | None]]] = [
     ("decomposition matches the model's own forward", _check_decomposition),
     ("block_modules name each block's parameters (partial fine-tuning)", _check_block_modules),
@@ -307,6 +328,7 @@ _SUBJECT_CHECKS: list[tuple[str, Callable[[_Subject], str | None]]] = [
     ("only adapters and head train; adapters learn", _check_what_trains),
     ("adapters mix time within a clip, never across clips, and leave prefix tokens alone", _check_time_mixing),
     ("weights round trip; missing keys are errors", _check_weights_round_trip),
+    ("a text tower exactly where the variant says", _check_text_tower),
     *[(name, partial(_check_hook, check)) for name, check in HOOK_CHECKS],
     *[(name, partial(_check_embed_hook, check)) for name, check in EMBED_CHECKS],
 ]
