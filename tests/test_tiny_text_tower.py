@@ -51,3 +51,13 @@ def test_the_shipped_file_is_a_whole_open_clip_state_dict() -> None:
     model = open_clip.create_model(register_tiny(), load_weights=False)
     state = load_file(str(path))
     assert set(state) == set(model.state_dict())  # both towers, the projection and the logit scale
+
+
+def test_clip_tinys_open_clip_registration_lists_no_second_model() -> None:
+    """Building clip:tiny's text tower registers its configuration with open_clip; the plugin's search over
+    open_clip's models must not then list it again under that name."""
+    import stadapt
+    from stadapt_clip.text import register_tiny
+
+    register_tiny()
+    assert stadapt.list_backbones("clip:tiny") == ["clip:tiny"]

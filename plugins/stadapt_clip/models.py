@@ -150,13 +150,16 @@ def open_clip_model(name: str) -> OpenClipModel | None:
 
 
 def adaptable_names() -> list[str]:
-    """Every open_clip model name the plugin adapts (configuration only: nothing is built)."""
+    """Every open_clip model name the plugin adapts (configuration only: nothing is built), but the one it
+    registers itself for clip:tiny's text tower (stadapt_clip.text.register_tiny), which is clip:tiny."""
     import open_clip
+
+    from stadapt_clip.text import TINY_CONFIG
 
     names = []
     for name in open_clip.list_models():
         cfg = open_clip.get_model_config(name)
-        if cfg is not None and unadaptable_reason(cfg["vision_cfg"]) is None:
+        if name != TINY_CONFIG.stem and cfg is not None and unadaptable_reason(cfg["vision_cfg"]) is None:
             names.append(name)
     return names
 
