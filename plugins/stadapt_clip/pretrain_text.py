@@ -39,10 +39,14 @@ RENDER_SIZE = 48
 def attributes(scene: Scene, state: ObjectState, size: int = RENDER_SIZE) -> dict[str, str]:
     """What a single frame shows of its object: shape, colour, column, row and size."""
     hue = colorsys.rgb_to_hsv(*(float(c) for c in scene.colour))[0]
-    third = lambda value: min(2, int(3 * value / size))  # noqa: E731
     scale = (state.size / size - 0.2) / 0.25  # random_state draws sizes in [0.2, 0.45] of the frame
-    return {"shape": scene.shape, "colour": COLOURS[round(hue * 6) % 6], "column": COLUMNS[third(state.x)],
-            "row": ROWS[third(state.y)], "size": SIZES[min(2, int(3 * scale))]}
+    return {"shape": scene.shape, "colour": COLOURS[round(hue * 6) % 6], "column": COLUMNS[_third(state.x / size)],
+            "row": ROWS[_third(state.y / size)], "size": SIZES[_third(scale)]}
+
+
+def _third(fraction: float) -> int:
+    """Which third (0, 1, 2) of [0, 1] `fraction` falls in (1.0 and above: the last)."""
+    return min(2, int(3 * fraction))
 
 
 def caption(attrs: dict[str, str], rng: np.random.Generator) -> tuple[str, dict[str, str]]:
