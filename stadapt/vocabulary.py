@@ -53,6 +53,16 @@ def split_views(text: str) -> tuple[int, int]:
     return temporal, spatial
 
 
+# The prompt a class name is filled into at `{}` (text heads, zero-shot), where none is given.
+DEFAULT_TEMPLATE = "a video of {}."
+
+
+def holds_label_once(template: str) -> bool:
+    """Whether a prompt template marks where the label goes with `{}` exactly once, and holds no other brace."""
+    rest = template.replace("{}", "", 1)
+    return template.count("{}") == 1 and "{" not in rest and "}" not in rest
+
+
 def weights_is_path(weights: str | Path) -> bool:
     """A backbone weights value is a file path if it looks like one (a separator or a dot) or exists;
     otherwise it is a plugin's hub tag (e.g. `openai`)."""

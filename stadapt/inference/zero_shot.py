@@ -18,7 +18,7 @@ import torch
 
 from stadapt.data.input_spec import InputSpec
 from stadapt.errors import StadaptError
-from stadapt.model.zero_shot import DEFAULT_TEMPLATE, ZeroShotModel, build_zero_shot
+from stadapt.model.zero_shot import ZeroShotModel, build_zero_shot
 
 #: the clip a zero-shot model sees by default: 8 frames spread over the whole video, one centre view
 DEFAULT_FRAMES = 8
@@ -120,8 +120,8 @@ def _report(model: ZeroShotModel, spec: InputSpec, prepared: Any, list_file: Pat
 def load_zero_shot(backbone: str, weights: str | None, labels: Sequence[str], templates: Sequence[str] = (),
                    *, device: str = "auto", text_cache: Path | None = None) -> ZeroShotModel:
     """`build_zero_shot` on `device` ("auto": CUDA where there is one), templates defaulting to
-    DEFAULT_TEMPLATE; `text_cache`: where the label set's text embeddings are kept (OUT.text.safetensors)."""
+    `a video of {}.`; `text_cache`: where the label set's text embeddings are kept (OUT.text.safetensors)."""
     from stadapt.runtime.device import resolve_device
 
-    return build_zero_shot(backbone, weights, labels, list(templates) or [DEFAULT_TEMPLATE],
+    return build_zero_shot(backbone, weights, labels, templates,
                            device=torch.device(resolve_device(device)), text_cache=text_cache)

@@ -21,9 +21,9 @@ from torch import nn
 
 from stadapt.backbones.text import TextTower
 from stadapt.errors import StadaptError
+from stadapt.vocabulary import DEFAULT_TEMPLATE
 
 HEAD_TYPES = ("linear", "text")
-DEFAULT_TEMPLATE = "a video of {}."
 
 
 @dataclass(frozen=True)

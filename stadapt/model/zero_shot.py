@@ -26,9 +26,7 @@ from stadapt.errors import StadaptError
 from stadapt.model.blocks import embed, run_blocks
 from stadapt.model.classifier import load_backbone_weights
 from stadapt.model.text_cache import cached_class_embeddings
-from stadapt.vocabulary import weights_is_path
-
-DEFAULT_TEMPLATE = "a video of {}."
+from stadapt.vocabulary import DEFAULT_TEMPLATE, holds_label_once, weights_is_path
 
 
 class ZeroShotClassifier(nn.Module):
@@ -115,7 +113,7 @@ def check_labels(labels: Sequence[str]) -> list[str]:
 def check_templates(templates: Sequence[str]) -> list[str]:
     """The prompt templates; each must hold `{}` once, where the label goes."""
     found = list(templates) or [DEFAULT_TEMPLATE]
-    bad = [t for t in found if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}")]
+    bad = [t for t in found if not holds_label_once(t)]
     if bad:
         raise StadaptError(f"template {bad[0]!r} does not hold '{{}}' exactly once",
                            "write where the label goes as {}, e.g. --template 'a video of {}.'")

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from stadapt.recipe.fields import Float, Section
+from stadapt.vocabulary import DEFAULT_TEMPLATE, holds_label_once
 
 
 class HeadSection(Section):
@@ -19,7 +20,7 @@ class HeadSection(Section):
     scale times the cosine of the projected video feature (the image side's projection, frozen) with each
     class name's text embedding (plus SigLIP's bias): needs a backbone with a text tower (CLIP, SigLIP) and
     its pretrained `backbone.weights`."""
-    template: str | list[str] = "a video of {}."
+    template: str | list[str] = DEFAULT_TEMPLATE
     """The prompt each class name (classes.txt) is filled into at `{}`; several: their embeddings averaged
     (prompt ensembling, as zero-shot does). Recorded in checkpoints, so new labels are embedded the same way."""
     train: bool = False
@@ -32,8 +33,7 @@ class HeadSection(Section):
     @classmethod
     def _holds_label(cls, value: str | list[str]) -> str | list[str]:
         for template in [value] if isinstance(value, str) else value or [""]:
-            rest = template.replace("{}", "", 1)
-            if template.count("{}") != 1 or "{" in rest or "}" in rest:
+            if not holds_label_once(template):
                 raise PydanticCustomError("template", "{template} must hold '{}' exactly once, where the class "
                                           "name goes, e.g. 'a video of {}.'", {"template": repr(template)})
         return value

@@ -162,13 +162,12 @@ def zero_shot_row(data_root: Path, runs: Path, progress: bool) -> dict[str, Any]
     from stadapt.fileio import claim_outputs
     from stadapt.inference.evaluate import report_by_stadapt, report_paths
     from stadapt.inference.zero_shot import load_zero_shot, zero_shot_eval, zero_shot_spec
-    from stadapt.model.text_head import DEFAULT_TEMPLATE
 
     data = RECIPE["data"]
     report_path = runs / "quickstart_zero_shot" / "eval.json"
     claim_outputs(report_paths(report_path), overwrite=True, ours=report_by_stadapt)  # replaces only its own
     model = load_zero_shot(RECIPE["backbone"]["name"], RECIPE["backbone"]["weights"],
-                           open_prepared(data_root).classes, [DEFAULT_TEMPLATE], device="cpu")
+                           open_prepared(data_root).classes, device="cpu")
     spec = zero_shot_spec(model, frames=data["frames"], sampling=data["sampling"], stride=data["stride"])
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report = zero_shot_eval(data_root, Path("val.txt"), model, spec, report_path, workers=data["num_workers"],
