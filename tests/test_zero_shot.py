@@ -172,3 +172,13 @@ def test_an_image_only_weights_file_says_it_holds_no_text_tower(zoo: dict, tmp_p
     torch.save({k: v for k, v in zoo[CLIP]["model"].state_dict().items() if k.startswith("visual.")}, visual_only)
     with pytest.raises(WeightsError, match="it holds no text tower"):
         load_plugin("clip").text_tower(CLIP, str(visual_only))
+
+
+def test_a_label_file_from_a_windows_editor_reads_as_its_labels(tmp_path: Path) -> None:
+    """A label file with a byte-order mark and CRLF line ends (what Windows editors save) gives the labels
+    themselves: the mark must not stick to the first one."""
+    from stadapt.inference.zero_shot import read_labels
+
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffapplying eye makeup\r\n# a comment\r\n\r\narchery\r\n".encode())
+    assert read_labels(str(path)) == ["applying eye makeup", "archery"]

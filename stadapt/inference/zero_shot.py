@@ -28,13 +28,11 @@ DEFAULT_SAMPLING = "segment"
 def read_labels(value: str) -> list[str]:
     """`--labels`: a file with one label a line (blank lines and `#` comments skipped) when `value` names
     a file, or looks like one (a path separator or a .txt/.csv/.lst name), else labels separated by commas."""
+    from stadapt.data.textfile import read_lines
+
     path = Path(value).expanduser()
-    if path.is_file():
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StadaptError(f"label file {path} cannot be read ({exc.__class__.__name__})",
-                               "pass a UTF-8 text file with one label a line") from exc
+    if path.is_file():  # the reader of every file users hand us: a BOM and CRLF line ends are what editors write
+        lines = read_lines(path, "label file", "pass a UTF-8 text file with one label a line")
         labels = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not labels:
             raise StadaptError(f"label file {path} holds no labels", "write one label a line")
